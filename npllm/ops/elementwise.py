@@ -1,0 +1,304 @@
+"""Elementwise ops: arithmetic with broadcasting, and the pointwise functions.
+
+Every op here acts on each element independently, so its backward is the
+chain rule applied element by element: dL/dx = dL/dy * dy/dx.  Binary ops
+broadcast like NumPy, and their backward hands each input its gradient summed
+back to its own shape with ``unbroadcast``.
+
+Constants (Python numbers, arrays that are not Tensors) may appear on either
+side; they keep NumPy 2's rules, so ``float32_tensor * 0.5`` stays float32.
+"""
+
+import math
+
+import numpy as np
+
+from npllm.tensor import Function, unbroadcast
+
+
+class Add(Function):
+    """y = a + b.   dy/da = 1, dy/db = 1."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.shapes = (np.shape(a), np.shape(b))
+        return np.add(a, b)
+
+    @staticmethod
+    def backward(ctx, grad):
+        shape_a, shape_b = ctx.shapes
+        return unbroadcast(grad, shape_a), unbroadcast(grad, shape_b)
+
+
+class Sub(Function):
+    """y = a - b.   dy/da = 1, dy/db = -1."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.shapes = (np.shape(a), np.shape(b))
+        return np.subtract(a, b)
+
+    @staticmethod
+    def backward(ctx, grad):
+        shape_a, shape_b = ctx.shapes
+        db = -unbroadcast(grad, shape_b) if ctx.needs_input_grad[1] else None
+        return unbroadcast(grad, shape_a), db
+
+
+class Mul(Function):
+    """y = a * b.   dy/da = b, dy/db = a."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return np.multiply(a, b)
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = ctx.saved
+        need_a, need_b = ctx.needs_input_grad
+        da = unbroadcast(grad * b, np.shape(a)) if need_a else None
+        db = unbroadcast(grad * a, np.shape(b)) if need_b else None
+        return da, db
+
+
+class Div(Function):
+    """y = a / b.   dy/da = 1/b, dy/db = -a/b^2 = -y/b."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        out = np.divide(a, b)
+        ctx.save_for_backward(a, b, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b, out = ctx.saved
+        need_a, need_b = ctx.needs_input_grad
+        grad_over_b = grad / b
+        da = unbroadcast(grad_over_b, np.shape(a)) if need_a else None
+        db = unbroadcast(-grad_over_b * out, np.shape(b)) if need_b else None
+        return da, db
+
+
+class Pow(Function):
+    """y = a ** b.   dy/da = b * a^(b-1),  dy/db = y * ln(a)  (needs a > 0).
+
+    A constant integer exponent of 2 is computed as a * a: NumPy's float32
+    ``power`` is many times slower than a multiply.
+    """
+
+    @staticmethod
+    def forward(ctx, a, b):
+        out = np.multiply(a, a) if (isinstance(b, (int, float)) and b == 2) else np.power(a, b)
+        ctx.save_for_backward(a, b, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b, out = ctx.saved
+        need_a, need_b = ctx.needs_input_grad
+        da = db = None
+        if need_a:
+            local = 2 * a if (isinstance(b, (int, float)) and b == 2) else b * np.power(a, b - 1)
+            da = unbroadcast(grad * local, np.shape(a))
+        if need_b:
+            db = unbroadcast(grad * out * np.log(a), np.shape(b))
+        return da, db
+
+
+class Neg(Function):
+    """y = -x.   dy/dx = -1."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return np.negative(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -grad
+
+
+class Exp(Function):
+    """y = e^x.   dy/dx = e^x = y."""
+
+    @staticmethod
+    def forward(ctx, x):
+        out = np.exp(x)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (out,) = ctx.saved
+        return grad * out
+
+
+class Log(Function):
+    """y = ln x.   dy/dx = 1/x."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return np.log(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved
+        return grad / x
+
+
+class Sqrt(Function):
+    """y = sqrt(x).   dy/dx = 1 / (2 sqrt(x)) = 0.5 / y."""
+
+    @staticmethod
+    def forward(ctx, x):
+        out = np.sqrt(x)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (out,) = ctx.saved
+        return grad * 0.5 / out
+
+
+class Tanh(Function):
+    """y = tanh x.   dy/dx = 1 - tanh^2 x = 1 - y^2."""
+
+    @staticmethod
+    def forward(ctx, x):
+        out = np.tanh(x)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (out,) = ctx.saved
+        return grad * (1 - out * out)
+
+
+class Sigmoid(Function):
+    """y = 1 / (1 + e^-x).   dy/dx = y (1 - y).
+
+    Computed as (1 + tanh(x/2)) / 2, the same function, which never overflows.
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        out = np.tanh(x * 0.5)
+        out += 1
+        out *= 0.5
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (out,) = ctx.saved
+        return grad * out * (1 - out)
+
+
+class ReLU(Function):
+    """y = max(x, 0).   dy/dx = 1 where x > 0, else 0 (we take 0 at x = 0)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        out = np.maximum(x, 0)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (out,) = ctx.saved
+        return grad * (out > 0)
+
+
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+GELU_CUBIC = 0.044715
+
+
+class GELUTanh(Function):
+    """GPT-2's GELU: y = x/2 (1 + tanh(u)),  u = sqrt(2/pi) (x + 0.044715 x^3).
+
+        dy/dx = (1 + tanh u)/2 + x/2 (1 - tanh^2 u) du/dx,
+        du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2).
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        x_squared = x * x
+        tanh_u = np.tanh(SQRT_2_OVER_PI * x * (1 + GELU_CUBIC * x_squared))
+        ctx.save_for_backward(x, x_squared, tanh_u)
+        return 0.5 * x * (1 + tanh_u)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, x_squared, tanh_u = ctx.saved
+        du_dx = SQRT_2_OVER_PI * (1 + 3 * GELU_CUBIC * x_squared)
+        dy_dx = 0.5 * (1 + tanh_u) + 0.5 * x * (1 - tanh_u * tanh_u) * du_dx
+        return grad * dy_dx
+
+
+_erf = np.frompyfunc(math.erf, 1, 1)
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """The error function, exactly, element by element (NumPy has no erf ufunc).
+
+    It calls Python's math.erf per element, so it is slow; it serves the exact
+    GELU, which GPT-2 does not use (GPT-2 uses the tanh form above).
+    """
+    return _erf(x).astype(x.dtype)
+
+
+class GELUErf(Function):
+    """Exact GELU: y = x Phi(x),  Phi(x) = (1 + erf(x / sqrt 2)) / 2.
+
+        dy/dx = Phi(x) + x phi(x),   phi(x) = e^(-x^2/2) / sqrt(2 pi).
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        x = np.asarray(x)
+        cdf = 0.5 * (1 + erf(x * (1 / math.sqrt(2))))
+        ctx.save_for_backward(x, cdf)
+        return x * cdf
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, cdf = ctx.saved
+        pdf = np.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi))
+        return grad * (cdf + x * pdf)
+
+
+class Where(Function):
+    """y = a where condition else b.   dy/da = condition, dy/db = not condition."""
+
+    @staticmethod
+    def forward(ctx, condition, a, b):
+        condition = np.asarray(condition, dtype=bool)
+        ctx.condition = condition
+        ctx.shapes = (np.shape(a), np.shape(b))
+        return np.where(condition, a, b)
+
+    @staticmethod
+    def backward(ctx, grad):
+        _, need_a, need_b = ctx.needs_input_grad
+        shape_a, shape_b = ctx.shapes
+        zero = np.zeros((), dtype=grad.dtype)
+        da = unbroadcast(np.where(ctx.condition, grad, zero), shape_a) if need_a else None
+        db = unbroadcast(np.where(ctx.condition, zero, grad), shape_b) if need_b else None
+        return None, da, db
+
+
+class Cast(Function):
+    """y = x converted to another floating dtype.   dy/dx = 1, cast back."""
+
+    @staticmethod
+    def forward(ctx, x, dtype):
+        ctx.input_dtype = np.asarray(x).dtype
+        return np.asarray(x).astype(dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.astype(ctx.input_dtype), None
