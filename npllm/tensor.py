@@ -47,17 +47,23 @@ class no_grad(contextlib.ContextDecorator):
 
     Inside it, ops compute values only: no Context is kept, so evaluation and
     generation use no memory for backward and pay no bookkeeping.
+
+    As a decorator the same instance is entered on every call, also by a call
+    nested in another (recursion), so the states to restore form a stack.
     """
+
+    def __init__(self):
+        self._previous_states = []
 
     def __enter__(self):
         global _grad_enabled
-        self._previous = _grad_enabled
+        self._previous_states.append(_grad_enabled)
         _grad_enabled = False
         return self
 
     def __exit__(self, *exc):
         global _grad_enabled
-        _grad_enabled = self._previous
+        _grad_enabled = self._previous_states.pop()
         return False
 
 
