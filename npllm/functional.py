@@ -1,0 +1,563 @@
+"""Fused ops: the transformer's building blocks, each one forward and one hand-derived backward.
+
+Every op here could be written with the primitives of ``npllm.ops`` (and is,
+in ``functional_reference.py``, which the tests use as the oracle).  Fusing
+them into one ``Function`` buys three things:
+
+1. **Numerical stability.**  Softmax subtracts each row's maximum before
+   ``exp`` (the result is unchanged, since softmax(x) = softmax(x - c), but no
+   ``exp`` overflows), and cross-entropy works with log-probabilities
+   ``x - logsumexp(x)`` instead of taking the log of a probability that may
+   have underflowed to 0.
+2. **Speed.**  A composed softmax records five ops and keeps five arrays; the
+   fused one keeps only its output and its backward is one short formula.
+   Work happens in place on arrays the op itself allocated (``out=``,
+   ``-=``), matrix products go to BLAS as few large 2-D calls, and float32 in
+   means float32 throughout (a float64 array or ``np.float64`` scalar would
+   silently promote; Python floats do not).
+3. **Memory.**  Only what backward needs is saved.
+
+Each docstring derives the backward in a few lines; each backward quotes the
+forward line it inverts.  Conventions: the gradient arriving in backward is
+``grad`` and is never modified in place (it may be shared with another op);
+gradients are named with a ``d`` prefix; B, T, C, H, D, V are batch, time,
+channels, heads, head size and vocabulary size.
+
+Left out on purpose: reductions other than the mean in cross-entropy,
+class weights, and attention variants (ALiBi, sliding windows).
+"""
+
+import math
+
+import numpy as np
+
+from npllm.ops.elementwise import GELU_CUBIC, SQRT_2_OVER_PI, GELUErf
+from npllm.tensor import Function, ShapeError, Tensor
+
+__all__ = [
+    "softmax", "log_softmax", "cross_entropy", "layer_norm", "gelu", "embedding", "dropout",
+    "scaled_dot_product_attention", "linear",
+]
+
+
+def _array(x):
+    return x.data if isinstance(x, Tensor) else np.asarray(x)
+
+
+def _softmax_forward(x, axis):
+    """exp(x - max) / sum(exp(x - max)) along ``axis``, in a freshly allocated array."""
+    probs = x - x.max(axis=axis, keepdims=True)
+    np.exp(probs, out=probs)
+    probs /= probs.sum(axis=axis, keepdims=True)
+    return probs
+
+
+def _softmax_backward(dprobs, probs, axis):
+    """dx = p * (dp - sum(dp * p)); ``dprobs`` must be an array this op owns (it is overwritten)."""
+    row_dot = np.sum(np.multiply(dprobs, probs), axis=axis, keepdims=True)
+    dprobs -= row_dot
+    dprobs *= probs
+    return dprobs
+
+
+# --- softmax and log-softmax ---------------------------------------------
+class Softmax(Function):
+    """p_i = e^(x_i) / sum_j e^(x_j)  along one axis.
+
+        dp_i/dx_k = p_i (delta_ik - p_k)
+        dL/dx_k = sum_i g_i p_i (delta_ik - p_k) = p_k (g_k - sum_i g_i p_i)
+    """
+
+    @staticmethod
+    def forward(ctx, x, axis=-1):
+        probs = _softmax_forward(x, axis)
+        ctx.save_for_backward(probs)
+        ctx.axis = axis
+        return probs
+
+    @staticmethod
+    def backward(ctx, grad):
+        (probs,) = ctx.saved
+        # forward: probs = exp(x - max) / sum(exp(x - max))
+        return _softmax_backward(grad.copy(), probs, ctx.axis)
+
+
+class LogSoftmax(Function):
+    """y_i = x_i - log sum_j e^(x_j)  along one axis.
+
+        dy_i/dx_k = delta_ik - p_k,   p = softmax(x) = e^y
+        dL/dx_k = g_k - p_k sum_i g_i
+    """
+
+    @staticmethod
+    def forward(ctx, x, axis=-1):
+        shifted = x - x.max(axis=axis, keepdims=True)
+        log_sum_exp = np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+        shifted -= log_sum_exp
+        ctx.save_for_backward(shifted)
+        ctx.axis = axis
+        return shifted
+
+    @staticmethod
+    def backward(ctx, grad):
+        (log_probs,) = ctx.saved
+        # forward: log_probs = (x - max) - log(sum(exp(x - max)))
+        dx = np.exp(log_probs)
+        dx *= grad.sum(axis=ctx.axis, keepdims=True)
+        np.subtract(grad, dx, out=dx)
+        return dx
+
+
+def softmax(x, axis=-1):
+    """Softmax along ``axis`` (max-subtracted, so large inputs do not overflow)."""
+    return Softmax.apply(x, axis=axis)
+
+
+def log_softmax(x, axis=-1):
+    """log(softmax(x)) along ``axis``, computed as x - logsumexp(x) (never log of 0)."""
+    return LogSoftmax.apply(x, axis=axis)
+
+
+# --- cross-entropy -------------------------------------------------------
+class CrossEntropy(Function):
+    """Mean negative log-likelihood of the targets, with optional label smoothing.
+
+    For one row of logits x (length V) with target t, let p = softmax(x) and
+    lse = log sum_j e^(x_j), so log p_j = x_j - lse.  With smoothing eps the
+    target distribution is q = (1 - eps) onehot(t) + eps / V, and
+
+        loss_row = -sum_j q_j log p_j = lse - (1 - eps) x_t - (eps / V) sum_j x_j
+        d loss_row / dx_j = p_j - q_j = p_j - (1 - eps) [j = t] - eps / V.
+
+    The loss is the mean over the n rows whose target is not ``ignore_index``;
+    ignored rows get zero gradient, the others (p - q) / n.  Forward keeps
+    e^(x - max) (unnormalised) and the row sums; backward divides by the sums
+    while scaling, so p is never stored separately, and the one-hot is never
+    built: (1 - eps) is subtracted at the n target positions only.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, targets, ignore_index=-100, label_smoothing=0.0):
+        V = logits.shape[-1]
+        rows = logits.reshape(-1, V)  # (N, V)
+        targets = targets.reshape(-1)  # (N,)
+        keep = targets != ignore_index
+        count = int(np.count_nonzero(keep))
+        safe_targets = np.where(keep, targets, 0)
+        row_max = rows.max(axis=1, keepdims=True)  # (N, 1)
+        exp_shifted = np.subtract(rows, row_max)
+        np.exp(exp_shifted, out=exp_shifted)
+        row_sum = exp_shifted.sum(axis=1, keepdims=True)  # (N, 1)
+        log_sum_exp = (np.log(row_sum) + row_max)[:, 0]  # (N,)
+        target_logit = rows[np.arange(len(rows)), safe_targets]
+        loss_rows = log_sum_exp - (1.0 - label_smoothing) * target_logit
+        if label_smoothing:
+            loss_rows -= label_smoothing * rows.mean(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):  # all ignored: 0/0 = NaN, as PyTorch
+            loss = np.divide(loss_rows @ keep.astype(logits.dtype), count, dtype=logits.dtype)
+        ctx.save_for_backward(exp_shifted, row_sum, keep, safe_targets)
+        ctx.shape, ctx.count, ctx.label_smoothing = logits.shape, count, label_smoothing
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad):
+        exp_shifted, row_sum, keep, safe_targets = ctx.saved
+        if ctx.count == 0:
+            return np.zeros(ctx.shape, dtype=grad.dtype), None
+        eps, V = ctx.label_smoothing, exp_shifted.shape[1]
+        # forward: loss = sum over kept rows of (lse - (1 - eps) x_t - eps/V sum_j x_j) / n
+        row_weight = keep * (grad / ctx.count)  # (N,): g/n on kept rows, 0 on ignored ones
+        dlogits = exp_shifted * (row_weight[:, None] / row_sum)  # p g/n
+        kept_rows = np.flatnonzero(keep)
+        dlogits[kept_rows, safe_targets[kept_rows]] -= (1.0 - eps) * row_weight[kept_rows]
+        if eps:
+            dlogits -= (eps / V) * row_weight[:, None]
+        return dlogits.reshape(ctx.shape), None
+
+
+def cross_entropy(logits, targets, ignore_index=-100, label_smoothing=0.0):
+    """Mean cross-entropy of integer ``targets`` under ``logits``.
+
+    ``logits``: (N, V) or (B, T, V) (any (..., V)); ``targets``: integer ids of
+    shape (N,) or (B, T), an ndarray or a Tensor.  Rows whose target equals
+    ``ignore_index`` are left out of the mean.  When every row is ignored the
+    loss is NaN (0/0) and the gradient zero, exactly as in PyTorch.
+    """
+    logits_shape = _array(logits).shape
+    targets = _array(targets)
+    if targets.dtype.kind not in "iu":
+        raise TypeError(f"cross_entropy: targets must be integer class ids, got dtype {targets.dtype}")
+    if len(logits_shape) < 2 or targets.shape != logits_shape[:-1]:
+        raise ShapeError(
+            f"cross_entropy: logits of shape {logits_shape} need targets of shape {logits_shape[:-1]}"
+            f" (one id per row of V = {logits_shape[-1] if logits_shape else '?'} logits),"
+            f" got targets of shape {targets.shape}"
+        )
+    V = logits_shape[-1]
+    bad = (targets != ignore_index) & ((targets < 0) | (targets >= V))
+    if bad.any():
+        raise ValueError(
+            f"cross_entropy: target id {int(targets[bad][0])} is out of range for V = {V} classes"
+            f" (valid ids are 0..{V - 1}, or ignore_index = {ignore_index})"
+        )
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    return CrossEntropy.apply(logits, targets, ignore_index=ignore_index, label_smoothing=float(label_smoothing))
+
+
+# --- layer norm ----------------------------------------------------------
+class LayerNorm(Function):
+    """y = xhat * w + b,  xhat = (x - mean) * rstd,  rstd = 1 / sqrt(var + eps), over the last axis (C).
+
+    With g = dL/dy and gx = g * w (the gradient reaching xhat):
+        dw = sum over rows of g * xhat,   db = sum over rows of g
+        dx = rstd * (gx - mean(gx) - xhat * mean(gx * xhat))
+    (the two means are the paths through the row's mean and through its variance).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps=1e-5):
+        C = x.shape[-1]
+        rows = x.reshape(-1, C)  # (N, C)
+        xhat = rows - rows.mean(axis=1, keepdims=True)
+        variance = np.einsum("ij,ij->i", xhat, xhat)[:, None]  # (N, 1), times C
+        variance /= C
+        variance += eps
+        rstd = np.sqrt(variance, out=variance)
+        np.reciprocal(rstd, out=rstd)
+        xhat *= rstd
+        ctx.save_for_backward(xhat, rstd, weight)
+        ctx.shape = x.shape
+        out = xhat * weight if weight is not None else xhat.copy()
+        if bias is not None:
+            out += bias
+        return out.reshape(x.shape)
+
+    @staticmethod
+    def backward(ctx, grad):
+        xhat, rstd, weight = ctx.saved
+        need_x, need_weight, need_bias = ctx.needs_input_grad
+        C = xhat.shape[1]
+        grad_rows = grad.reshape(-1, C)  # (N, C)
+        dweight = np.einsum("ij,ij->j", grad_rows, xhat) if need_weight else None
+        dbias = grad_rows.sum(axis=0) if need_bias else None
+        dx = None
+        if need_x:
+            # forward: out = xhat * weight + bias;  xhat = (x - mean) * rstd
+            dx = grad_rows * weight if weight is not None else grad_rows.copy()  # dxhat
+            mean_dxhat = dx.mean(axis=1, keepdims=True)
+            mean_dxhat_xhat = np.einsum("ij,ij->i", dx, xhat)[:, None]
+            mean_dxhat_xhat /= C
+            dx -= mean_dxhat
+            dx -= xhat * mean_dxhat_xhat
+            dx *= rstd
+            dx = dx.reshape(ctx.shape)
+        return dx, dweight, dbias
+
+
+def layer_norm(x, weight=None, bias=None, eps=1e-5):
+    """Normalise the last axis to zero mean and unit variance, then scale by ``weight`` and shift by ``bias``."""
+    C = _array(x).shape[-1]
+    for name, param in (("weight", weight), ("bias", bias)):
+        if param is not None and _array(param).shape != (C,):
+            raise ShapeError(
+                f"layer_norm: {name} must have shape ({C},) to match the last axis of x {_array(x).shape},"
+                f" got {_array(param).shape}"
+            )
+    return LayerNorm.apply(x, weight, bias, eps=eps)
+
+
+# --- GELU ----------------------------------------------------------------
+class GELU(Function):
+    """GPT-2's GELU: y = x/2 (1 + t),  t = tanh(u),  u = s (x + c x^3),  s = sqrt(2/pi), c = 0.044715.
+
+        dy/dx = (1 + t)/2 + x/2 (1 - t^2) s (1 + 3 c x^2)
+
+    The same function as ``ops.gelu``; this version runs in place on two
+    arrays it allocates (x^3 written as x * x * x: float32 ``x ** 3`` is far slower).
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        tanh_u = x * x
+        tanh_u *= GELU_CUBIC
+        tanh_u += 1.0
+        tanh_u *= x
+        tanh_u *= SQRT_2_OVER_PI
+        np.tanh(tanh_u, out=tanh_u)
+        ctx.save_for_backward(x, tanh_u)
+        out = tanh_u + 1.0
+        out *= x
+        out *= 0.5
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, tanh_u = ctx.saved
+        # forward: out = 0.5 * x * (1 + tanh(s * (x + c * x * x * x)))
+        dx = x * x
+        dx *= 3.0 * GELU_CUBIC * SQRT_2_OVER_PI
+        dx += SQRT_2_OVER_PI  # du/dx
+        one_minus_t2 = tanh_u * tanh_u
+        np.subtract(1.0, one_minus_t2, out=one_minus_t2)
+        dx *= one_minus_t2
+        dx *= x
+        dx += tanh_u
+        dx += 1.0
+        dx *= 0.5  # dy/dx
+        dx *= grad
+        return dx
+
+
+def gelu(x, approximate="tanh"):
+    """GELU: ``approximate="tanh"`` is GPT-2's form (fused here), ``"none"`` the exact erf form (ops.gelu's)."""
+    if approximate == "tanh":
+        return GELU.apply(x)
+    if approximate == "none":
+        return GELUErf.apply(x)
+    raise ValueError(f"gelu: approximate must be 'tanh' or 'none', got {approximate!r}")
+
+
+# --- embedding -----------------------------------------------------------
+class Embedding(Function):
+    """y[n] = W[ids[n]]: a row lookup.   dW[v] = sum of g[n] over all n with ids[n] = v.
+
+    The backward is a scatter-add, and repeated ids must accumulate.
+    ``np.add.at(dW, ids, g)`` does it but is slow on rows (~7-14 ms for
+    2048 x 384 here).  Measured alternatives (V=4096, C=384, N=2048):
+    a one-hot matmul costs 2 V N C flops (~40 ms); sort + ``np.add.reduceat``
+    ~4-12 ms; np.bincount per column ~20 ms.  What is fast: sort the ids, *assign*
+    the first occurrence of each id (no conflicts, one fancy-index copy), and
+    add only the repeats with ``np.add.at`` on a flat element index, NumPy's
+    fast 1-D path: ~2 ms for uniform ids, ~3.5 ms for text-like (Zipf) ids.
+    """
+
+    @staticmethod
+    def forward(ctx, ids, weight):
+        ctx.ids, ctx.weight_shape = ids, weight.shape
+        return weight[ids]
+
+    @staticmethod
+    def backward(ctx, grad):
+        V, C = ctx.weight_shape
+        ids = ctx.ids.reshape(-1)  # (N,)
+        grad_rows = grad.reshape(-1, C)  # (N, C)
+        # forward: out = weight[ids]
+        order = np.argsort(ids, kind="stable")
+        sorted_ids = ids[order]
+        first = np.empty(len(ids), dtype=bool)
+        first[:1] = True
+        np.not_equal(sorted_ids[1:], sorted_ids[:-1], out=first[1:])
+        dweight = np.zeros((V, C), dtype=grad.dtype)
+        dweight[sorted_ids[first]] = grad_rows[order[first]]
+        repeats = order[~first]
+        if len(repeats):
+            flat_index = (ids[repeats][:, None] * C + np.arange(C)).reshape(-1)  # (R * C,)
+            np.add.at(dweight.reshape(-1), flat_index, grad_rows[repeats].reshape(-1))
+        return None, dweight
+
+
+def embedding(ids, weight):
+    """Rows of ``weight`` (V, C) picked by integer ``ids`` of any shape: output (*ids.shape, C)."""
+    ids = _array(ids)
+    V = _array(weight).shape[0]
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"embedding: ids must be integers, got dtype {ids.dtype}")
+    if _array(weight).ndim != 2:
+        raise ShapeError(f"embedding: weight must be a (V, C) matrix, got shape {_array(weight).shape}")
+    if ids.size and (ids.min() < 0 or ids.max() >= V):
+        bad = int(ids.min()) if ids.min() < 0 else int(ids.max())
+        raise ValueError(f"embedding: id {bad} is out of range for a table of V = {V} rows (valid ids are 0..{V - 1})")
+    return Embedding.apply(ids, weight)
+
+
+# --- dropout -------------------------------------------------------------
+class Dropout(Function):
+    """Inverted dropout: y = x * m / (1 - p), each m ~ Bernoulli(1 - p).   dx = g * m / (1 - p).
+
+    Dividing by 1 - p during training keeps E[y] = x, so evaluation needs no
+    rescaling.  The scaled mask m / (1 - p) is drawn once and saved.
+    """
+
+    @staticmethod
+    def forward(ctx, x, p, rng):
+        scaled_mask = (rng.random(x.shape, dtype=np.float32) >= p).astype(x.dtype)
+        scaled_mask *= 1.0 / (1.0 - p)
+        ctx.save_for_backward(scaled_mask)
+        return x * scaled_mask
+
+    @staticmethod
+    def backward(ctx, grad):
+        (scaled_mask,) = ctx.saved
+        # forward: out = x * scaled_mask
+        return grad * scaled_mask, None, None
+
+
+def dropout(x, p, training, rng=None):
+    """Zero each element with probability ``p`` and scale the rest by 1/(1-p), when ``training``.
+
+    ``rng`` is an explicit ``np.random.Generator`` so runs are reproducible.
+    Identity when not training or p == 0; p == 1 zeroes everything.
+    """
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout: p must be in [0, 1], got {p}")
+    if not training or p == 0.0:
+        return x
+    if p == 1.0:
+        return x * 0.0
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"dropout: training with p={p} needs rng, a np.random.Generator, got {type(rng).__name__}")
+    return Dropout.apply(x, p, rng)
+
+
+# --- attention -----------------------------------------------------------
+def causal_mask(Tq, Tk):
+    """Boolean (Tq, Tk), True = may attend: query i sees key j when j <= i + (Tk - Tq).
+
+    With Tq == Tk this is the lower triangle; with fewer queries than keys (a
+    KV cache holding the past) the queries are the *last* Tq positions.
+    """
+    return np.tri(Tq, Tk, k=Tk - Tq, dtype=bool)
+
+
+class ScaledDotProductAttention(Function):
+    """out = P' v,  P' = P * m/(1-p) (dropout),  P = softmax(S),  S = q k^T / sqrt(D) (masked to -inf).
+
+    Per (batch, head), with O = P' V and g = dL/dO:
+        dV = P'^T g
+        dP' = g V^T,   dP = dP' * m/(1-p)
+        dS = P * (dP - rowsum(dP * P))          (the softmax backward)
+        dQ = dS K / sqrt(D),   dK = dS^T Q / sqrt(D)
+    Masked entries have P = 0, hence dS = 0: no gradient crosses the mask.
+    A query row that may see no key at all outputs zeros (as PyTorch does)
+    instead of 0/0.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, keep=None, dropout_p=0.0, rng=None):
+        scale = 1.0 / math.sqrt(q.shape[-1])
+        scores = q @ np.swapaxes(k, -1, -2)  # (B, H, Tq, Tk)
+        scores *= scale
+        if keep is not None:
+            np.copyto(scores, -np.inf, where=~keep)
+        row_max = scores.max(axis=-1, keepdims=True)  # (B, H, Tq, 1)
+        if keep is not None:
+            row_max[row_max == -np.inf] = 0.0  # a row with no visible key: exp(-inf) = 0 everywhere
+        scores -= row_max
+        probs = np.exp(scores, out=scores)
+        row_sum = probs.sum(axis=-1, keepdims=True)
+        if keep is not None:
+            row_sum[row_sum == 0.0] = 1.0  # ... and 0 / 1 = 0 instead of 0 / 0
+        probs /= row_sum
+        scaled_mask = None
+        attention = probs
+        if dropout_p > 0.0:
+            scaled_mask = (rng.random(probs.shape, dtype=np.float32) >= dropout_p).astype(probs.dtype)
+            scaled_mask *= 1.0 / (1.0 - dropout_p)
+            attention = probs * scaled_mask
+        ctx.save_for_backward(q, k, v, probs, scaled_mask)
+        ctx.scale = scale
+        return attention @ v  # (B, H, Tq, D)
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, k, v, probs, scaled_mask = ctx.saved
+        need_q, need_k, need_v = ctx.needs_input_grad[:3]
+        attention = probs if scaled_mask is None else probs * scaled_mask
+        # forward: out = attention @ v
+        dv = np.swapaxes(attention, -1, -2) @ grad if need_v else None  # (B, H, Tk, D)
+        dprobs = grad @ np.swapaxes(v, -1, -2)  # (B, H, Tq, Tk)
+        if scaled_mask is not None:
+            dprobs *= scaled_mask
+        # forward: probs = softmax(scores), scores = q @ k^T * scale
+        dscores = _softmax_backward(dprobs, probs, axis=-1)
+        dq = dk = None
+        if need_q:
+            dq = dscores @ k
+            dq *= ctx.scale
+        if need_k:
+            dk = np.swapaxes(dscores, -1, -2) @ q
+            dk *= ctx.scale
+        return dq, dk, dv, None
+
+
+def scaled_dot_product_attention(q, k, v, mask=None, is_causal=False, dropout_p=0.0, rng=None):
+    """softmax(q k^T / sqrt(D) + masking) v, fused, for q (B, H, Tq, D) and k, v (B, H, Tk, D).
+
+    ``is_causal``: query i attends to keys j <= i + Tk - Tq (see ``causal_mask``).
+    ``mask``: boolean, True = attend, broadcastable to (B, H, Tq, Tk).  Give one or the other.
+    ``dropout_p`` > 0 drops attention weights using ``rng`` (a np.random.Generator).
+    """
+    q_shape, k_shape, v_shape = _array(q).shape, _array(k).shape, _array(v).shape
+    if not (len(q_shape) == len(k_shape) == len(v_shape) >= 2) or q_shape[-1] != k_shape[-1] \
+            or k_shape[:-1] != v_shape[:-1] or q_shape[:-2] != k_shape[:-2]:
+        raise ShapeError(
+            "scaled_dot_product_attention: need q (B, H, Tq, D), k (B, H, Tk, D), v (B, H, Tk, Dv);"
+            f" got q {q_shape}, k {k_shape}, v {v_shape}"
+        )
+    Tq, Tk = q_shape[-2], k_shape[-2]
+    keep = None
+    if is_causal:
+        if mask is not None:
+            raise ValueError("scaled_dot_product_attention: give either mask or is_causal=True, not both")
+        keep = causal_mask(Tq, Tk)
+    elif mask is not None:
+        keep = _array(mask)
+        if keep.dtype != bool:
+            raise TypeError(f"scaled_dot_product_attention: mask must be boolean (True = attend), got {keep.dtype}")
+        try:
+            np.broadcast_shapes(keep.shape, q_shape[:-2] + (Tq, Tk))
+        except ValueError:
+            raise ShapeError(
+                f"scaled_dot_product_attention: mask of shape {keep.shape} does not broadcast to"
+                f" (B, H, Tq, Tk) = {q_shape[:-2] + (Tq, Tk)}"
+            ) from None
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"scaled_dot_product_attention: dropout_p must be in [0, 1), got {dropout_p}")
+    if dropout_p > 0.0 and not isinstance(rng, np.random.Generator):
+        raise TypeError("scaled_dot_product_attention: dropout_p > 0 needs rng, a np.random.Generator")
+    return ScaledDotProductAttention.apply(q, k, v, keep, dropout_p=dropout_p, rng=rng)
+
+
+# --- linear --------------------------------------------------------------
+class Linear(Function):
+    """y = x W + b  with W of shape (in, out) (GPT-2's layout), x of shape (..., in).
+
+    All leading axes are flattened into one matrix of N rows, so each product
+    is one 2-D BLAS call:
+        dX = g W^T,   dW = X^T g,   db = sum over rows of g.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        rows = x.reshape(-1, x.shape[-1])  # (N, in)
+        out = rows @ weight  # (N, out)
+        if bias is not None:
+            out += bias
+        ctx.save_for_backward(rows, weight)
+        ctx.shape = x.shape
+        return out.reshape(*x.shape[:-1], weight.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad):
+        rows, weight = ctx.saved
+        need_x, need_weight, need_bias = ctx.needs_input_grad
+        grad_rows = grad.reshape(-1, grad.shape[-1])  # (N, out)
+        # forward: out = rows @ weight + bias
+        dx = (grad_rows @ weight.T).reshape(ctx.shape) if need_x else None
+        dweight = rows.T @ grad_rows if need_weight else None
+        dbias = grad_rows.sum(axis=0) if need_bias else None
+        return dx, dweight, dbias
+
+
+def linear(x, weight, bias=None):
+    """x @ weight + bias for x (..., in), weight (in, out), bias (out,) or None."""
+    x_shape, w_shape = _array(x).shape, _array(weight).shape
+    if len(w_shape) != 2 or not x_shape or x_shape[-1] != w_shape[0] \
+            or (bias is not None and _array(bias).shape != (w_shape[1],)):
+        bias_shape = None if bias is None else _array(bias).shape
+        raise ShapeError(
+            f"linear: x (..., in) @ weight (in, out) + bias (out,) does not fit shapes"
+            f" x {x_shape}, weight {w_shape}, bias {bias_shape}"
+        )
+    return Linear.apply(x, weight, bias)
