@@ -53,10 +53,12 @@ class MatMul(Function):
         # promote vectors to matrices: a (k,) -> (1, k); b (k,) -> (k, 1)
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
-        if a.ndim == 1:
-            grad = np.expand_dims(grad, -2)
+        # and give grad back the axes the vectors dropped, the last one first
+        # (for (k,) @ (k,) the scalar grad goes () -> (1,) -> (1, 1))
         if b.ndim == 1:
             grad = np.expand_dims(grad, -1)
+        if a.ndim == 1:
+            grad = np.expand_dims(grad, -2)
         da = db = None
         if need_a:
             da = unbroadcast(grad @ np.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
