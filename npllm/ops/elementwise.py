@@ -102,8 +102,8 @@ class Pow(Function):
         if need_a:
             local = 2 * a if (isinstance(b, (int, float)) and b == 2) else b * np.power(a, b - 1)
             da = unbroadcast(grad * local, np.shape(a))
-        if need_b:
-            db = unbroadcast(grad * out * np.log(a), np.shape(b))
+        if need_b:  # a may be a Python number, whose np.log is a float64 scalar: compute it in y's dtype
+            db = unbroadcast(grad * out * np.log(a, dtype=out.dtype), np.shape(b))
         return da, db
 
 
