@@ -291,21 +291,26 @@ def _reverse_topological_order(root: Tensor) -> list:
 
     Iterative depth-first search: a node is emitted after all its inputs
     (post-order); reversing that list puts every node before its inputs.
+    A node is marked visited when it is *expanded*, not when it is pushed: in
+    y = x / (x * 2), x is pushed by y before x * 2 is expanded, and must still
+    be emitted after x * 2 (else x's gradient is read before x * 2 adds to it).
     """
-    order, visited = [], {id(root)}
+    order, visited = [], set()
     stack = [(root, False)]
     while stack:
         node, inputs_done = stack.pop()
         if inputs_done:
             order.append(node)
             continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
         stack.append((node, True))
         ctx = node._ctx
         if ctx is None or ctx.freed:
             continue
         for parent, needs in zip(ctx.inputs, ctx.needs_input_grad):
             if needs and id(parent) not in visited:
-                visited.add(id(parent))
                 stack.append((parent, False))
     order.reverse()
     return order

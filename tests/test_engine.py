@@ -45,6 +45,16 @@ def test_diamond_graph_sums_both_paths():
     np.testing.assert_allclose(a.grad, (2 + 2 * a.data) * np.exp(a.data))
 
 
+def test_input_used_directly_and_through_an_intermediate():
+    """y = e / sum(e): e is pushed by y before sum(e) is expanded, yet must come after it."""
+    a = leaf([0.5, -1.0, 2.0])
+    e = a.exp()
+    (e / e.sum() * np.array([1.0, 2.0, 3.0])).sum().backward()
+    p = np.exp(a.data) / np.exp(a.data).sum()
+    weights = np.array([1.0, 2.0, 3.0])
+    np.testing.assert_allclose(a.grad, p * (weights - (weights * p).sum()), rtol=1e-6)
+
+
 def test_leaf_gradients_accumulate_across_backward_calls():
     a = leaf([1.0, 2.0])
     (a * 3.0).sum().backward()
