@@ -74,9 +74,9 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, max_elements=256, seed
             for k, i in enumerate(elements):
                 original = flat[i]
                 flat[i] = original + eps
-                plus = float(_scalar_loss(fn, inputs, weights).data)
+                plus = _scalar_loss(fn, inputs, weights).item()
                 flat[i] = original - eps
-                minus = float(_scalar_loss(fn, inputs, weights).data)
+                minus = _scalar_loss(fn, inputs, weights).item()
                 flat[i] = original
                 numeric[k] = (plus - minus) / (2 * eps)
         _compare(position, x, analytic.reshape(-1)[elements], numeric, elements, atol, rtol)
