@@ -248,7 +248,7 @@ def erf(x: np.ndarray) -> np.ndarray:
     It calls Python's math.erf per element, so it is slow; it serves the exact
     GELU, which GPT-2 does not use (GPT-2 uses the tanh form above).
     """
-    return _erf(x).astype(x.dtype)
+    return np.asarray(_erf(x), dtype=x.dtype)  # a 0-d input gives a Python float, not an array
 
 
 class GELUErf(Function):
