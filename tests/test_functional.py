@@ -1,0 +1,231 @@
+"""Fused ops of npllm.functional: gradchecks, fused == composed, dtypes, dropout, errors."""
+
+import numpy as np
+import pytest
+
+import npllm.functional as F
+import npllm.functional_reference as R
+from npllm import ShapeError, Tensor, gradcheck
+
+
+def randn(*shape, dtype=np.float64, seed=0, requires_grad=True):
+    data = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+    return Tensor(data, requires_grad=requires_grad)
+
+
+def random_targets(shape, V, ignored_fraction=0.0, seed=1):
+    rng = np.random.default_rng(seed)
+    targets = rng.integers(0, V, size=shape)
+    targets[rng.random(shape) < ignored_fraction] = -100
+    return targets
+
+
+def attention_mask(shape, seed=2):
+    return np.random.default_rng(seed).random(shape) > 0.3
+
+
+# (name, fused call, composed call, input shapes) -- one row per case, shared by the gradcheck
+# and the fused == composed tests below.
+TARGETS_NV = random_targets((6,), 5, ignored_fraction=0.3)
+TARGETS_BTV = random_targets((2, 3), 7, ignored_fraction=0.3)
+IDS = np.array([[1, 3, 1], [0, 3, 3]])  # repeated ids must accumulate
+MASK = attention_mask((2, 1, 3, 5))
+MASK[0, 0, 1] = False  # a query that sees no key at all
+CASES = [
+    ("softmax last", lambda x: F.softmax(x), lambda x: R.softmax_composed(x), [(4, 6)]),
+    ("softmax axis 0", lambda x: F.softmax(x, 0), lambda x: R.softmax_composed(x, 0), [(4, 6)]),
+    ("softmax 3-d middle", lambda x: F.softmax(x, 1), lambda x: R.softmax_composed(x, 1), [(2, 3, 4)]),
+    ("log_softmax last", lambda x: F.log_softmax(x), lambda x: R.log_softmax_composed(x), [(4, 6)]),
+    ("log_softmax axis 0", lambda x: F.log_softmax(x, 0), lambda x: R.log_softmax_composed(x, 0), [(2, 3, 4)]),
+    ("cross_entropy (N, V)",
+     lambda x: F.cross_entropy(x, TARGETS_NV), lambda x: R.cross_entropy_composed(x, TARGETS_NV), [(6, 5)]),
+    ("cross_entropy (B, T, V) ignore + smoothing",
+     lambda x: F.cross_entropy(x, TARGETS_BTV, label_smoothing=0.1),
+     lambda x: R.cross_entropy_composed(x, TARGETS_BTV, label_smoothing=0.1), [(2, 3, 7)]),
+    ("cross_entropy custom ignore_index",
+     lambda x: F.cross_entropy(x, np.array([0, 2, 2, 1]), ignore_index=2),
+     lambda x: R.cross_entropy_composed(x, np.array([0, 2, 2, 1]), ignore_index=2), [(4, 3)]),
+    ("layer_norm", F.layer_norm, R.layer_norm_composed, [(3, 5), (5,), (5,)]),
+    ("layer_norm 3-d", F.layer_norm, R.layer_norm_composed, [(2, 3, 4), (4,), (4,)]),
+    ("layer_norm no bias", lambda x, w: F.layer_norm(x, w, None), lambda x, w: R.layer_norm_composed(x, w),
+     [(3, 5), (5,)]),
+    ("layer_norm no affine", F.layer_norm, R.layer_norm_composed, [(3, 5)]),
+    ("gelu", F.gelu, R.gelu_composed, [(3, 7)]),
+    ("embedding repeated ids", lambda w: F.embedding(IDS, w), lambda w: R.embedding_composed(IDS, w), [(4, 5)]),
+    ("attention", F.scaled_dot_product_attention, R.attention_composed, [(2, 2, 4, 3)] * 3),
+    ("attention causal",
+     lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+     lambda q, k, v: R.attention_composed(q, k, v, is_causal=True), [(2, 2, 4, 3)] * 3),
+    ("attention causal Tq < Tk",
+     lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+     lambda q, k, v: R.attention_composed(q, k, v, is_causal=True), [(1, 2, 2, 3), (1, 2, 5, 3), (1, 2, 5, 3)]),
+    ("attention mask with an empty row",
+     lambda q, k, v: F.scaled_dot_product_attention(q, k, v, mask=MASK),
+     lambda q, k, v: R.attention_composed(q, k, v, mask=MASK), [(2, 2, 3, 4), (2, 2, 5, 4), (2, 2, 5, 4)]),
+    ("attention dropout",
+     lambda q, k, v: F.scaled_dot_product_attention(q, k, v, dropout_p=0.3, rng=np.random.default_rng(5)),
+     lambda q, k, v: R.attention_composed(q, k, v, dropout_p=0.3, rng=np.random.default_rng(5)),
+     [(1, 2, 3, 4)] * 3),
+    ("dropout",
+     lambda x: F.dropout(x, 0.4, True, np.random.default_rng(3)),
+     lambda x: R.dropout_composed(x, 0.4, True, np.random.default_rng(3)), [(4, 6)]),
+    ("linear 3-d", F.linear, R.linear_composed, [(2, 3, 4), (4, 5), (5,)]),
+    ("linear no bias", F.linear, R.linear_composed, [(3, 4), (4, 5)]),
+]
+IDS_OF_CASES = [case[0] for case in CASES]
+
+
+def inputs_for(shapes, dtype=np.float64):
+    return [randn(*shape, dtype=dtype, seed=i) for i, shape in enumerate(shapes)]
+
+
+@pytest.mark.parametrize("name, fused, composed, shapes", CASES, ids=IDS_OF_CASES)
+def test_gradcheck(name, fused, composed, shapes):
+    assert gradcheck(fused, inputs_for(shapes), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name, fused, composed, shapes", CASES, ids=IDS_OF_CASES)
+def test_fused_equals_composed(name, fused, composed, shapes):
+    fused_inputs, composed_inputs = inputs_for(shapes), inputs_for(shapes)
+    seed = np.random.default_rng(9)
+    fused_out = fused(*fused_inputs)
+    with np.errstate(invalid="ignore"):  # the composed attention computes -inf - -inf on empty rows
+        composed_out = composed(*composed_inputs)
+    np.testing.assert_allclose(fused_out.data, composed_out.data, rtol=1e-12, atol=1e-12)
+    upstream = seed.standard_normal(fused_out.shape)
+    fused_out.backward(upstream)
+    with np.errstate(invalid="ignore"):
+        composed_out.backward(upstream)
+    for a, b in zip(fused_inputs, composed_inputs):
+        np.testing.assert_allclose(a.grad, b.grad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name, fused, composed, shapes", CASES, ids=IDS_OF_CASES)
+def test_float32_stays_float32(name, fused, composed, shapes):
+    inputs = inputs_for(shapes, dtype=np.float32)
+    out = fused(*inputs)
+    assert out.dtype == np.float32
+    out.backward(np.ones(out.shape, dtype=np.float32))
+    for x in inputs:
+        assert x.grad.dtype == np.float32, name
+
+
+def test_gradcheck_catches_a_wrong_backward(monkeypatch):
+    """Negative control: break softmax's backward and the gradcheck must notice."""
+    true_backward = F.Softmax.backward
+    monkeypatch.setattr(F.Softmax, "backward", staticmethod(lambda ctx, grad: 1.01 * true_backward(ctx, grad)))
+    with pytest.raises(AssertionError):
+        gradcheck(F.softmax, [randn(3, 4)])
+
+
+# --- values --------------------------------------------------------------
+def test_softmax_is_stable_for_huge_logits():
+    x = Tensor(np.array([[1000.0, 1000.0, -1000.0]], dtype=np.float32))
+    np.testing.assert_allclose(F.softmax(x).data, [[0.5, 0.5, 0.0]])
+    np.testing.assert_allclose(F.log_softmax(x).data[0, :2], [-np.log(2)] * 2, rtol=1e-6)
+
+
+def test_cross_entropy_accepts_tensor_targets_and_matches_manual_value():
+    logits = randn(4, 3)
+    targets = np.array([0, 2, 1, 2])
+    log_probs = logits.data - np.log(np.exp(logits.data).sum(1, keepdims=True))
+    expected = -log_probs[np.arange(4), targets].mean()
+    assert F.cross_entropy(logits, Tensor(targets)).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_cross_entropy_all_ignored_is_nan_with_zero_gradient():
+    logits = randn(3, 4)
+    loss = F.cross_entropy(logits, np.full(3, -100))
+    assert np.isnan(loss.item())
+    loss.backward()
+    np.testing.assert_array_equal(logits.grad, np.zeros((3, 4)))
+
+
+def test_attention_row_without_keys_outputs_zeros():
+    q, k, v = randn(1, 1, 2, 3), randn(1, 1, 2, 3, seed=1), randn(1, 1, 2, 3, seed=2)
+    mask = np.array([[True, True], [False, False]])
+    out = F.scaled_dot_product_attention(q, k, v, mask=mask)
+    np.testing.assert_array_equal(out.data[0, 0, 1], 0.0)
+    out.sum().backward()
+    assert np.isfinite(q.grad).all() and np.isfinite(k.grad).all()
+
+
+def test_causal_mask_aligns_to_the_last_keys():
+    np.testing.assert_array_equal(F.causal_mask(2, 4), [[1, 1, 1, 0], [1, 1, 1, 1]])
+    np.testing.assert_array_equal(F.causal_mask(3, 3), np.tril(np.ones((3, 3), bool)))
+
+
+def test_gelu_none_is_the_exact_form():
+    x = Tensor(np.array([-1.0, 0.5, 2.0]))
+    from math import erf, sqrt
+    expected = [xi * 0.5 * (1 + erf(xi / sqrt(2))) for xi in x.data]
+    np.testing.assert_allclose(F.gelu(x, approximate="none").data, expected, rtol=1e-12)
+
+
+def test_functions_work_without_grad_tracking():
+    x = Tensor(np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32))
+    assert F.softmax(x).shape == (2, 3, 4)
+    assert F.layer_norm(x, None, None).shape == (2, 3, 4)
+
+
+# --- dropout -------------------------------------------------------------
+def test_dropout_statistics_and_scaling():
+    x = Tensor(np.ones((400, 500), dtype=np.float32))
+    out = F.dropout(x, 0.25, True, np.random.default_rng(0)).data
+    kept = out != 0
+    assert abs(kept.mean() - 0.75) < 0.005  # 200,000 draws: std of the fraction ~0.001
+    np.testing.assert_allclose(out[kept], 1 / 0.75, rtol=1e-6)
+    assert abs(out.mean() - 1.0) < 0.01  # inverted dropout keeps the expectation
+
+
+def test_dropout_is_deterministic_given_the_seed():
+    x = randn(8, 9)
+    a = F.dropout(x, 0.5, True, np.random.default_rng(42)).data
+    b = F.dropout(x, 0.5, True, np.random.default_rng(42)).data
+    c = F.dropout(x, 0.5, True, np.random.default_rng(43)).data
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_dropout_is_identity_in_eval_or_with_p_zero():
+    x = randn(3, 4)
+    assert F.dropout(x, 0.5, False, np.random.default_rng(0)) is x
+    assert F.dropout(x, 0.0, True) is x
+
+
+def test_dropout_gradient_is_mask_over_keep_probability():
+    x = randn(6, 7)
+    out = F.dropout(x, 0.3, True, np.random.default_rng(1))
+    out.sum().backward()
+    mask = out.data != 0
+    np.testing.assert_allclose(x.grad, mask / 0.7, rtol=1e-12)
+
+
+# --- errors --------------------------------------------------------------
+@pytest.mark.parametrize("call, error, words", [
+    (lambda: F.cross_entropy(randn(4, 5), np.array([0, 1, 5, 2])), ValueError, ["cross_entropy", "5", "V = 5"]),
+    (lambda: F.cross_entropy(randn(4, 5), np.array([0, -3, 1, 2])), ValueError, ["cross_entropy", "-3"]),
+    (lambda: F.cross_entropy(randn(4, 5), np.array([0, 1, 2])), ShapeError, ["cross_entropy", "(4, 5)", "(3,)"]),
+    (lambda: F.cross_entropy(randn(4, 5), np.zeros(4)), TypeError, ["cross_entropy", "float64"]),
+    (lambda: F.cross_entropy(randn(4, 5), np.zeros(4, int), label_smoothing=2.0), ValueError, ["label_smoothing"]),
+    (lambda: F.layer_norm(randn(3, 4), randn(5)), ShapeError, ["layer_norm", "(4,)", "(5,)"]),
+    (lambda: F.embedding(np.array([0, 7]), randn(4, 3)), ValueError, ["embedding", "7", "V = 4"]),
+    (lambda: F.embedding(np.array([0.0]), randn(4, 3)), TypeError, ["embedding", "float64"]),
+    (lambda: F.dropout(randn(3), 1.5, True, np.random.default_rng(0)), ValueError, ["dropout", "1.5"]),
+    (lambda: F.dropout(randn(3), 0.5, True), TypeError, ["dropout", "rng"]),
+    (lambda: F.scaled_dot_product_attention(randn(1, 2, 3, 4), randn(1, 2, 3, 5), randn(1, 2, 3, 5)),
+     ShapeError, ["scaled_dot_product_attention", "(1, 2, 3, 4)", "(1, 2, 3, 5)"]),
+    (lambda: F.scaled_dot_product_attention(randn(1, 1, 3, 4), randn(1, 1, 3, 4), randn(1, 1, 3, 4),
+                                            mask=np.ones((2, 3), bool)), ShapeError, ["mask", "(2, 3)"]),
+    (lambda: F.scaled_dot_product_attention(randn(1, 1, 3, 4), randn(1, 1, 3, 4), randn(1, 1, 3, 4),
+                                            mask=np.ones((3, 3)), ), TypeError, ["boolean"]),
+    (lambda: F.scaled_dot_product_attention(randn(1, 1, 3, 4), randn(1, 1, 3, 4), randn(1, 1, 3, 4),
+                                            mask=np.ones((3, 3), bool), is_causal=True), ValueError, ["not both"]),
+    (lambda: F.linear(randn(2, 3), randn(4, 5)), ShapeError, ["linear", "(2, 3)", "(4, 5)"]),
+    (lambda: F.gelu(randn(2), approximate="fast"), ValueError, ["gelu", "fast"]),
+])
+def test_clear_errors(call, error, words):
+    with pytest.raises(error) as info:
+        call()
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
