@@ -1,0 +1,135 @@
+"""Multi-head attention, the one layer where positions talk to each other, and its KV cache.
+
+Each position emits a query q, a key k and a value v (learned projections of
+its vector).  Position i's output is an average of the values, weighted by
+how well i's query matches each key:
+
+    out_i = sum_j softmax_j(q_i . k_j / sqrt(D)) v_j.
+
+With H heads, the C channels are cut into H slices of D = C / H channels
+and attention runs in each slice independently, so different heads can look
+for different things; the c_proj projection then mixes the heads' outputs.
+
+One class serves three uses:
+
+- causal self-attention (GPT): q, k, v all come from x through one fused
+  projection ``c_attn`` (C -> 3C, one large matmul instead of three), and
+  position i sees only j <= i;
+- bidirectional self-attention (an encoder): the same with ``causal=False``,
+  optionally with a padding ``mask``;
+- cross-attention (a decoder reading an encoder): ``cross=True``; queries
+  come from x through ``q_attn`` (C -> C) and keys and values from the
+  ``context`` through ``c_attn`` (C -> 2C); the names of Hugging Face's GPT-2
+  with cross-attention.
+
+The KV cache.  When generating, step t would recompute the keys and values
+of all t earlier positions, although (attention being causal) they never
+change.  A ``KVCache`` keeps them: arrays preallocated to the context
+length, into which each step writes only its new keys and values, in place.
+The new token's query then attends to the cached keys, so step t costs O(t)
+instead of a whole forward pass over t tokens.  The cache stores plain
+arrays: it is for inference (under ``no_grad``), not for training.
+
+Left out on purpose: caching for cross-attention (the context's keys and
+values would be computed once per sequence), grouped/multi-query attention,
+rotary positions.
+"""
+
+import numpy as np
+
+import npllm.functional as F
+from npllm.nn.layers import GPT2_INIT_STD, Dropout, Linear, own_generator
+from npllm.nn.module import Module
+from npllm.tensor import Tensor
+
+
+class KVCache:
+    """One layer's keys and values of the positions seen so far: (B, H, capacity, D) arrays filled from the left."""
+
+    def __init__(self, batch_size, n_head, head_size, capacity, dtype=np.float32):
+        self.keys = np.empty((batch_size, n_head, capacity, head_size), dtype=dtype)
+        self.values = np.empty_like(self.keys)
+        self.length = 0
+
+    def append(self, k, v):
+        """Write the new (B, H, T, D) keys and values after the stored ones; return all of them so far."""
+        T = k.shape[2]
+        start, end = self.length, self.length + T
+        if end > self.keys.shape[2]:
+            raise ValueError(
+                f"KVCache: {self.length} cached + {T} new positions exceed its capacity of {self.keys.shape[2]}"
+            )
+        if k.shape[:2] + k.shape[3:] != self.keys.shape[:2] + self.keys.shape[3:]:
+            raise ValueError(f"KVCache: keys of shape {k.shape} do not fit a cache of shape {self.keys.shape}")
+        self.keys[:, :, start:end] = k.data
+        self.values[:, :, start:end] = v.data
+        self.length = end
+        return Tensor(self.keys[:, :, :end]), Tensor(self.values[:, :, :end])
+
+
+class MultiHeadAttention(Module):
+    """Multi-head attention over x (B, T, C): causal or bidirectional self-attention, or cross-attention.
+
+    ``out_std`` is the initial std of the output projection c_proj (GPT-2
+    shrinks it in deep models, see ``npllm.models.gpt``).
+    """
+
+    def __init__(self, n_embd, n_head, bias=True, dropout=0.0, causal=True, cross=False,
+                 dtype=np.float32, rng=None, out_std=GPT2_INIT_STD):
+        super().__init__()
+        if n_embd % n_head:
+            raise ValueError(f"MultiHeadAttention: n_embd {n_embd} is not divisible by n_head {n_head}")
+        if cross and causal:
+            raise ValueError("MultiHeadAttention: cross-attention is not causal; pass causal=False with cross=True")
+        self.n_embd, self.n_head, self.head_size = n_embd, n_head, n_embd // n_head
+        self.causal, self.cross, self.dropout = causal, cross, dropout
+        if cross:
+            self.q_attn = Linear(n_embd, n_embd, bias=bias, dtype=dtype, rng=rng)
+            self.c_attn = Linear(n_embd, 2 * n_embd, bias=bias, dtype=dtype, rng=rng)
+        else:
+            self.c_attn = Linear(n_embd, 3 * n_embd, bias=bias, dtype=dtype, rng=rng)
+        self.c_proj = Linear(n_embd, n_embd, bias=bias, dtype=dtype, rng=rng, std=out_std)
+        self.attn_rng = own_generator(rng)  # masks for the dropout of the attention weights
+        self.resid_dropout = Dropout(dropout, rng)
+
+    def new_kv_cache(self, batch_size, capacity) -> KVCache:
+        return KVCache(batch_size, self.n_head, self.head_size, capacity, self.c_proj.weight.dtype)
+
+    def forward(self, x, context=None, mask=None, kv_cache=None):
+        """x (B, T, C) -> (B, T, C).
+
+        ``context`` (B, S, C): what cross-attention reads (required with
+        ``cross=True``).  ``mask``: boolean, True = may attend, broadcastable
+        to (B, H, T, S); for the non-causal uses.  ``kv_cache``: a KVCache
+        for causal self-attention during generation.
+        """
+        q, k, v = self._project(x, context)
+        if kv_cache is not None:
+            k, v = kv_cache.append(k, v)
+        dropout_p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, mask=mask, is_causal=self.causal,
+                                           dropout_p=dropout_p, rng=self.attn_rng)
+        return self.resid_dropout(self.c_proj(self._merge_heads(y)))
+
+    def _project(self, x, context):
+        """Queries, keys and values, each (B, H, T, D)."""
+        if self.cross:
+            if context is None:
+                raise ValueError("MultiHeadAttention(cross=True) needs a context to attend to")
+            q = self.q_attn(x)
+            k, v = self.c_attn(context).split(2, axis=-1)
+        else:
+            q, k, v = self.c_attn(x).split(3, axis=-1)
+        return self._split_heads(q), self._split_heads(k), self._split_heads(v)
+
+    def _split_heads(self, x):
+        B, T, C = x.shape
+        return x.reshape(B, T, self.n_head, self.head_size).transpose(0, 2, 1, 3)  # (B, H, T, D)
+
+    def _merge_heads(self, y):
+        B, H, T, D = y.shape
+        return y.transpose(0, 2, 1, 3).reshape(B, T, H * D)  # (B, T, C)
+
+    def extra_repr(self):
+        kind = "cross" if self.cross else ("causal" if self.causal else "bidirectional")
+        return f"n_embd={self.n_embd}, n_head={self.n_head}, {kind}"
