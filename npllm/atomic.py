@@ -1,0 +1,69 @@
+"""Writing a file so that a crash never leaves half of it behind.
+
+Opening ``model.safetensors`` for writing truncates it at once; if the program then
+dies (Ctrl-C, out of memory, power cut), the old weights are gone and the new ones
+are incomplete. The classic remedy has three steps:
+
+1. write the new content to a temporary file *in the same folder*,
+2. ``fsync`` it, so its bytes are on disk and not only in the page cache,
+3. ``os.replace`` it onto the final name.
+
+``os.replace`` is atomic when both names are on the same file system (hence "same
+folder"): a reader sees either the whole old file or the whole new one, never a
+mix. If anything fails before step 3 the temporary file is removed and the old
+file is untouched. Finally the folder itself is fsynced, so the rename survives a
+power cut too (on systems that allow opening a folder; elsewhere that step is
+skipped).
+
+What this module leaves out on purpose: locking between concurrent writers. Two
+processes writing the same path each produce a whole file; the last rename wins.
+"""
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+
+def fsync_directory(directory: Path) -> None:
+    """Flush a folder's entries (new names, renames) to disk, where the OS allows it."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:  # Windows cannot open a folder; its renames are durable enough
+        return
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
+    """Open a temporary file for writing; on success it replaces ``path`` in one step.
+
+    >>> with atomic_write("weights.bin") as f:   # doctest: +SKIP
+    ...     f.write(data)
+
+    If the block raises, the temporary file is deleted and ``path`` keeps its old content.
+    """
+    path = Path(path)
+    descriptor, temporary_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, mode, encoding=encoding) as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary_name)
+        raise
+    fsync_directory(path.parent)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Replace ``path`` with ``text`` (UTF-8) atomically."""
+    with atomic_write(path, "w", encoding="utf-8") as file:
+        file.write(text)
