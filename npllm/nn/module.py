@@ -58,10 +58,12 @@ class Module:
             raise AttributeError(
                 f"{type(self).__name__}: call super().__init__() before assigning attributes (assigning {name!r})"
             )
-        self._parameters.pop(name, None)
-        self._modules.pop(name, None)
+        if not isinstance(value, Parameter):
+            self._parameters.pop(name, None)
+        if not isinstance(value, Module):
+            self._modules.pop(name, None)
         if isinstance(value, Parameter):
-            self._parameters[name] = value
+            self._parameters[name] = value  # a reassigned name keeps its place in the order
         elif isinstance(value, Module):
             self._modules[name] = value
         object.__setattr__(self, name, value)

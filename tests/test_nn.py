@@ -1,0 +1,228 @@
+"""npllm.nn: Module bookkeeping, and every layer gradchecked in float64."""
+
+import numpy as np
+import pytest
+
+from npllm import Tensor, gradcheck, no_grad
+from npllm.nn import (
+    MLP, Block, Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, MultiHeadAttention, Parameter,
+)
+
+F64 = np.float64
+
+
+def rand(*shape, seed=0):
+    return Tensor(np.random.default_rng(seed).standard_normal(shape), requires_grad=True)
+
+
+def randomize(module, seed=1):
+    """Give every parameter random values (biases and LayerNorm start at 0/1, which would hide bugs)."""
+    rng = np.random.default_rng(seed)
+    for p in module.parameters():
+        p.data[...] = rng.standard_normal(p.shape) * 0.5
+
+
+def check_layer(layer, *inputs, **kwargs):
+    """gradcheck a layer with respect to its inputs and all its parameters."""
+    randomize(layer)
+    n = len(inputs)
+    assert gradcheck(lambda *args: layer(*args[:n], **kwargs), [*inputs, *layer.parameters()], max_elements=40)
+
+
+class Pair(Module):
+    def __init__(self):
+        super().__init__()
+        self.first = Linear(3, 4, dtype=F64)
+        self.second = Linear(4, 3, dtype=F64)
+        self.second.weight = Parameter(self.first.weight.data.T.copy())
+        self.scale = Parameter(np.ones(1))
+        self.not_a_param = np.zeros(3)
+
+    def forward(self, x):
+        return self.second(self.first(x)) * self.scale
+
+
+# --- Module bookkeeping ---------------------------------------------------
+def test_registration_and_dotted_names():
+    model = Pair()
+    names = [name for name, _ in model.named_parameters()]
+    assert names == ["scale", "first.weight", "first.bias", "second.weight", "second.bias"]  # own ones first
+    assert [name for name, _ in model.named_modules()] == ["", "first", "second"]
+
+
+def test_shared_parameter_appears_once_and_reassignment_unregisters():
+    model = Pair()
+    model.second.weight = model.first.weight  # tie
+    params = model.parameters()
+    assert sum(p is model.first.weight for p in params) == 1
+    assert "second.weight" not in model.state_dict()
+    model.scale = None
+    assert "scale" not in dict(model.named_parameters())
+
+
+def test_forgetting_super_init_is_named():
+    class Broken(Module):
+        def __init__(self):
+            self.w = Parameter(np.ones(2))
+
+    with pytest.raises(AttributeError, match="super"):
+        Broken()
+
+
+def test_state_dict_round_trip_copies_into_existing_arrays():
+    source, target = Pair(), Pair()
+    randomize(source, seed=5)
+    arrays_before = [p.data for p in target.parameters()]
+    target.load_state_dict({k: v.copy() for k, v in source.state_dict().items()})
+    for (name, a), b in zip(source.state_dict().items(), target.state_dict().values()):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    assert all(p.data is before for p, before in zip(target.parameters(), arrays_before))
+
+
+def test_load_state_dict_names_every_problem():
+    model = Pair()
+    state = {k: v.copy() for k, v in model.state_dict().items()}
+    del state["first.bias"]
+    state["extra.weight"] = np.zeros(2)
+    state["scale"] = np.zeros(2)
+    before = model.first.weight.data.copy()
+    state["first.weight"] += 1
+    with pytest.raises(KeyError) as error:
+        model.load_state_dict(state)
+    message = str(error.value)
+    assert "first.bias" in message and "extra.weight" in message and "scale" in message and "(2,)" in message
+    np.testing.assert_array_equal(model.first.weight.data, before)  # a failed load changes nothing
+    del state["scale"]
+    model.load_state_dict(state, strict=False)
+    np.testing.assert_array_equal(model.first.weight.data, before + 1)
+
+
+def test_train_eval_zero_grad_and_repr():
+    model = Pair()
+    assert model.eval() is model and not model.first.training
+    model.train()
+    assert model.second.training
+    x = rand(2, 3)
+    model(x).sum().backward()
+    grads = [p.grad for p in model.parameters()]
+    model.zero_grad()
+    assert all(p.grad is g and not g.any() for p, g in zip(model.parameters(), grads))
+    text = repr(model)
+    assert "Pair()" in text and "(first): Linear(3, 4, bias=True)  # 16 parameters" in text
+    assert f"# {model.num_parameters():,} parameters" in text.splitlines()[0]
+
+
+def test_module_list():
+    layers = ModuleList(Linear(2, 2) for _ in range(3))
+    assert len(layers) == 3 and layers[1] is list(layers)[1]
+    assert [name for name, _ in layers.named_parameters()][:2] == ["0.weight", "0.bias"]
+
+
+# --- layers ---------------------------------------------------------------
+def test_linear_is_x_at_w_plus_b_and_gradchecks():
+    layer = Linear(4, 3, dtype=F64)
+    assert layer.weight.shape == (4, 3)
+    x = rand(2, 5, 4)
+    randomize(layer)
+    expected = x.data @ layer.weight.data + layer.bias.data
+    np.testing.assert_allclose(layer(x).data, expected, rtol=1e-12)
+    check_layer(layer, x)
+    check_layer(Linear(4, 3, bias=False, dtype=F64), rand(6, 4))
+
+
+def test_embedding_gradchecks_with_repeated_ids():
+    layer = Embedding(7, 3, dtype=F64)
+    ids = np.array([[1, 1, 6], [0, 1, 6]])
+    check_layer(layer, ids)
+    np.testing.assert_array_equal(layer(ids).data[0, 1], layer.weight.data[1])
+
+
+def test_layernorm_gradchecks_and_normalises():
+    layer = LayerNorm(5, dtype=F64)
+    x = rand(3, 4, 5)
+    y = layer(x).data
+    np.testing.assert_allclose(y.mean(-1), 0, atol=1e-12)
+    np.testing.assert_allclose(y.var(-1), 1, rtol=1e-4)
+    check_layer(layer, x)
+    check_layer(LayerNorm(5, bias=False, dtype=F64), x)
+
+
+def test_dropout_seeded_scaled_and_off_in_eval():
+    x = Tensor(np.ones((200, 50)), requires_grad=True)
+    y1, y2 = Dropout(0.3, rng=7)(x).data, Dropout(0.3, rng=7)(x).data
+    np.testing.assert_array_equal(y1, y2)
+    assert abs((y1 == 0).mean() - 0.3) < 0.02 and np.allclose(y1[y1 != 0], 1 / 0.7)
+    layer = Dropout(0.3, rng=7).eval()
+    assert layer(x) is x
+    train = Dropout(0.3).train()
+
+    def fresh_masks(t):
+        train.rng = np.random.default_rng(3)  # the same mask at every call of gradcheck
+        return train(t)
+
+    assert gradcheck(fresh_masks, [rand(4, 6)])
+
+
+def test_mlp_and_block_gradcheck():
+    check_layer(MLP(4, dtype=F64, rng=np.random.default_rng(0)), rand(2, 3, 4))
+    check_layer(Block(4, 2, dtype=F64, rng=np.random.default_rng(0)), rand(2, 3, 4))
+
+
+# --- attention --------------------------------------------------------------
+def attention(**options):
+    return MultiHeadAttention(6, 3, dtype=F64, rng=np.random.default_rng(0), **options)
+
+
+def test_causal_self_attention_gradchecks():
+    check_layer(attention(), rand(2, 4, 6))
+
+
+def test_bidirectional_attention_with_padding_mask_gradchecks():
+    mask = np.array([True, True, True, False])[None, None, None, :]  # (1, 1, 1, 4): the last key is padding
+    check_layer(attention(causal=False), rand(2, 4, 6), mask=mask)
+
+
+def test_cross_attention_gradchecks_and_names_its_projections():
+    layer = attention(causal=False, cross=True)
+    assert {"q_attn.weight", "c_attn.weight", "c_proj.weight"} <= set(layer.state_dict())
+    assert layer.c_attn.weight.shape == (6, 12)
+    context = rand(2, 5, 6, seed=1)
+    randomize(layer)
+    assert gradcheck(lambda x, c, *params: layer(x, context=c), [rand(2, 3, 6), context, *layer.parameters()],
+                     max_elements=40)
+    with pytest.raises(ValueError, match="context"):
+        layer(rand(2, 3, 6))
+
+
+def test_causal_attention_ignores_the_future():
+    layer = attention()
+    randomize(layer)
+    x = rand(1, 5, 6).data
+    changed = x.copy()
+    changed[0, 3:] += 1.0
+    with no_grad():
+        a, b = layer(Tensor(x)).data, layer(Tensor(changed)).data
+    np.testing.assert_array_equal(a[0, :3], b[0, :3])
+    assert not np.allclose(a[0, 3:], b[0, 3:])
+
+
+def test_kv_cache_one_token_at_a_time_equals_full_attention():
+    layer = attention()
+    randomize(layer)
+    x = rand(2, 5, 6).data
+    cache = layer.new_kv_cache(batch_size=2, capacity=5)
+    with no_grad():
+        full = layer(Tensor(x)).data
+        first = layer(Tensor(x[:, :2]), kv_cache=cache).data  # a prompt of two tokens, then one by one
+        steps = [layer(Tensor(x[:, t:t + 1]), kv_cache=cache).data for t in range(2, 5)]
+    np.testing.assert_allclose(np.concatenate([first, *steps], axis=1), full, rtol=1e-12, atol=1e-14)
+    assert cache.length == 5
+    with pytest.raises(ValueError, match="capacity of 5"):
+        layer(Tensor(x[:, :1]), kv_cache=cache)
+
+
+def test_attention_errors():
+    with pytest.raises(ValueError, match="n_embd 6 is not divisible by n_head 4"):
+        MultiHeadAttention(6, 4)
+    with pytest.raises(ValueError, match="causal=False"):
+        MultiHeadAttention(6, 3, cross=True)
