@@ -40,18 +40,19 @@ def fsync_directory(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
+def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_options) -> Iterator[IO]:
     """Open a temporary file for writing; on success it replaces ``path`` in one step.
 
     >>> with atomic_write("weights.bin") as f:   # doctest: +SKIP
     ...     f.write(data)
 
     If the block raises, the temporary file is deleted and ``path`` keeps its old content.
+    ``open_options`` (``encoding``, ``newline``) go to ``open`` as they are.
     """
     path = Path(path)
     descriptor, temporary_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(descriptor, mode, encoding=encoding) as file:
+        with os.fdopen(descriptor, mode, **open_options) as file:
             yield file
             file.flush()
             os.fsync(file.fileno())
@@ -64,6 +65,6 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Replace ``path`` with ``text`` (UTF-8) atomically."""
-    with atomic_write(path, "w", encoding="utf-8") as file:
+    """Replace ``path`` with ``text`` (UTF-8, ``\\n`` line endings on every OS) atomically."""
+    with atomic_write(path, "w", encoding="utf-8", newline="\n") as file:
         file.write(text)
