@@ -1,0 +1,121 @@
+"""Cutting a stream of token ids into (inputs, targets) windows for a language model.
+
+A GPT learns to predict every next token at once: from a window of ``T + 1``
+consecutive ids, the inputs are the first ``T`` and the targets the last ``T``::
+
+    window   [ 5, 17,  9, 42, 8 ]          T = 4
+    inputs   [ 5, 17,  9, 42]
+    targets  [17,  9, 42,  8]              targets[t] follows inputs[..t]
+
+Three ways to choose windows, for three jobs:
+
+* ``RandomWindows`` — training. Each batch draws ``B`` start positions uniformly
+  from a seeded ``numpy.random.Generator``. Its ``state_dict()`` is the generator's
+  exact bit state (plain JSON), so a resumed run draws the very same batches as an
+  uninterrupted one.
+* ``evaluation_batches`` — validation. A fixed sweep of non-overlapping windows
+  from the start of the validation tokens, so every evaluation of every run scores
+  the same tokens and losses are comparable.
+* ``SlidingWindows`` — the textbook dataset: window ``i`` starts at ``i * stride``,
+  with ``len()`` and indexing like a PyTorch ``Dataset``. A stride of ``T`` gives
+  disjoint windows; a smaller stride gives overlapping ones.
+
+All three gather a whole batch with one fancy-indexing call (``starts[:, None] +
+arange(T + 1)``), which also reads only those windows from a memory-mapped file.
+Windows come back as ``int64``, the index type embedding lookups and
+cross-entropy expect.
+
+What this module leaves out on purpose: shuffling epochs without replacement,
+padding and attention masks (every window is full), and background prefetching.
+"""
+
+from collections.abc import Iterator
+
+import numpy as np
+
+Batch = tuple[np.ndarray, np.ndarray]  # (inputs, targets), each (B, T) int64
+
+
+def gather_windows(tokens: np.ndarray, starts: np.ndarray, context_length: int) -> Batch:
+    """The windows ``tokens[s : s + T + 1]`` for each start ``s``, split into inputs and targets."""
+    offsets = np.arange(context_length + 1)                       # (T+1,)
+    windows = np.asarray(tokens[starts[:, None] + offsets], dtype=np.int64)  # (B, T+1)
+    return windows[:, :-1], windows[:, 1:]                        # (B, T), (B, T)
+
+
+def count_windows(n_tokens: int, context_length: int, stride: int) -> int:
+    """How many windows of ``T + 1`` tokens start at 0, stride, 2*stride, ... and fit."""
+    return max(0, (n_tokens - context_length - 1) // stride + 1)
+
+
+def require_windows(tokens: np.ndarray, context_length: int, what: str) -> None:
+    """Raise a clear error when ``tokens`` is too short for even one window."""
+    if context_length < 1:
+        raise ValueError(f"context_length must be at least 1, got {context_length}")
+    if len(tokens) < context_length + 1:
+        raise ValueError(f"the {what} tokens ({len(tokens):,}) are too few for one window of "
+                         f"context_length + 1 = {context_length + 1}; use more text or a shorter context")
+
+
+class RandomWindows:
+    """Training batches: ``B`` windows at uniformly random starts, reproducible from a seed."""
+
+    def __init__(self, tokens: np.ndarray, context_length: int, batch_size: int, seed: int):
+        require_windows(tokens, context_length, "training")
+        self.tokens = tokens
+        self.context_length = context_length
+        self.batch_size = batch_size
+        self.rng = np.random.default_rng(seed)
+
+    def next_batch(self) -> Batch:
+        """The next (inputs, targets) pair, each (B, T) int64."""
+        highest_start = len(self.tokens) - self.context_length - 1
+        starts = self.rng.integers(0, highest_start, size=self.batch_size, endpoint=True)  # (B,)
+        return gather_windows(self.tokens, starts, self.context_length)
+
+    def state_dict(self) -> dict:
+        """The generator's exact state, JSON-serialisable, for a bit-exact resume."""
+        return self.rng.bit_generator.state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue drawing exactly where the run that saved ``state`` stopped."""
+        self.rng.bit_generator.state = state
+
+
+class SlidingWindows:
+    """Window ``i`` is ``tokens[i * stride : i * stride + T + 1]``, split into (inputs, targets)."""
+
+    def __init__(self, tokens: np.ndarray, context_length: int, stride: int | None = None):
+        require_windows(tokens, context_length, "dataset")
+        self.stride = context_length if stride is None else stride
+        if self.stride < 1:
+            raise ValueError(f"stride must be at least 1, got {self.stride}")
+        self.tokens = tokens
+        self.context_length = context_length
+
+    def __len__(self) -> int:
+        return count_windows(len(self.tokens), self.context_length, self.stride)
+
+    def __getitem__(self, index: int) -> Batch:
+        """One window as (inputs, targets), each (T,) int64."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"window {index} out of range for {len(self)} windows")
+        inputs, targets = self.batch(np.array([index % len(self)]))
+        return inputs[0], targets[0]
+
+    def batch(self, indices: np.ndarray) -> Batch:
+        """The windows at ``indices`` stacked into (B, T) inputs and targets."""
+        return gather_windows(self.tokens, np.asarray(indices) * self.stride, self.context_length)
+
+    def batches(self, batch_size: int, max_windows: int | None = None) -> Iterator[Batch]:
+        """Windows in order, ``batch_size`` at a time (the last batch may be smaller)."""
+        n_windows = len(self) if max_windows is None else min(len(self), max_windows)
+        for first in range(0, n_windows, batch_size):
+            yield self.batch(np.arange(first, min(first + batch_size, n_windows)))
+
+
+def evaluation_batches(tokens: np.ndarray, context_length: int, batch_size: int,
+                       max_windows: int | None = None) -> Iterator[Batch]:
+    """A fixed sweep over ``tokens``: disjoint windows from the start, at most ``max_windows``."""
+    require_windows(tokens, context_length, "validation")
+    return SlidingWindows(tokens, context_length, stride=context_length).batches(batch_size, max_windows)
