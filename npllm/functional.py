@@ -52,10 +52,15 @@ def _softmax_forward(x, axis):
     return probs
 
 
+def _dot_along(a, b, axis):
+    """sum(a * b, axis, keepdims=True) without the temporary a * b (einsum: ~5x faster here)."""
+    dot = np.einsum("...i,...i->...", np.moveaxis(a, axis, -1), np.moveaxis(b, axis, -1))
+    return np.expand_dims(dot, axis)
+
+
 def _softmax_backward(dprobs, probs, axis):
     """dx = p * (dp - sum(dp * p)); ``dprobs`` must be an array this op owns (it is overwritten)."""
-    row_dot = np.sum(np.multiply(dprobs, probs), axis=axis, keepdims=True)
-    dprobs -= row_dot
+    dprobs -= _dot_along(dprobs, probs, axis)
     dprobs *= probs
     return dprobs
 
@@ -220,7 +225,7 @@ class LayerNorm(Function):
         C = x.shape[-1]
         rows = x.reshape(-1, C)  # (N, C)
         xhat = rows - rows.mean(axis=1, keepdims=True)
-        variance = np.einsum("ij,ij->i", xhat, xhat)[:, None]  # (N, 1), times C
+        variance = _dot_along(xhat, xhat, axis=1)  # (N, 1), times C
         variance /= C
         variance += eps
         rstd = np.sqrt(variance, out=variance)
@@ -246,7 +251,7 @@ class LayerNorm(Function):
             # forward: out = xhat * weight + bias;  xhat = (x - mean) * rstd
             dx = grad_rows * weight if weight is not None else grad_rows.copy()  # dxhat
             mean_dxhat = dx.mean(axis=1, keepdims=True)
-            mean_dxhat_xhat = np.einsum("ij,ij->i", dx, xhat)[:, None]
+            mean_dxhat_xhat = _dot_along(dx, xhat, axis=1)
             mean_dxhat_xhat /= C
             dx -= mean_dxhat
             dx -= xhat * mean_dxhat_xhat
@@ -429,6 +434,9 @@ class ScaledDotProductAttention(Function):
         dS = P * (dP - rowsum(dP * P))          (the softmax backward)
         dQ = dS K / sqrt(D),   dK = dS^T Q / sqrt(D)
     Masked entries have P = 0, hence dS = 0: no gradient crosses the mask.
+    q is scaled by 1/sqrt(D) before the product ((Tq, D) multiplies instead
+    of (Tq, Tk)) and saved scaled, which is what dK needs; the mask is
+    added as a bias of 0 / -inf (one pass, cheaper than a masked copy).
     A query row that may see no key at all outputs zeros (as PyTorch does)
     instead of 0/0.
     """
@@ -436,10 +444,10 @@ class ScaledDotProductAttention(Function):
     @staticmethod
     def forward(ctx, q, k, v, keep=None, dropout_p=0.0, rng=None):
         scale = 1.0 / math.sqrt(q.shape[-1])
-        scores = q @ np.swapaxes(k, -1, -2)  # (B, H, Tq, Tk)
-        scores *= scale
+        q_scaled = q * scale
+        scores = q_scaled @ np.swapaxes(k, -1, -2)  # (B, H, Tq, Tk)
         if keep is not None:
-            np.copyto(scores, -np.inf, where=~keep)
+            scores += np.where(keep, 0.0, -np.inf).astype(scores.dtype)
         row_max = scores.max(axis=-1, keepdims=True)  # (B, H, Tq, 1)
         if keep is not None:
             row_max[row_max == -np.inf] = 0.0  # a row with no visible key: exp(-inf) = 0 everywhere
@@ -455,13 +463,13 @@ class ScaledDotProductAttention(Function):
             scaled_mask = (rng.random(probs.shape, dtype=np.float32) >= dropout_p).astype(probs.dtype)
             scaled_mask *= 1.0 / (1.0 - dropout_p)
             attention = probs * scaled_mask
-        ctx.save_for_backward(q, k, v, probs, scaled_mask)
+        ctx.save_for_backward(q_scaled, k, v, probs, scaled_mask)
         ctx.scale = scale
         return attention @ v  # (B, H, Tq, D)
 
     @staticmethod
     def backward(ctx, grad):
-        q, k, v, probs, scaled_mask = ctx.saved
+        q_scaled, k, v, probs, scaled_mask = ctx.saved
         need_q, need_k, need_v = ctx.needs_input_grad[:3]
         attention = probs if scaled_mask is None else probs * scaled_mask
         # forward: out = attention @ v
@@ -469,15 +477,14 @@ class ScaledDotProductAttention(Function):
         dprobs = grad @ np.swapaxes(v, -1, -2)  # (B, H, Tq, Tk)
         if scaled_mask is not None:
             dprobs *= scaled_mask
-        # forward: probs = softmax(scores), scores = q @ k^T * scale
+        # forward: probs = softmax(scores), scores = (q * scale) @ k^T
         dscores = _softmax_backward(dprobs, probs, axis=-1)
         dq = dk = None
         if need_q:
             dq = dscores @ k
             dq *= ctx.scale
         if need_k:
-            dk = np.swapaxes(dscores, -1, -2) @ q
-            dk *= ctx.scale
+            dk = np.swapaxes(dscores, -1, -2) @ q_scaled
         return dq, dk, dv, None
 
 
