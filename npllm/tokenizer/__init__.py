@@ -1,0 +1,19 @@
+"""Byte-level byte-pair encoding, GPT-2 and GPT-4 style, trained from scratch and exact to tiktoken.
+
+Reading order:
+
+1. ``patterns.py``   the split regexes: how text is cut into chunks before BPE.
+2. ``splitter.py``   running the split pattern fast.
+3. ``naive.py``      BPE training the obvious way, the readable reference.
+4. ``train.py``      the same merges, found incrementally with a heap: fast.
+5. ``encode.py``     encoding one chunk: merge bytes lowest rank first.
+6. ``tokenizer.py``  ``BPETokenizer``: train, encode, decode, special tokens, save and load.
+7. ``files.py``      file formats: ours, tiktoken's rank files, GPT-2's encoder.json + vocab.bpe.
+8. ``bench.py``      speed against Hugging Face ``tokenizers`` and tiktoken.
+"""
+
+from npllm.tokenizer.files import TokenizerFileError
+from npllm.tokenizer.patterns import GPT2_PATTERN, GPT4_PATTERN, PATTERNS
+from npllm.tokenizer.tokenizer import BPETokenizer
+
+__all__ = ["BPETokenizer", "GPT2_PATTERN", "GPT4_PATTERN", "PATTERNS", "TokenizerFileError"]
