@@ -143,3 +143,12 @@ def test_overfits_one_batch():
         loss.backward()
         optimizer.step()
     assert loss.item() < 0.02, loss.item()
+
+
+def test_dropout_is_seeded_and_only_active_in_training():
+    idx = token_ids()
+    first, second = tiny_gpt(dropout=0.2), tiny_gpt(dropout=0.2)
+    np.testing.assert_array_equal(first(idx).data, second(idx).data)  # same seed, same masks
+    assert not np.allclose(first(idx).data, first(idx).data)  # fresh masks at each call
+    first.eval()
+    np.testing.assert_array_equal(first(idx).data, tiny_gpt()(idx).data)

@@ -6,13 +6,13 @@ and shares no code with npllm.  Logits, the loss and the gradient of every
 parameter must agree.
 
 Tolerances, relative to each array's largest entry.  float64: 1e-12; the
-two sides only sum in different orders, and agree to ~2e-15 (measured).  float32: 1e-4
-relative to each array's largest entry (about 2^-13); float32 carries ~7
-digits, each of the ~20 layers of sums (matmuls of length C to 4C, softmax
-and LayerNorm reductions, gradients accumulated over B T positions) rounds
-in its own order on each side, and the errors compound through the
-backward; the measured worst is ~1.1e-6, so 1e-4 leaves room for other
-BLAS builds while still catching any real bug (those show up at 1e-2 and up).
+two sides only sum in different orders, and agree to ~2e-15 (measured).
+float32: 1e-4 (about 2^-13).  float32 carries ~7 digits; each of the ~20
+layers of sums (matmuls of length C to 4C, softmax and LayerNorm
+reductions, gradients accumulated over B T positions) rounds in its own
+order on each side, and the errors compound through the backward.  The
+measured worst is ~1.1e-6, so 1e-4 leaves room for other BLAS builds while
+still catching any real bug (those show up at 1e-2 and up).
 """
 
 import math
