@@ -274,42 +274,42 @@ def layer_norm(x, weight=None, bias=None, eps=1e-5):
 
 # --- GELU ----------------------------------------------------------------
 class GELU(Function):
-    """GPT-2's GELU: y = x/2 (1 + t),  t = tanh(u),  u = s (x + c x^3),  s = sqrt(2/pi), c = 0.044715.
+    """GPT-2's GELU: y = x/2 (1 + t),  t = tanh(u),  u = s x (1 + c x^2),  s = sqrt(2/pi), c = 0.044715.
 
-        dy/dx = (1 + t)/2 + x/2 (1 - t^2) s (1 + 3 c x^2)
+        dy/dx = (1 + t)/2 + x/2 (1 - t^2) du/dx,   du/dx = s (1 + 3 c x^2)
 
-    The same function as ``ops.gelu``; this version runs in place on two
-    arrays it allocates (x^3 written as x * x * x: float32 ``x ** 3`` is far slower).
+    The same function as ``ops.gelu``; this version folds the constants and
+    runs in place on arrays it allocates (x^3 is never formed: float32
+    ``x ** 3`` is ~70x slower than multiplies here), 8 passes forward, 11 back.
     """
 
     @staticmethod
     def forward(ctx, x):
         tanh_u = x * x
-        tanh_u *= GELU_CUBIC
-        tanh_u += 1.0
-        tanh_u *= x
-        tanh_u *= SQRT_2_OVER_PI
+        tanh_u *= SQRT_2_OVER_PI * GELU_CUBIC
+        tanh_u += SQRT_2_OVER_PI
+        tanh_u *= x  # u = s x (1 + c x^2)
         np.tanh(tanh_u, out=tanh_u)
         ctx.save_for_backward(x, tanh_u)
-        out = tanh_u + 1.0
-        out *= x
-        out *= 0.5
+        half_x = x * 0.5
+        out = tanh_u * half_x
+        out += half_x
         return out
 
     @staticmethod
     def backward(ctx, grad):
         x, tanh_u = ctx.saved
-        # forward: out = 0.5 * x * (1 + tanh(s * (x + c * x * x * x)))
+        # forward: out = x/2 * (1 + tanh(s x (1 + c x^2)))
         dx = x * x
-        dx *= 3.0 * GELU_CUBIC * SQRT_2_OVER_PI
-        dx += SQRT_2_OVER_PI  # du/dx
-        one_minus_t2 = tanh_u * tanh_u
-        np.subtract(1.0, one_minus_t2, out=one_minus_t2)
-        dx *= one_minus_t2
-        dx *= x
-        dx += tanh_u
-        dx += 1.0
-        dx *= 0.5  # dy/dx
+        dx *= 1.5 * SQRT_2_OVER_PI * GELU_CUBIC
+        dx += 0.5 * SQRT_2_OVER_PI
+        dx *= x  # x/2 du/dx
+        scratch = tanh_u * tanh_u
+        np.subtract(1.0, scratch, out=scratch)
+        dx *= scratch  # x/2 (1 - t^2) du/dx
+        dx += 0.5
+        np.multiply(tanh_u, 0.5, out=scratch)
+        dx += scratch  # + (1 + t)/2
         dx *= grad
         return dx
 
