@@ -104,7 +104,9 @@ class GPT(Module):
     def _check_input(self, idx, start):
         V, context_length = self.config.vocab_size, self.config.context_length
         if idx.ndim != 2 or idx.dtype.kind not in "iu":
-            raise ValueError(f"GPT: idx must be a (B, T) array of integer token ids, got {idx.dtype} of shape {idx.shape}")
+            raise ValueError(
+                f"GPT: idx must be a (B, T) array of integer token ids, got {idx.dtype} of shape {idx.shape}"
+            )
         outside = (idx < 0) | (idx >= V)
         if outside.any():
             where = tuple(int(i) for i in np.argwhere(outside)[0])
