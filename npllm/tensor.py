@@ -257,7 +257,9 @@ class Tensor:
         grads = {id(self): grad}
         owned = set()  # ids whose gradient array we allocated and may update in place
         for node in _reverse_topological_order(self):
-            grad = grads.pop(id(node))
+            grad = grads.pop(id(node), None)
+            if grad is None:  # each op using this node returned None for it: no gradient reaches it
+                continue
             ctx = node._ctx
             if ctx is None:
                 _accumulate_leaf(node, grad)

@@ -55,6 +55,23 @@ def test_input_used_directly_and_through_an_intermediate():
     np.testing.assert_allclose(a.grad, p * (weights - (weights * p).sum()), rtol=1e-6)
 
 
+def test_a_branch_that_receives_no_gradient_is_skipped():
+    class Constant(Function):
+        """Treats its input as a constant: backward returns None for it."""
+
+        @staticmethod
+        def forward(ctx, x):
+            return x.copy()
+
+        @staticmethod
+        def backward(ctx, grad):
+            return None
+
+    a = leaf([1.0, 2.0])
+    (Constant.apply(a * 2.0) * a).sum().backward()   # the a * 2.0 branch carries no gradient
+    np.testing.assert_array_equal(a.grad, [2.0, 4.0])
+
+
 def test_leaf_gradients_accumulate_across_backward_calls():
     a = leaf([1.0, 2.0])
     (a * 3.0).sum().backward()
