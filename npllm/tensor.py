@@ -121,7 +121,7 @@ class Function:
         arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
         needs = ()
         if _grad_enabled:
-            needs = tuple(isinstance(x, Tensor) and x.requires_grad for x in inputs)
+            needs = tuple([isinstance(x, Tensor) and x.requires_grad for x in inputs])  # list, not generator: faster
         recording = any(needs)
         ctx = Context(cls, inputs if recording else (), needs)
         try:
@@ -275,7 +275,8 @@ class Tensor:
             for parent, needs, parent_grad in zip(ctx.inputs, ctx.needs_input_grad, input_grads):
                 if not needs or parent_grad is None:
                     continue
-                _check_gradient(ctx.function, parent, parent_grad)
+                if parent_grad.shape != parent.data.shape:
+                    _raise_wrong_gradient_shape(ctx.function, parent, parent_grad)
                 key = id(parent)
                 if key not in grads:
                     grads[key] = parent_grad
@@ -326,13 +327,12 @@ def _accumulate_leaf(leaf: Tensor, grad: np.ndarray):
         leaf.grad += grad
 
 
-def _check_gradient(function, parent: Tensor, grad: np.ndarray):
+def _raise_wrong_gradient_shape(function, parent: Tensor, grad: np.ndarray):
     """A backward that returns the wrong shape is a bug in that op: say which."""
-    if grad.shape != parent.data.shape:
-        raise RuntimeError(
-            f"{function.__name__}.backward returned a gradient of shape {grad.shape}"
-            f" for an input of shape {parent.data.shape}"
-        )
+    raise RuntimeError(
+        f"{function.__name__}.backward returned a gradient of shape {grad.shape}"
+        f" for an input of shape {parent.data.shape}"
+    )
 
 
 def tensor(data, requires_grad=False, dtype=None) -> Tensor:
