@@ -21,10 +21,11 @@ def _bench(argv):
 BENCHMARKS = {
     "ops": "npllm.benchmarks.ops",
     "tokenizer": "npllm.tokenizer.bench",
+    "train": "npllm.benchmarks.train",
 }
 
 COMMANDS = {
-    "bench": (_bench, "measure speed (ops, tokenizer)"),
+    "bench": (_bench, "measure speed (ops, tokenizer, train)"),
 }
 
 

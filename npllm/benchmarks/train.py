@@ -1,0 +1,196 @@
+"""``npllm bench train``: training throughput of a GPT, and how it compares.
+
+What is measured: full training steps (forward, cross-entropy, backward,
+AdamW) on random token ids, after a few warm-up steps.  What is printed:
+
+- tokens/s and ms/step;
+- GFLOP/s, counting the model's FLOPs per token (6 x parameters + attention,
+  see ``GPT.flops_per_token``) times tokens per second;
+- MFU (model FLOP utilisation): that figure over the peak float32 matmul
+  rate this machine reaches with NumPy, measured here in the same run;
+- peak memory of training: the rise of the process's peak resident memory
+  from just before the model is built.
+
+Each engine runs in a child process of its own, so one engine's memory and
+threads never disturb the other's figures; ``--compare-torch`` runs the same
+model in eager PyTorch (same weights, same batch, ``torch.optim.AdamW``) right
+after ours and prints the ratios.
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+PRESETS = {
+    # the two configurations issue 6 measures PyTorch on
+    "tiny": dict(n_layer=4, n_head=4, n_embd=128, context_length=128, vocab_size=1024, batch_size=16),
+    "small": dict(n_layer=6, n_head=6, n_embd=384, context_length=256, vocab_size=4096, batch_size=8),
+}
+
+
+def matmul_peak_gflops(n=2048, repeats=5) -> float:
+    """Best float32 GFLOP/s of one n x n x n NumPy matmul (2 n^3 FLOPs)."""
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    a @ a  # warm up BLAS threads
+    best = min(_timed(lambda: a @ a) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _resident_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def _peak_resident_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _batch(preset, seed=0):
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, preset["vocab_size"], size=(preset["batch_size"], preset["context_length"] + 1))
+    return tokens[:, :-1], tokens[:, 1:]
+
+
+def _model_config(preset):
+    from npllm.models import GPTConfig
+
+    return GPTConfig(**{k: v for k, v in preset.items() if k != "batch_size"})
+
+
+def npllm_step_function(preset):
+    """Build our GPT + AdamW; return (one training step, FLOPs per token)."""
+    import npllm.functional as F
+    from npllm.models import GPT
+    from npllm.optim import AdamW
+
+    model = GPT(_model_config(preset), seed=0)
+    optimizer = AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
+    inputs, targets = _batch(preset)
+
+    def step():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(inputs), targets)
+        loss.backward()
+        optimizer.step()
+        return float(loss.data)
+
+    return step, model.flops_per_token()
+
+
+def torch_step_function(preset):
+    """The same model, weights and batch in eager PyTorch."""
+    import torch
+
+    from npllm.benchmarks.torch_gpt import TorchGPT
+    from npllm.models import GPT
+
+    torch.set_num_threads(_cores())
+    reference = GPT(_model_config(preset), seed=0)
+    flops_per_token = reference.flops_per_token()
+    model = TorchGPT(reference.config)
+    model.load_numpy_state(reference.state_dict())
+    del reference
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
+    inputs, targets = (torch.from_numpy(a.astype(np.int64)) for a in _batch(preset))
+
+    def step():
+        optimizer.zero_grad()
+        logits = model(inputs)
+        loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1))
+        loss.backward()
+        optimizer.step()
+        return float(loss)
+
+    return step, flops_per_token
+
+
+ENGINES = {"npllm": npllm_step_function, "torch": torch_step_function}
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def measure(engine, preset_name, steps, warmup) -> dict:
+    """Run in this process: warm-up steps, then timed steps; return the figures."""
+    preset = PRESETS[preset_name]
+    baseline_mb = _resident_mb()
+    step, flops_per_token = ENGINES[engine](preset)
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        times.append(_timed(step))
+    seconds = float(np.median(times))
+    tokens = preset["batch_size"] * preset["context_length"]
+    return {
+        "engine": engine,
+        "preset": preset_name,
+        "ms_per_step": seconds * 1e3,
+        "tokens_per_s": tokens / seconds,
+        "gflops": flops_per_token * tokens / seconds / 1e9,
+        "peak_memory_mb": _peak_resident_mb() - baseline_mb,
+    }
+
+
+def measure_in_child(engine, preset, steps, warmup) -> dict:
+    """Run ``measure`` in a fresh Python so engines never share memory or threads."""
+    command = [sys.executable, "-m", "npllm.benchmarks.train", "--child", engine,
+               "--preset", preset, "--steps", str(steps), "--warmup", str(warmup)]
+    completed = subprocess.run(command, capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise RuntimeError(f"bench train: the {engine} run failed:\n{completed.stderr.strip()}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="npllm bench train", description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 10 tiny, 5 small)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--compare-torch", action="store_true", help="also run eager PyTorch and print ratios")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of all figures")
+    parser.add_argument("--child", choices=sorted(ENGINES), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    steps = args.steps or (10 if args.preset == "tiny" else 5)
+
+    if args.child:
+        print(json.dumps(measure(args.child, args.preset, steps, args.warmup)))
+        return 0
+
+    peak = matmul_peak_gflops()
+    results = [measure_in_child("npllm", args.preset, steps, args.warmup)]
+    if args.compare_torch:
+        results.append(measure_in_child("torch", args.preset, steps, args.warmup))
+    print(f"preset {args.preset}: {PRESETS[args.preset]}   NumPy float32 matmul peak {peak:.0f} GFLOP/s")
+    for r in results:
+        r["mfu"] = r["gflops"] / peak
+        print(f"  {r['engine']:>6}: {r['tokens_per_s']:9,.0f} tokens/s  {r['ms_per_step']:8.1f} ms/step"
+              f"  {r['gflops']:6.1f} GFLOP/s  MFU {r['mfu']:5.1%}  peak memory {r['peak_memory_mb']:7.1f} MB")
+    summary = {"preset": args.preset, "matmul_peak_gflops": peak, **results[0]}
+    if args.compare_torch:
+        ours, theirs = results
+        summary["torch"] = theirs
+        summary["speedup_vs_torch"] = ours["tokens_per_s"] / theirs["tokens_per_s"]
+        summary["memory_ratio_vs_torch"] = ours["peak_memory_mb"] / max(theirs["peak_memory_mb"], 1e-9)
+        print(f"  npllm / torch: {summary['speedup_vs_torch']:.2f}x tokens/s,"
+              f" {summary['memory_ratio_vs_torch']:.2f}x peak memory")
+    if args.json:
+        print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
