@@ -2,12 +2,140 @@
 
 Each subcommand parses its own flags and hands over to the module that does
 the work, so this file stays a table of contents.  Errors a user can cause
-(a missing file, a corrupt checkpoint) are printed as one line, not a
-traceback, and exit with status 2.
+(a missing file, an empty corpus, a corrupt or mismatched checkpoint) are
+printed as one line, not a traceback, with exit status 2.
 """
 
 import argparse
+import codecs
+import dataclasses
 import sys
+
+def _user_errors():
+    """The exceptions that mean the user asked for something impossible (imported only when needed)."""
+    from npllm.checkpoint import CheckpointError
+    from npllm.data.download import DownloadError
+    from npllm.data.sources import DataSourceError
+    from npllm.tokenizer import TokenizerFileError
+    from npllm.train import TrainingError
+
+    return (CheckpointError, DataSourceError, DownloadError, TokenizerFileError, TrainingError,
+            FileNotFoundError, IsADirectoryError, PermissionError)
+
+
+# --- npllm train ------------------------------------------------------------
+TRAIN_FLAG_HELP = {
+    "data": "training text: stdlib (default), docs, shakespeare, or a text file or folder",
+    "out_dir": "run folder for checkpoints and metrics.jsonl",
+    "max_steps": "optimizer steps to train for",
+    "eval_interval": "validate and checkpoint every this many steps",
+    "lr": "peak learning rate",
+    "seed": "seed for weights and batches",
+}
+
+
+def _train(argv):
+    from npllm.train import TrainConfig, resume, train
+
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(prog="npllm train", description="Train a GPT on text (resumable).",
+                                     argument_default=argparse.SUPPRESS)
+    parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--out" if field.name == "out_dir" else "--" + field.name.replace("_", "-")
+        default = getattr(defaults, field.name)
+        kind = float if isinstance(default, float) else int if isinstance(default, int) else str
+        parser.add_argument(flag, dest=field.name, type=kind, metavar=kind.__name__.upper(),
+                            help=f"{TRAIN_FLAG_HELP.get(field.name, field.name.replace('_', ' '))} (default {default})")
+    args = vars(parser.parse_args(argv))
+    is_resume, quiet = args.pop("resume", False), args.pop("quiet", False)
+    if is_resume:
+        out_dir = args.pop("out_dir", defaults.out_dir)
+        run = resume(out_dir, changes=args, progress=not quiet)
+    else:
+        run = train(TrainConfig(**args), progress=not quiet)
+    print(f"done: step {run.step}; checkpoint in {run.config.out_dir}/checkpoint;"
+          f" try: npllm generate --checkpoint {run.config.out_dir} --prompt 'def '")
+    return 0
+
+
+# --- npllm generate ---------------------------------------------------------
+def _generate(argv):
+    from npllm.generate import generate_tokens, load_model
+    from npllm.train import END_OF_TEXT
+
+    parser = argparse.ArgumentParser(prog="npllm generate", description="Write text with a trained GPT.")
+    parser.add_argument("--checkpoint", default="runs/gpt", help="run folder written by npllm train")
+    parser.add_argument("--prompt", default="\n", help="text to continue")
+    parser.add_argument("--max-new-tokens", type=int, default=200)
+    parser.add_argument("--temperature", type=float, default=0.8, help="0 means greedy")
+    parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--top-p", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--no-cache", action="store_true", help="recompute the whole context for every token")
+    args = parser.parse_args(argv)
+
+    model, tokenizer = load_model(args.checkpoint)
+    prompt_ids = tokenizer.encode(args.prompt, allowed_special="all")
+    stop_token = tokenizer.special_tokens.get(END_OF_TEXT)
+    sys.stdout.write(args.prompt)
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character may span tokens
+    for token in generate_tokens(model, prompt_ids, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
+                                 args.seed, use_cache=not args.no_cache, stop_token=stop_token):
+        if token == stop_token:
+            break
+        sys.stdout.write(decoder.decode(tokenizer.decode_bytes([token])))
+        sys.stdout.flush()
+    sys.stdout.write(decoder.decode(b"", final=True) + "\n")
+    return 0
+
+
+# --- npllm tokenizer --------------------------------------------------------
+def _tokenizer(argv):
+    from npllm.data.sources import load_corpus
+    from npllm.tokenizer import BPETokenizer
+
+    parser = argparse.ArgumentParser(prog="npllm tokenizer", description="Train and use a byte-level BPE tokenizer.")
+    commands = parser.add_subparsers(dest="action", required=True)
+    train = commands.add_parser("train", help="learn merges from text")
+    train.add_argument("--data", default="stdlib", help="stdlib, docs, shakespeare, or a text file or folder")
+    train.add_argument("--vocab-size", type=int, default=4096)
+    train.add_argument("--pattern", default="gpt4", help="gpt2, gpt4, or a regex")
+    train.add_argument("--max-bytes", type=int, default=None, help="learn from at most this many characters")
+    train.add_argument("--out", required=True, help="tokenizer file to write")
+    for name, what in (("encode", "text to token ids"), ("decode", "token ids to text")):
+        command = commands.add_parser(name, help=what)
+        command.add_argument("--tokenizer", required=True, help="file written by npllm tokenizer train")
+        command.add_argument("input", nargs="*", help="the text (encode) or ids (decode); standard input if absent")
+    args = parser.parse_args(argv)
+
+    if args.action == "train":
+        text = load_corpus(args.data).text[: args.max_bytes]
+        tokenizer = BPETokenizer.train(text, vocab_size=args.vocab_size, pattern=args.pattern, verbose=True)
+        tokenizer.save(args.out)
+        print(f"wrote {args.out}: {tokenizer!r}")
+        return 0
+    tokenizer = BPETokenizer.load(args.tokenizer)
+    given = " ".join(args.input) if args.input else sys.stdin.read()
+    if args.action == "encode":
+        print(" ".join(map(str, tokenizer.encode(given, allowed_special="all"))))
+    else:
+        try:
+            ids = [int(word) for word in given.split()]
+        except ValueError as error:
+            raise SystemExit(f"npllm tokenizer decode: token ids must be integers ({error})") from error
+        print(tokenizer.decode(ids))
+    return 0
+
+
+# --- npllm bench ------------------------------------------------------------
+BENCHMARKS = {
+    "generate": "npllm.benchmarks.generate",
+    "ops": "npllm.benchmarks.ops",
+    "tokenizer": "npllm.tokenizer.bench",
+    "train": "npllm.benchmarks.train",
+}
 
 
 def _bench(argv):
@@ -18,21 +146,18 @@ def _bench(argv):
     return module.main(rest)
 
 
-BENCHMARKS = {
-    "ops": "npllm.benchmarks.ops",
-    "tokenizer": "npllm.tokenizer.bench",
-    "train": "npllm.benchmarks.train",
-}
-
 COMMANDS = {
-    "bench": (_bench, "measure speed (ops, tokenizer, train)"),
+    "train": (_train, "train a GPT on text (default: the Python standard library's source)"),
+    "generate": (_generate, "continue a prompt with a trained GPT"),
+    "tokenizer": (_tokenizer, "train, encode and decode with a byte-level BPE tokenizer"),
+    "bench": (_bench, "measure speed: " + ", ".join(sorted(BENCHMARKS))),
 }
 
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print("usage: npllm <command> [options]\n\ncommands:")
+        print("usage: npllm <command> [options]   (npllm <command> --help for its options)\n\ncommands:")
         for name, (_, summary) in COMMANDS.items():
             print(f"  {name:<10} {summary}")
         if argv and argv[0] not in ("-h", "--help"):
@@ -40,7 +165,14 @@ def main(argv=None):
             return 2
         return 0
     command, _ = COMMANDS[argv[0]]
-    return command(argv[1:]) or 0
+    try:
+        return command(argv[1:]) or 0
+    except _user_errors() as error:
+        print(f"npllm {argv[0]}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"npllm {argv[0]}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

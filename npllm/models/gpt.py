@@ -124,6 +124,19 @@ class GPT(Module):
         """One empty KVCache per block, each with room for ``context_length`` positions."""
         return [block.attn.new_kv_cache(batch_size, self.config.context_length) for block in self.h]
 
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, seed=None,
+                 use_cache=True, stop_token=None) -> np.ndarray:
+        """Continue the token ids ``idx`` (1-D, or (1, T)) by up to ``max_new_tokens``; returns all ids.
+
+        Sampling and the KV cache are explained in ``npllm.generate``, which does
+        the work (imported here, at call time, because it sits above the models).
+        """
+        from npllm.generate import generate_tokens
+
+        prompt = np.asarray(idx.data if isinstance(idx, Tensor) else idx).reshape(-1)
+        new = generate_tokens(self, prompt, max_new_tokens, temperature, top_k, top_p, seed, use_cache, stop_token)
+        return np.concatenate([prompt[-self.config.context_length:], np.fromiter(new, dtype=prompt.dtype)])
+
     def num_parameters(self, include_position_embeddings=True) -> int:
         """Number of parameters, the tied wte/lm_head counted once; optionally without wpe."""
         total = super().num_parameters()
