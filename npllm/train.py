@@ -223,6 +223,7 @@ def _train_loop(run: Run, stop, progress, log):
         run.step += 1
         if run.step % config.eval_interval == 0 or run.step == config.max_steps:
             record["val_loss"] = evaluate(run)
+            _stop_unless_finite("validation loss", record["val_loss"], run.step, config.out_dir)
             save_run(run)
         _append_metrics(metrics_path, record)
         bar.update(1)
@@ -243,16 +244,19 @@ def _train_step(run: Run, lr: float) -> float:
     for _ in range(config.grad_accum):
         inputs, targets = run.batches.next_batch()
         loss = F.cross_entropy(run.model(inputs), targets)
-        if not math.isfinite(loss.item()):
-            raise TrainingError(
-                f"loss became {loss.item()} at step {run.step + 1}; stopped without saving,"
-                f" so the last good checkpoint in {config.out_dir} is intact (try a lower --lr)"
-            )
+        _stop_unless_finite("loss", loss.item(), run.step + 1, config.out_dir)
         total += loss.item()
         (loss * (1.0 / config.grad_accum)).backward()
     clip_grad_norm(run.model.parameters(), config.grad_clip)
     run.optimizer.step()
     return total / config.grad_accum
+
+
+def _stop_unless_finite(what: str, value: float, step: int, out_dir):
+    """Raise TrainingError for a NaN or inf loss, before anything can be saved."""
+    if not math.isfinite(value):
+        raise TrainingError(f"{what} became {value} at step {step}; stopped without saving,"
+                            f" so the last good checkpoint in {out_dir} is intact (try a lower --lr)")
 
 
 def evaluate(run: Run) -> float:
