@@ -28,9 +28,10 @@ and threads (encode_batch runs in one thread and shares the cache).
 """
 
 import re
+from itertools import chain
 
 from npllm.tokenizer import files
-from npllm.tokenizer.encode import encode_chunk
+from npllm.tokenizer.encode import encode_chunk, pair_table
 from npllm.tokenizer.naive import NUM_BYTES, count_chunks, token_bytes, without_lone_surrogates
 from npllm.tokenizer.patterns import PATTERNS, resolve_pattern
 from npllm.tokenizer.splitter import compile_splitter
@@ -49,6 +50,8 @@ class BPETokenizer:
         self._id_to_bytes = {rank: token for token, rank in self._ranks.items()}
         self._id_to_bytes.update({token_id: token.encode("utf-8") for token, token_id in self._special_tokens.items()})
         self._split = compile_splitter(self._pattern)
+        self._byte_ids = [self._ranks[bytes([byte])] for byte in range(NUM_BYTES)]
+        self._pairs = pair_table(self._ranks)
         self._chunk_cache = {}
 
     # ---- training ----
@@ -106,16 +109,23 @@ class BPETokenizer:
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Token ids for ``text``, treating any special token strings in it as ordinary text."""
-        if len(self._chunk_cache) > MAX_CACHED_CHUNKS:
-            self._chunk_cache.clear()
-        cache, ranks = self._chunk_cache, self._ranks
-        ids = []
-        for chunk in self._split(without_lone_surrogates(text)):
-            chunk_ids = cache.get(chunk)
-            if chunk_ids is None:
-                chunk_ids = cache[chunk] = encode_chunk(chunk.encode("utf-8"), ranks)
-            ids += chunk_ids
-        return ids
+        chunks = self._split(without_lone_surrogates(text))
+        cache = self._chunk_cache
+        try:
+            return list(chain.from_iterable(map(cache.__getitem__, chunks)))
+        except KeyError:
+            pass  # some chunks are new: encode each distinct new chunk once, then look all up again
+        if len(cache) > MAX_CACHED_CHUNKS:
+            cache.clear()
+        for chunk in set(chunks).difference(cache):
+            cache[chunk] = self._encode_chunk(chunk.encode("utf-8"))
+        return list(chain.from_iterable(map(cache.__getitem__, chunks)))
+
+    def _encode_chunk(self, chunk: bytes) -> list[int]:
+        rank = self._ranks.get(chunk)
+        if rank is not None:
+            return [rank]  # the whole chunk is a token: common for frequent words
+        return encode_chunk(chunk, self._byte_ids, self._pairs)
 
     def encode(self, text: str, allowed_special="none", disallowed_special="all") -> list[int]:
         """Token ids for ``text`` with tiktoken's rules for special tokens (see the module docstring).
