@@ -19,7 +19,8 @@ def _user_errors():
     from npllm.tokenizer import TokenizerFileError
     from npllm.train import TrainingError
 
-    return (CheckpointError, DataSourceError, DownloadError, TokenizerFileError, TrainingError,
+    # ValueError: a setting out of range (top_p 0, a context longer than the corpus, too small a vocabulary)
+    return (CheckpointError, DataSourceError, DownloadError, TokenizerFileError, TrainingError, ValueError,
             FileNotFoundError, IsADirectoryError, PermissionError)
 
 
