@@ -97,6 +97,10 @@ FIXED_ON_RESUME = ("data", "vocab_size", "n_layer", "n_head", "n_embd", "context
                    "batch_size", "grad_accum", "seed")
 
 
+# What save_run writes into state.json, all of which restore_run needs.
+TRAIN_STATE_KEYS = ("step", "config", "model_config", "optimizer", "batches_rng", "dropout_rngs")
+
+
 class TrainingError(RuntimeError):
     """A run that cannot go on: the message is one line for the user."""
 
@@ -163,6 +167,10 @@ def restore_run(out_dir, changes: dict, log) -> Run:
     """Rebuild the run saved in ``out_dir``, with the allowed ``changes`` applied."""
     fixed = {key: value for key, value in changes.items() if key in FIXED_ON_RESUME}
     checkpoint = load_checkpoint(out_dir, require_config=fixed)
+    missing = [key for key in TRAIN_STATE_KEYS if key not in checkpoint.train_state]
+    if missing:
+        raise CheckpointError(f"{checkpoint.folder}: not a checkpoint written by npllm train"
+                              f" (state.json lacks {', '.join(missing)})")
     config = TrainConfig(**{**checkpoint.train_state["config"], **changes, "out_dir": str(out_dir)})
     if checkpoint.tokenizer_path is None:
         raise CheckpointError(f"{checkpoint.folder}: the checkpoint has no tokenizer file")
