@@ -34,23 +34,30 @@ from npllm.tensor import no_grad
 
 def filter_logits(logits: np.ndarray, top_k=None, top_p=None) -> np.ndarray:
     """Set to -inf every logit outside the top-k and outside the top-p nucleus (1-D logits)."""
+    check_sampling_settings(top_k=top_k, top_p=top_p)
     logits = np.array(logits, dtype=np.float64)
     vocab = logits.shape[-1]
     if top_k is not None:
-        if not 1 <= top_k:
-            raise ValueError(f"top_k must be at least 1, got {top_k}")
         if top_k < vocab:
             kth_largest = np.partition(logits, vocab - top_k)[vocab - top_k]
             logits[logits < kth_largest] = -np.inf
     if top_p is not None:
-        if not 0.0 < top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
         order = np.argsort(-logits, kind="stable")
         probs = softmax_1d(logits[order])
         # keep a token if the probability mass *before* it is still below top_p
         mass_before = np.cumsum(probs) - probs
         logits[order[mass_before >= top_p]] = -np.inf
     return logits
+
+
+def check_sampling_settings(temperature=1.0, top_k=None, top_p=None):
+    """Raise ValueError for a setting that leaves no token to pick."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
 
 
 def softmax_1d(logits: np.ndarray) -> np.ndarray:
@@ -60,8 +67,7 @@ def softmax_1d(logits: np.ndarray) -> np.ndarray:
 
 def sample_token(logits, rng: np.random.Generator, temperature=1.0, top_k=None, top_p=None) -> int:
     """Pick the next token id from one position's logits (1-D array of size V)."""
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    check_sampling_settings(temperature, top_k, top_p)
     if temperature == 0:
         return int(np.argmax(logits))
     filtered = filter_logits(np.asarray(logits, dtype=np.float64) / temperature, top_k, top_p)
@@ -75,7 +81,9 @@ def generate_tokens(model, prompt_ids, max_new_tokens, temperature=1.0, top_k=No
 
     Stops early after yielding ``stop_token`` (e.g. <|endoftext|>).  A prompt
     longer than the model's context is cropped from the left, with a warning.
+    Bad arguments raise ValueError at the call, before the first token.
     """
+    check_sampling_settings(temperature, top_k, top_p)
     ids = [int(i) for i in prompt_ids]
     if not ids:
         raise ValueError("generate: the prompt must hold at least one token id")
@@ -84,7 +92,12 @@ def generate_tokens(model, prompt_ids, max_new_tokens, temperature=1.0, top_k=No
         warnings.warn(f"generate: the prompt has {len(ids)} tokens, more than the context of {context_length};"
                       f" using its last {context_length}", stacklevel=2)
         ids = ids[-context_length:]
-    rng = np.random.default_rng(seed)
+    return _generate(model, ids, max_new_tokens, temperature, top_k, top_p, np.random.default_rng(seed),
+                     use_cache, stop_token)
+
+
+def _generate(model, ids, max_new_tokens, temperature, top_k, top_p, rng, use_cache, stop_token):
+    """The generator behind ``generate_tokens``, its arguments already checked."""
     was_training = model.training
     model.eval()
     try:
