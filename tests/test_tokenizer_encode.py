@@ -57,6 +57,11 @@ def test_unknown_ids_are_refused_by_name(tokenizer):
         tokenizer.decode_bytes([-1])
 
 
+def test_encoding_bytes_is_a_clear_type_error(tokenizer):
+    with pytest.raises(TypeError, match="encode expects str, got bytes"):
+        tokenizer.encode(b"bytes")
+
+
 def test_encode_batch_matches_encode(tokenizer):
     assert tokenizer.encode_batch(VARIED_TEXTS) == [tokenizer.encode(text) for text in VARIED_TEXTS]
 

@@ -66,6 +66,12 @@ def test_special_tokens_take_the_last_ids_of_the_vocabulary():
     assert max(tokenizer.mergeable_ranks.values()) == 297
 
 
+def test_special_tokens_may_come_with_their_own_ids():
+    tokenizer = BPETokenizer.train(VARIED_TEXT, vocab_size=300, special_tokens={"<|endoftext|>": 1000})
+    assert tokenizer.special_tokens == {"<|endoftext|>": 1000}
+    assert len(tokenizer.mergeable_ranks) == 299 and tokenizer.vocab_size == 1001
+
+
 def test_vocab_size_below_bytes_plus_special_tokens_is_refused():
     with pytest.raises(ValueError, match=r"at least 256 .* \+ 2 .* = 258, got 257"):
         BPETokenizer.train("hello", vocab_size=257, special_tokens=["<|a|>", "<|b|>"])

@@ -109,6 +109,7 @@ class BPETokenizer:
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Token ids for ``text``, treating any special token strings in it as ordinary text."""
+        require_str(text)
         chunks = self._split(without_lone_surrogates(text))
         cache = self._chunk_cache
         try:
@@ -133,6 +134,7 @@ class BPETokenizer:
         ``allowed_special`` and ``disallowed_special`` each take "all", "none", or a set of
         special token strings. Disallowed special text raises ValueError naming the token.
         """
+        require_str(text)
         allowed = self._special_token_set(allowed_special, "allowed_special")
         disallowed = self._special_token_set(disallowed_special, "disallowed_special")
         if disallowed_special == "all":
@@ -209,6 +211,11 @@ class BPETokenizer:
         """GPT-2's own tokenizer, from its ``encoder.json`` and ``vocab.bpe``."""
         ranks, special_tokens = files.read_gpt2_files(encoder_json_path, vocab_bpe_path)
         return cls(ranks, pattern, special_tokens)
+
+
+def require_str(text) -> None:
+    if not isinstance(text, str):
+        raise TypeError(f"encode expects str, got {type(text).__name__}")
 
 
 def special_token_regex(tokens: set[str]) -> re.Pattern:
