@@ -1,0 +1,228 @@
+"""The training loop keeps its promises.
+
+A run stopped anywhere (a planned stop, Ctrl-C, a crash) and resumed logs the very
+same losses, bit for bit, as a run that never stopped, dropout and gradient
+accumulation included; a NaN stops the run with a clear message and leaves the last
+checkpoint byte-identical; metrics.jsonl holds every step once; damaged or mismatched
+checkpoints and an occupied run folder are refused in one line; token files are
+cached per tokenizer; and a tiny model really learns (beats the unigram baseline).
+"""
+
+import json
+import signal
+from contextlib import nullcontext
+from pathlib import Path
+
+import pytest
+
+import npllm.data.tokens as tokens_module
+import npllm.train as train_module
+from npllm.checkpoint import CheckpointError
+from npllm.train import METRICS_FILE, TrainConfig, TrainingError, resume, train, unigram_loss
+
+TINY = dict(vocab_size=300, n_layer=1, n_head=2, n_embd=16, context_length=16, batch_size=4, eval_windows=4,
+            warmup_steps=2, max_steps=8, decay_steps=8, eval_interval=4)
+REGULARISED = dict(dropout=0.1, grad_accum=2)  # dropout draws random masks: their generators must resume too
+
+
+def silent(*_):
+    pass
+
+
+@pytest.fixture
+def tiny_config(tiny_corpus, tmp_path):
+    """Build a TrainConfig for the tiny corpus in its own run folder ``tmp_path / name``."""
+    def make(name="run", **changes):
+        return TrainConfig(**{**TINY, "data": str(tiny_corpus), "out_dir": str(tmp_path / name), **changes})
+
+    return make
+
+
+def quiet_train(config):
+    return train(config, progress=False, log=silent)
+
+
+def quiet_resume(out_dir, log=silent, **changes):
+    return resume(out_dir, changes, progress=False, log=log)
+
+
+def reject_non_json(constant):
+    raise ValueError(f"metrics.jsonl holds {constant}, which is not JSON")
+
+
+def read_metrics(out_dir) -> list[dict]:
+    lines = (Path(out_dir) / METRICS_FILE).read_text(encoding="utf-8").splitlines()
+    return [json.loads(line, parse_constant=reject_non_json) for line in lines]
+
+
+def losses(out_dir) -> list[tuple]:
+    """(step, train_loss, val_loss or None) per logged step: everything but the timing."""
+    return [(record["step"], record["train_loss"], record.get("val_loss")) for record in read_metrics(out_dir)]
+
+
+def checkpoint_bytes(out_dir) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted((Path(out_dir) / "checkpoint").iterdir())}
+
+
+def trained_state(out_dir) -> dict[str, bytes]:
+    """The weights and optimizer files (state.json differs between runs: it names the run folder)."""
+    files = checkpoint_bytes(out_dir)
+    return {name: files[name] for name in ("model.safetensors", "optimizer.safetensors")}
+
+
+def fault_once_at_step(monkeypatch, step, fault):
+    """Make ``fault()`` happen once, at the start of training step ``step`` (1-based)."""
+    original, fired = train_module._train_step, []
+
+    def faulty_step(run, lr):
+        if run.step + 1 == step and not fired:
+            fired.append(step)
+            fault()
+        return original(run, lr)
+
+    monkeypatch.setattr(train_module, "_train_step", faulty_step)
+
+
+def ctrl_c():
+    signal.raise_signal(signal.SIGINT)
+
+
+def crash():
+    raise RuntimeError("simulated crash")
+
+
+@pytest.mark.parametrize("settings", [{}, REGULARISED], ids=["plain", "dropout+grad_accum"])
+def test_resume_after_a_planned_stop_is_bit_identical(tiny_config, settings):
+    uninterrupted = quiet_train(tiny_config("whole", **settings)).config.out_dir
+    halves = tiny_config("halves", **settings, max_steps=4)
+    quiet_train(halves)
+    quiet_resume(halves.out_dir, max_steps=8)
+    assert losses(halves.out_dir) == losses(uninterrupted)
+    assert trained_state(halves.out_dir) == trained_state(uninterrupted)
+
+
+@pytest.mark.parametrize("fault, outcome, saved_step", [
+    (ctrl_c, nullcontext(), 6),                                       # finishes step 6, saves it, returns
+    (crash, pytest.raises(RuntimeError, match="simulated"), 4),       # the checkpoint of step 4 survives
+], ids=["ctrl-c", "crash"])
+def test_interrupted_run_resumes_identically_without_duplicate_metrics(tiny_config, monkeypatch, fault, outcome,
+                                                                       saved_step):
+    uninterrupted = quiet_train(tiny_config("whole", **REGULARISED)).config.out_dir
+    config = tiny_config("interrupted", **REGULARISED)
+    handler_before = signal.getsignal(signal.SIGINT)
+    fault_once_at_step(monkeypatch, 6, fault)
+    with outcome:
+        quiet_train(config)
+    assert signal.getsignal(signal.SIGINT) is handler_before
+    messages = []
+    quiet_resume(config.out_dir, log=messages.append)
+    assert f"resumed {config.out_dir} at step {saved_step}" in messages
+    assert losses(config.out_dir) == losses(uninterrupted)  # steps 1..8 once each, same values
+
+
+def test_ctrl_c_reports_where_it_saved(tiny_config, monkeypatch):
+    config = tiny_config(**REGULARISED)
+    fault_once_at_step(monkeypatch, 3, ctrl_c)
+    messages = []
+    run = train(config, progress=False, log=messages.append)
+    assert run.step == 3
+    assert messages[-1] == f"interrupted: saved step 3 in {config.out_dir}; continue with --resume"
+    assert json.loads((Path(config.out_dir) / "checkpoint" / "state.json").read_text())["step"] == 3
+
+
+def test_second_ctrl_c_aborts_at_once_and_restores_the_handler(tiny_config, monkeypatch):
+    handler_before = signal.getsignal(signal.SIGINT)
+    fault_once_at_step(monkeypatch, 3, lambda: (ctrl_c(), ctrl_c()))
+    with pytest.raises(KeyboardInterrupt):
+        quiet_train(tiny_config())
+    assert signal.getsignal(signal.SIGINT) is handler_before
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow in matmul is the point of this test
+@pytest.mark.parametrize("eval_interval, what", [(100, "loss"), (1, "validation loss")])
+def test_nan_stops_the_run_and_leaves_the_last_checkpoint_intact(tiny_config, eval_interval, what):
+    config = tiny_config(max_steps=4)
+    quiet_train(config)
+    before = checkpoint_bytes(config.out_dir)
+    promised = (rf"^{what} became (nan|inf|-inf) at step \d+; stopped without saving,"
+                rf" so the last good checkpoint in {config.out_dir} is intact \(try a lower --lr\)$")
+    with pytest.raises(TrainingError, match=promised):
+        quiet_resume(config.out_dir, max_steps=8, lr=1e30, eval_interval=eval_interval)
+    assert checkpoint_bytes(config.out_dir) == before
+    assert all(record["step"] > 4 for record in read_metrics(config.out_dir)[4:])  # and strict JSON throughout
+
+
+def test_metrics_log_every_step_and_validation_at_evaluations(tiny_config):
+    config = tiny_config(max_steps=6, eval_interval=3)
+    quiet_train(config)
+    first_leg = read_metrics(config.out_dir)
+    quiet_resume(config.out_dir, max_steps=8)
+    records = read_metrics(config.out_dir)
+    assert records[:6] == first_leg  # appended, not rewritten
+    assert [record["step"] for record in records] == list(range(1, 9))
+    for record in records:
+        evaluated = record["step"] in (3, 6, 8)  # every eval_interval, and the last step
+        assert set(record) == {"step", "train_loss", "lr", "tokens_per_s"} | ({"val_loss"} if evaluated else set())
+        assert record["train_loss"] > 0 and record["lr"] > 0 and record["tokens_per_s"] > 0
+
+
+CORRUPTIONS = {
+    "truncated weights": lambda folder: (folder / "model.safetensors").write_bytes(
+        (folder / "model.safetensors").read_bytes()[:100]),
+    "optimizer state of zeros": lambda folder: (folder / "optimizer.safetensors").write_bytes(bytes(16)),
+    "state.json not JSON": lambda folder: (folder / "state.json").write_text("{\"step\": "),
+    "state.json without training state": lambda folder: (folder / "state.json").write_text("{}"),
+    "tokenizer missing": lambda folder: (folder / "tokenizer.txt").unlink(),
+}
+
+
+@pytest.mark.parametrize("damage", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
+def test_corrupt_checkpoint_is_one_line_checkpoint_error(tiny_config, damage):
+    config = tiny_config(max_steps=2)
+    quiet_train(config)
+    folder = Path(config.out_dir) / "checkpoint"
+    damage(folder)
+    with pytest.raises(CheckpointError) as error:
+        quiet_resume(config.out_dir)
+    assert str(folder) in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("key, value", [("n_embd", 32), ("context_length", 8)])
+def test_resume_refuses_a_conflicting_setting_naming_it(tiny_config, key, value):
+    config = tiny_config(max_steps=2)
+    quiet_train(config)
+    with pytest.raises(CheckpointError, match=f"another configuration: {key}={getattr(config, key)}"):
+        quiet_resume(config.out_dir, **{key: value})
+
+
+def test_new_run_over_an_existing_one_is_refused_and_changes_nothing(tiny_config):
+    config = tiny_config(max_steps=2)
+    quiet_train(config)
+    before = checkpoint_bytes(config.out_dir), read_metrics(config.out_dir)
+    with pytest.raises(TrainingError, match="already holds a run: continue it with --resume"):
+        quiet_train(config)
+    assert (checkpoint_bytes(config.out_dir), read_metrics(config.out_dir)) == before
+
+
+def test_token_cache_is_reused_for_the_same_tokenizer_and_rebuilt_for_another(tiny_config, isolated_cache,
+                                                                               monkeypatch):
+    encoded_with = []  # the vocabulary size of each tokenizer that actually encoded the corpus
+    original = tokens_module.encode_to_array
+
+    def counting_encode(text, tokenizer):
+        encoded_with.append(tokenizer.vocab_size)
+        return original(text, tokenizer)
+
+    monkeypatch.setattr(tokens_module, "encode_to_array", counting_encode)
+    quiet_train(tiny_config("first", max_steps=1))
+    quiet_train(tiny_config("same tokenizer", max_steps=1))
+    quiet_resume(tiny_config("first").out_dir, max_steps=2)
+    quiet_train(tiny_config("other tokenizer", max_steps=1, vocab_size=280))
+    assert encoded_with == [300, 280]
+    assert len(list((isolated_cache / "tokens").glob("*.npy"))) == 2
+
+
+def test_validation_loss_falls_below_the_unigram_baseline(tiny_config):
+    run = quiet_train(tiny_config(max_steps=100, decay_steps=None, warmup_steps=10, eval_interval=100, lr=1e-2))
+    baseline = unigram_loss(run.batches.tokens, run.validation_tokens, run.tokenizer.vocab_size)
+    assert read_metrics(run.config.out_dir)[-1]["val_loss"] < baseline
