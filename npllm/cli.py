@@ -125,7 +125,7 @@ def _tokenizer(argv):
         try:
             ids = [int(word) for word in given.split()]
         except ValueError as error:
-            raise SystemExit(f"npllm tokenizer decode: token ids must be integers ({error})") from error
+            raise ValueError(f"decode: token ids must be integers ({error})") from error
         print(tokenizer.decode(ids))
     return 0
 
