@@ -17,9 +17,14 @@ def isolated_cache(tmp_path, monkeypatch):
     return cache
 
 
+@pytest.fixture(scope="session")
+def tiny_text():
+    return TINY_TEXT
+
+
 @pytest.fixture
-def tiny_corpus(tmp_path, isolated_cache):
+def tiny_corpus(tmp_path, isolated_cache, tiny_text):
     """A small repetitive text file to train on (with the cache isolated)."""
     path = tmp_path / "tiny.txt"
-    path.write_text(TINY_TEXT, encoding="utf-8")
+    path.write_text(tiny_text, encoding="utf-8")
     return path

@@ -1,6 +1,21 @@
-"""The command line: help, unknown commands, and each subcommand on a tiny configuration."""
+"""The command line: help, each subcommand end to end on a tiny configuration, and bad input.
+
+Every mistake a user can make (a missing file, an empty corpus, a checkpoint that is
+missing, damaged or from another configuration, an impossible setting) ends with
+exit status 2 and exactly one line on stderr, never a traceback.
+"""
+
+import io
+import shutil
+
+import pytest
 
 from npllm.cli import main
+from npllm.generate import generate_tokens, load_model
+from npllm.train import END_OF_TEXT
+
+TINY_FLAGS = ["--vocab-size", "300", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--context-length", "16",
+              "--batch-size", "4", "--eval-windows", "4", "--warmup-steps", "1", "--quiet"]
 
 
 def test_help_lists_commands(capsys):
@@ -11,3 +26,99 @@ def test_help_lists_commands(capsys):
 def test_unknown_command_is_one_clear_line(capsys):
     assert main(["frobnicate"]) == 2
     assert "unknown command 'frobnicate'" in capsys.readouterr().err
+
+
+def expected_continuation(run_dir, prompt, max_new_tokens, temperature, seed):
+    """What npllm generate should print after the prompt, computed through the Python API."""
+    model, tokenizer = load_model(run_dir)
+    stop = tokenizer.special_tokens[END_OF_TEXT]
+    tokens = list(generate_tokens(model, tokenizer.encode(prompt), max_new_tokens, temperature, seed=seed,
+                                  stop_token=stop))
+    return tokenizer.decode([token for token in tokens if token != stop])
+
+
+def test_train_resume_and_generate_end_to_end(tiny_corpus, tmp_path, capsys):
+    run_dir = str(tmp_path / "run")
+    assert main(["train", "--data", str(tiny_corpus), "--out", run_dir, "--max-steps", "2", *TINY_FLAGS]) == 0
+    assert f"done: step 2; checkpoint in {run_dir}/checkpoint" in capsys.readouterr().out
+    assert main(["train", "--resume", "--out", run_dir, "--max-steps", "3", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert f"resumed {run_dir} at step 2" in out and "done: step 3" in out
+
+    generate = ["generate", "--checkpoint", run_dir, "--prompt", "the cat", "--max-new-tokens", "8", "--seed", "3"]
+    for extra in ([], ["--no-cache"]):
+        assert main(generate + extra) == 0
+        assert capsys.readouterr().out == "the cat" + expected_continuation(run_dir, "the cat", 8, 0.8, 3) + "\n"
+
+
+def test_tokenizer_train_encode_decode_round_trip(tiny_corpus, tmp_path, capsys, monkeypatch):
+    tokenizer = str(tmp_path / "tokenizer.txt")
+    assert main(["tokenizer", "train", "--data", str(tiny_corpus), "--vocab-size", "280", "--out", tokenizer]) == 0
+    assert f"wrote {tokenizer}" in capsys.readouterr().out
+    text = "the cat met a fish <|endoftext|> ünïcode"
+    assert main(["tokenizer", "encode", "--tokenizer", tokenizer, text]) == 0
+    ids = capsys.readouterr().out.split()
+    assert all(0 <= int(token) < 280 for token in ids) and len(ids) < len(text.encode())  # merges were used
+    monkeypatch.setattr("sys.stdin", io.StringIO(" ".join(ids)))  # decode reads standard input
+    assert main(["tokenizer", "decode", "--tokenizer", tokenizer]) == 0
+    assert capsys.readouterr().out == text + "\n"
+
+
+@pytest.mark.parametrize("argv, printed", [
+    (["ops", "--length", "20", "--repeats", "1"], "us/op"),
+    (["generate", "--preset", "tiny", "--new-tokens", "2"], "with KV cache"),
+    (["tokenizer", "--megabytes", "0.005", "--vocab-size", "270"], "vocab 270"),
+    # bench train has no setting below its 4-layer "tiny" preset, tens of seconds: measured by hand, not here
+], ids=["ops", "generate", "tokenizer"])
+def test_bench_runs_with_tiny_settings(argv, printed, capsys):
+    assert main(["bench", *argv]) == 0
+    assert printed in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, tiny_text):
+    """A trained run, a damaged copy of it, an empty folder and a corpus file, with the cache isolated."""
+    folder = tmp_path_factory.mktemp("cli")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NPLLM_CACHE", str(folder / "cache"))
+        (folder / "tiny.txt").write_text(tiny_text, encoding="utf-8")
+        (folder / "empty").mkdir()
+        assert main(["train", "--data", str(folder / "tiny.txt"), "--out", str(folder / "run"), "--max-steps", "1",
+                     *TINY_FLAGS]) == 0
+        shutil.copytree(folder / "run", folder / "corrupt")
+        (folder / "corrupt" / "checkpoint" / "model.safetensors").write_bytes(b"not safetensors at all")
+        yield folder
+
+
+BAD_INPUT = {
+    "missing data file": (["train", "--data", "{w}/missing.txt", "--out", "{w}/new", *TINY_FLAGS],
+                          "no such file or folder: {w}/missing.txt"),
+    "empty corpus folder": (["train", "--data", "{w}/empty", "--out", "{w}/new", *TINY_FLAGS],
+                            "no readable .txt .md .py .rst files in {w}/empty"),
+    "context longer than the corpus": (["train", "--data", "{w}/tiny.txt", "--out", "{w}/new", *TINY_FLAGS,
+                                        "--context-length", "100000"], "too few for one window"),
+    "run folder already used": (["train", "--data", "{w}/tiny.txt", "--out", "{w}/run", *TINY_FLAGS],
+                                "{w}/run already holds a run"),
+    "checkpoint from another config": (["train", "--resume", "--out", "{w}/run", "--n-embd", "32"],
+                                       "checkpoint is from another configuration: n_embd=16 (this run: 32)"),
+    "missing checkpoint (resume)": (["train", "--resume", "--out", "{w}/nowhere"], "{w}/nowhere: no checkpoint here"),
+    "missing checkpoint (generate)": (["generate", "--checkpoint", "{w}/nowhere"], "{w}/nowhere: no checkpoint here"),
+    "corrupt checkpoint (resume)": (["train", "--resume", "--out", "{w}/corrupt"], "corrupt safetensors file"),
+    "corrupt checkpoint (generate)": (["generate", "--checkpoint", "{w}/corrupt"], "corrupt safetensors file"),
+    "empty prompt": (["generate", "--checkpoint", "{w}/run", "--prompt", ""], "prompt must hold at least one"),
+    "top-p of zero": (["generate", "--checkpoint", "{w}/run", "--top-p", "0"], "top_p must be in (0, 1]"),
+    "missing tokenizer file": (["tokenizer", "encode", "--tokenizer", "{w}/missing.tok", "hi"], "missing.tok"),
+    "non-integer id": (["tokenizer", "decode", "--tokenizer", "{w}/run/checkpoint/tokenizer.txt", "1", "x"],
+                       "token ids must be integers"),
+    "unknown id": (["tokenizer", "decode", "--tokenizer", "{w}/run/checkpoint/tokenizer.txt", "99999"],
+                   "unknown token id 99999"),
+}
+
+
+@pytest.mark.parametrize("argv, message", BAD_INPUT.values(), ids=BAD_INPUT.keys())
+def test_bad_input_is_one_line_on_stderr_with_status_2(workspace, argv, message, capsys):
+    argv = [part.replace("{w}", str(workspace)) for part in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"npllm {argv[0]}: error: ") and err.count("\n") == 1
+    assert message.replace("{w}", str(workspace)) in err
