@@ -19,3 +19,24 @@ def test_autograd_basics_fits_the_sine(capsys):
     out = capsys.readouterr().out
     assert "gradcheck of tanh(x @ w).mean(axis=0): True" in out
     assert example.fit_sine(200) < 0.05
+
+
+def test_train_gpt_beats_the_unigram_baseline_and_writes_a_sample(tiny_corpus, capsys):
+    example = load_example("train_gpt")
+    validation, baseline = example.main([
+        "--data", str(tiny_corpus), "--vocab-size", "300", "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
+        "--context-length", "16", "--batch-size", "8", "--steps", "60", "--eval-interval", "30", "--lr", "1e-2",
+        "--sample-tokens", "10"])
+    out = capsys.readouterr().out
+    assert validation < baseline
+    assert "5. step    30" in out and "5. step    60" in out
+    assert "6. sample:\nThe " in out
+
+
+def test_tokenizer_basics_round_trips_and_guards_special_tokens(capsys):
+    tokenizer = load_example("tokenizer_basics").main(["--vocab-size", "280"])
+    out = capsys.readouterr().out
+    assert tokenizer.vocab_size == 280
+    assert out.count("round trip exact: True") == 2 and "round trip exact: False" not in out
+    assert "   token 256: " in out
+    assert "by default, refused: the text contains the special token '<|endoftext|>'" in out
