@@ -143,7 +143,7 @@ def _train(run: Run, progress, log) -> Run:
 
 def start_run(config: TrainConfig, log) -> Run:
     out_dir = Path(config.out_dir)
-    if (out_dir / "checkpoint").exists():
+    if (out_dir / "checkpoint").exists() or (out_dir / "checkpoint.old").exists():  # .old: a crash mid-save
         raise TrainingError(f"{out_dir} already holds a run: continue it with --resume, or choose another --out")
     corpus = load_corpus(config.data)
     log(f"corpus: {corpus.description}, {len(corpus.text) / 1e6:.1f} M characters")
