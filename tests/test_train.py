@@ -61,13 +61,15 @@ def losses(out_dir) -> list[tuple]:
 
 
 def checkpoint_bytes(out_dir) -> dict[str, bytes]:
-    return {path.name: path.read_bytes() for path in sorted((Path(out_dir) / "checkpoint").iterdir())}
+    """Every file of every checkpoint folder in the run, by relative path."""
+    return {str(path.relative_to(out_dir)): path.read_bytes()
+            for path in sorted(Path(out_dir).glob("checkpoint*/*"))}
 
 
 def trained_state(out_dir) -> dict[str, bytes]:
     """The weights and optimizer files (state.json differs between runs: it names the run folder)."""
     files = checkpoint_bytes(out_dir)
-    return {name: files[name] for name in ("model.safetensors", "optimizer.safetensors")}
+    return {name: files[f"checkpoint/{name}"] for name in ("model.safetensors", "optimizer.safetensors")}
 
 
 def fault_once_at_step(monkeypatch, step, fault):
@@ -195,9 +197,12 @@ def test_resume_refuses_a_conflicting_setting_naming_it(tiny_config, key, value)
         quiet_resume(config.out_dir, **{key: value})
 
 
-def test_new_run_over_an_existing_one_is_refused_and_changes_nothing(tiny_config):
+@pytest.mark.parametrize("crashed_mid_save", [False, True], ids=["checkpoint", "only checkpoint.old"])
+def test_new_run_over_an_existing_one_is_refused_and_changes_nothing(tiny_config, crashed_mid_save):
     config = tiny_config(max_steps=2)
     quiet_train(config)
+    if crashed_mid_save:  # the first of save_checkpoint's two renames happened, the second did not
+        (Path(config.out_dir) / "checkpoint").rename(Path(config.out_dir) / "checkpoint.old")
     before = checkpoint_bytes(config.out_dir), read_metrics(config.out_dir)
     with pytest.raises(TrainingError, match="already holds a run: continue it with --resume"):
         quiet_train(config)
