@@ -1,5 +1,7 @@
 """Encoding and decoding: round trips, exact ids against tiktoken, and special-token rules."""
 
+import gc
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -7,6 +9,7 @@ from test_tokenizer_corpus import VARIED_TEXT, VARIED_TEXTS
 
 from npllm.data import stdlib_text
 from npllm.tokenizer import BPETokenizer
+from npllm.tokenizer.tokenizer import collector_paused
 
 SPECIALS = ["<|endoftext|>", "<|fim_prefix|>"]
 
@@ -130,3 +133,18 @@ def test_ids_equal_tiktoken_on_a_varied_corpus(tokenizer):
 @given(text=st.text(max_size=80))
 def test_ids_equal_tiktoken_on_arbitrary_unicode(tokenizer, text):
     assert tokenizer.encode_ordinary(text) == tiktoken_twin(tokenizer).encode_ordinary(text)
+
+
+
+@pytest.mark.parametrize("enabled_before", [True, False])
+def test_encoding_leaves_the_cycle_collector_as_it_found_it(tokenizer, enabled_before):
+    gc.enable() if enabled_before else gc.disable()
+    try:
+        tokenizer.encode_ordinary("fresh words never cached before")
+        assert gc.isenabled() == enabled_before
+        with pytest.raises(ZeroDivisionError), collector_paused():
+            assert not gc.isenabled()
+            1 / 0
+        assert gc.isenabled() == enabled_before
+    finally:
+        gc.enable()

@@ -22,11 +22,17 @@ U+FFFD rather than failing: a model's sampled ids must always be printable.
 
 Encoding keeps a cache from chunk to ids. Natural text repeats its words, code repeats
 its keywords and indentation, so most chunks are found in the cache and never merged.
+Filling that cache makes tens of thousands of small lists, and each batch of new objects
+wakes Python's cycle collector, which then walks every live object (the cache included)
+looking for reference cycles that lists of ints cannot form. Encoding therefore pauses
+the collector while it runs (``collector_paused``): about a tenth of the time, saved.
 
 Left out on purpose: normalization (NFC and friends), which byte-level BPE does not need,
 and threads (encode_batch runs in one thread and shares the cache).
 """
 
+import contextlib
+import gc
 import re
 from itertools import chain
 
@@ -110,17 +116,18 @@ class BPETokenizer:
     def encode_ordinary(self, text: str) -> list[int]:
         """Token ids for ``text``, treating any special token strings in it as ordinary text."""
         require_str(text)
-        chunks = self._split(without_lone_surrogates(text))
-        cache = self._chunk_cache
-        try:
+        with collector_paused():
+            chunks = self._split(without_lone_surrogates(text))
+            cache = self._chunk_cache
+            try:
+                return list(chain.from_iterable(map(cache.__getitem__, chunks)))
+            except KeyError:
+                pass  # some chunks are new: encode each distinct new chunk once, then look all up again
+            if len(cache) > MAX_CACHED_CHUNKS:
+                cache.clear()
+            for chunk in set(chunks).difference(cache):
+                cache[chunk] = self._encode_chunk(chunk.encode("utf-8"))
             return list(chain.from_iterable(map(cache.__getitem__, chunks)))
-        except KeyError:
-            pass  # some chunks are new: encode each distinct new chunk once, then look all up again
-        if len(cache) > MAX_CACHED_CHUNKS:
-            cache.clear()
-        for chunk in set(chunks).difference(cache):
-            cache[chunk] = self._encode_chunk(chunk.encode("utf-8"))
-        return list(chain.from_iterable(map(cache.__getitem__, chunks)))
 
     def _encode_chunk(self, chunk: bytes) -> list[int]:
         rank = self._ranks.get(chunk)
@@ -211,6 +218,18 @@ class BPETokenizer:
         """GPT-2's own tokenizer, from its ``encoder.json`` and ``vocab.bpe``."""
         ranks, special_tokens = files.read_gpt2_files(encoder_json_path, vocab_bpe_path)
         return cls(ranks, pattern, special_tokens)
+
+
+@contextlib.contextmanager
+def collector_paused():
+    """Switch off the cycle collector inside the block (if it was on), and back on after, even on error."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def require_str(text) -> None:
