@@ -36,7 +36,7 @@ from npllm.tensor import Function, ShapeError, Tensor
 
 __all__ = [
     "softmax", "log_softmax", "cross_entropy", "layer_norm", "gelu", "embedding", "dropout",
-    "scaled_dot_product_attention", "linear",
+    "scaled_dot_product_attention", "self_attention", "linear",
 ]
 
 
@@ -425,6 +425,58 @@ def causal_mask(Tq, Tk):
     return np.tri(Tq, Tk, k=Tk - Tq, dtype=bool)
 
 
+def _attention_forward(ctx, q, k, v, keep, dropout_p, rng, out=None):
+    """The forward of ``ScaledDotProductAttention`` (derivation there) on arrays; saves on ``ctx``.
+
+    ``out`` is an optional (B, H, Tq, D) array to write the result into (a
+    strided view is fine: BLAS takes its row stride).
+    """
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    q_scaled = q * scale
+    scores = q_scaled @ np.swapaxes(k, -1, -2)  # (B, H, Tq, Tk)
+    if keep is not None:
+        scores += np.where(keep, 0.0, -np.inf).astype(scores.dtype)
+    row_max = scores.max(axis=-1, keepdims=True)  # (B, H, Tq, 1)
+    if keep is not None:
+        row_max[row_max == -np.inf] = 0.0  # a row with no visible key: exp(-inf) = 0 everywhere
+    scores -= row_max
+    probs = np.exp(scores, out=scores)
+    row_sum = probs.sum(axis=-1, keepdims=True)
+    if keep is not None:
+        row_sum[row_sum == 0.0] = 1.0  # ... and 0 / 1 = 0 instead of 0 / 0
+    probs /= row_sum
+    scaled_mask = None
+    attention = probs
+    if dropout_p > 0.0:
+        scaled_mask = (rng.random(probs.shape, dtype=np.float32) >= dropout_p).astype(probs.dtype)
+        scaled_mask *= 1.0 / (1.0 - dropout_p)
+        attention = probs * scaled_mask
+    ctx.save_for_backward(q_scaled, k, v, probs, scaled_mask)
+    ctx.scale = scale
+    return np.matmul(attention, v, out=out)  # (B, H, Tq, D)
+
+
+def _attention_backward(ctx, grad, need_q, need_k, need_v, out=(None, None, None)):
+    """dq, dk, dv of ``_attention_forward`` (None where not needed), written into ``out`` when given."""
+    q_scaled, k, v, probs, scaled_mask = ctx.saved
+    dq_out, dk_out, dv_out = out
+    attention = probs if scaled_mask is None else probs * scaled_mask
+    # forward: out = attention @ v
+    dv = np.matmul(np.swapaxes(attention, -1, -2), grad, out=dv_out) if need_v else None  # (B, H, Tk, D)
+    dprobs = grad @ np.swapaxes(v, -1, -2)  # (B, H, Tq, Tk)
+    if scaled_mask is not None:
+        dprobs *= scaled_mask
+    # forward: probs = softmax(scores), scores = (q * scale) @ k^T
+    dscores = _softmax_backward(dprobs, probs, axis=-1)
+    dq = dk = None
+    if need_q:
+        dq = np.matmul(dscores, k, out=dq_out)
+        dq *= ctx.scale
+    if need_k:
+        dk = np.matmul(np.swapaxes(dscores, -1, -2), q_scaled, out=dk_out)
+    return dq, dk, dv
+
+
 class ScaledDotProductAttention(Function):
     """out = P' v,  P' = P * m/(1-p) (dropout),  P = softmax(S),  S = q k^T / sqrt(D) (masked to -inf).
 
@@ -443,49 +495,66 @@ class ScaledDotProductAttention(Function):
 
     @staticmethod
     def forward(ctx, q, k, v, keep=None, dropout_p=0.0, rng=None):
-        scale = 1.0 / math.sqrt(q.shape[-1])
-        q_scaled = q * scale
-        scores = q_scaled @ np.swapaxes(k, -1, -2)  # (B, H, Tq, Tk)
-        if keep is not None:
-            scores += np.where(keep, 0.0, -np.inf).astype(scores.dtype)
-        row_max = scores.max(axis=-1, keepdims=True)  # (B, H, Tq, 1)
-        if keep is not None:
-            row_max[row_max == -np.inf] = 0.0  # a row with no visible key: exp(-inf) = 0 everywhere
-        scores -= row_max
-        probs = np.exp(scores, out=scores)
-        row_sum = probs.sum(axis=-1, keepdims=True)
-        if keep is not None:
-            row_sum[row_sum == 0.0] = 1.0  # ... and 0 / 1 = 0 instead of 0 / 0
-        probs /= row_sum
-        scaled_mask = None
-        attention = probs
-        if dropout_p > 0.0:
-            scaled_mask = (rng.random(probs.shape, dtype=np.float32) >= dropout_p).astype(probs.dtype)
-            scaled_mask *= 1.0 / (1.0 - dropout_p)
-            attention = probs * scaled_mask
-        ctx.save_for_backward(q_scaled, k, v, probs, scaled_mask)
-        ctx.scale = scale
-        return attention @ v  # (B, H, Tq, D)
+        return _attention_forward(ctx, q, k, v, keep, dropout_p, rng)
 
     @staticmethod
     def backward(ctx, grad):
-        q_scaled, k, v, probs, scaled_mask = ctx.saved
-        need_q, need_k, need_v = ctx.needs_input_grad[:3]
-        attention = probs if scaled_mask is None else probs * scaled_mask
-        # forward: out = attention @ v
-        dv = np.swapaxes(attention, -1, -2) @ grad if need_v else None  # (B, H, Tk, D)
-        dprobs = grad @ np.swapaxes(v, -1, -2)  # (B, H, Tq, Tk)
-        if scaled_mask is not None:
-            dprobs *= scaled_mask
-        # forward: probs = softmax(scores), scores = (q * scale) @ k^T
-        dscores = _softmax_backward(dprobs, probs, axis=-1)
-        dq = dk = None
-        if need_q:
-            dq = dscores @ k
-            dq *= ctx.scale
-        if need_k:
-            dk = np.swapaxes(dscores, -1, -2) @ q_scaled
-        return dq, dk, dv, None
+        return (*_attention_backward(ctx, grad, *ctx.needs_input_grad[:3]), None)
+
+
+class SelfAttention(Function):
+    """Multi-head self-attention from the packed projection: qkv (B, T, 3C) -> heads merged, (B, T, C).
+
+    The same function as
+
+        q, k, v = split(qkv, 3)                          three (B, T, C) pieces
+        q, k, v = each viewed (B, T, H, D), transposed (B, H, T, D)
+        y = scaled_dot_product_attention(q, k, v)       (B, H, T, D)
+        y = y transposed (B, T, H, D), viewed (B, T, C)
+
+    but with no op of its own for the split and the head reshapes.  Those
+    compute nothing, so fusing them changes no formula; it changes what is
+    allocated.  Composed, each of the three slices' backward builds a zero
+    (B, T, 3C) array and writes its piece into it, and the engine adds the
+    three.  Here q, k, v are *views* of qkv, read in place by BLAS (their rows
+    are 3C apart), and backward writes dq, dk, dv straight into the three
+    slots of one (B, T, 3C) gradient; the output is written head by head
+    into its (B, T, H, D) place, so merging the heads is free as well.
+
+    With a ``kv_cache`` (generation), the new keys and values are appended to
+    it and the queries attend to all cached positions.  The cached keys and
+    values of earlier calls are constants; the new ones receive dk, dv from
+    the last T rows of the cache's gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, qkv, n_head, is_causal=False, keep=None, dropout_p=0.0, rng=None, kv_cache=None):
+        B, T, C3 = qkv.shape
+        C = C3 // 3
+        heads = qkv.reshape(B, T, 3, n_head, C // n_head).transpose(2, 0, 3, 1, 4)  # (3, B, H, T, D) view
+        q, k, v = heads
+        if kv_cache is not None:
+            k, v = kv_cache.append(k, v)  # (B, H, Tk, D): all cached positions
+        if is_causal:
+            keep = causal_mask(T, k.shape[2])
+        out = np.empty((B, T, n_head, C // n_head), dtype=qkv.dtype)  # (B, T, H, D)
+        _attention_forward(ctx, q, k, v, keep, dropout_p, rng, out=out.transpose(0, 2, 1, 3))
+        ctx.heads_shape = heads.shape
+        return out.reshape(B, T, C)
+
+    @staticmethod
+    def backward(ctx, grad):
+        _, B, H, T, D = ctx.heads_shape
+        dqkv = np.empty((B, T, 3, H, D), dtype=grad.dtype)
+        dq, dk, dv = dqkv.transpose(2, 0, 3, 1, 4)  # (B, H, T, D) views, as in forward
+        dheads = grad.reshape(B, T, H, D).transpose(0, 2, 1, 3)  # forward: out = y (B, H, T, D) merged
+        Tk = ctx.saved[1].shape[2]
+        if Tk == T:
+            _attention_backward(ctx, dheads, True, True, True, out=(dq, dk, dv))
+        else:  # a KV cache: only the last T keys and values are this call's
+            _, dk_all, dv_all = _attention_backward(ctx, dheads, True, True, True, out=(dq, None, None))
+            dk[...], dv[...] = dk_all[:, :, Tk - T:], dv_all[:, :, Tk - T:]
+        return dqkv.reshape(B, T, 3 * H * D)
 
 
 def scaled_dot_product_attention(q, k, v, mask=None, is_causal=False, dropout_p=0.0, rng=None):
@@ -503,27 +572,54 @@ def scaled_dot_product_attention(q, k, v, mask=None, is_causal=False, dropout_p=
             f" got q {q_shape}, k {k_shape}, v {v_shape}"
         )
     Tq, Tk = q_shape[-2], k_shape[-2]
-    keep = None
+    keep = _attention_mask("scaled_dot_product_attention", mask, is_causal, dropout_p, rng,
+                           q_shape[:-2] + (Tq, Tk))
     if is_causal:
-        if mask is not None:
-            raise ValueError("scaled_dot_product_attention: give either mask or is_causal=True, not both")
         keep = causal_mask(Tq, Tk)
-    elif mask is not None:
+    return ScaledDotProductAttention.apply(q, k, v, keep, dropout_p=dropout_p, rng=rng)
+
+
+def self_attention(qkv, n_head, mask=None, is_causal=False, dropout_p=0.0, rng=None, kv_cache=None):
+    """Multi-head self-attention of the packed projection ``qkv`` (B, T, 3C): q | k | v, heads merged to (B, T, C).
+
+    Equal to splitting qkv in three, viewing each (B, H, T, D) and calling
+    ``scaled_dot_product_attention`` (see ``SelfAttention``).  ``kv_cache``
+    (an ``npllm.nn.KVCache``) holds the keys and values of earlier positions;
+    the new ones are appended to it.  The other options are those of
+    ``scaled_dot_product_attention``; ``mask`` broadcasts to (B, H, T, T).
+    """
+    shape = _array(qkv).shape
+    if len(shape) != 3 or shape[2] % (3 * n_head):
+        raise ShapeError(f"self_attention: qkv must be (B, T, 3C) with C divisible by n_head = {n_head},"
+                         f" got shape {shape}")
+    B, T = shape[:2]
+    keep = _attention_mask("self_attention", mask, is_causal, dropout_p, rng, (B, n_head, T, T))
+    if kv_cache is not None and not is_causal:
+        raise ValueError("self_attention: a KV cache serves causal attention only (pass is_causal=True)")
+    return SelfAttention.apply(qkv, n_head, is_causal=is_causal, keep=keep, dropout_p=dropout_p, rng=rng,
+                               kv_cache=kv_cache)
+
+
+def _attention_mask(name, mask, is_causal, dropout_p, rng, scores_shape):
+    """Check the options shared by the attention functions; return ``mask`` as a boolean array, or None."""
+    if is_causal and mask is not None:
+        raise ValueError(f"{name}: give either mask or is_causal=True, not both")
+    keep = None
+    if mask is not None:
         keep = _array(mask)
         if keep.dtype != bool:
-            raise TypeError(f"scaled_dot_product_attention: mask must be boolean (True = attend), got {keep.dtype}")
+            raise TypeError(f"{name}: mask must be boolean (True = attend), got {keep.dtype}")
         try:
-            np.broadcast_shapes(keep.shape, q_shape[:-2] + (Tq, Tk))
+            np.broadcast_shapes(keep.shape, scores_shape)
         except ValueError:
             raise ShapeError(
-                f"scaled_dot_product_attention: mask of shape {keep.shape} does not broadcast to"
-                f" (B, H, Tq, Tk) = {q_shape[:-2] + (Tq, Tk)}"
+                f"{name}: mask of shape {keep.shape} does not broadcast to (B, H, Tq, Tk) = {scores_shape}"
             ) from None
     if not 0.0 <= dropout_p < 1.0:
-        raise ValueError(f"scaled_dot_product_attention: dropout_p must be in [0, 1), got {dropout_p}")
+        raise ValueError(f"{name}: dropout_p must be in [0, 1), got {dropout_p}")
     if dropout_p > 0.0 and not isinstance(rng, np.random.Generator):
-        raise TypeError("scaled_dot_product_attention: dropout_p > 0 needs rng, a np.random.Generator")
-    return ScaledDotProductAttention.apply(q, k, v, keep, dropout_p=dropout_p, rng=rng)
+        raise TypeError(f"{name}: dropout_p > 0 needs rng, a np.random.Generator")
+    return keep
 
 
 # --- linear --------------------------------------------------------------

@@ -82,6 +82,13 @@ def attention_composed(q, k, v, mask=None, is_causal=False, dropout_p=0.0, rng=N
     return probs @ v
 
 
+def self_attention_composed(qkv, n_head, mask=None, is_causal=False, dropout_p=0.0, rng=None):
+    B, T, C = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
+    q, k, v = (piece.reshape(B, T, n_head, C // n_head).transpose(0, 2, 1, 3) for piece in qkv.split(3, axis=-1))
+    y = attention_composed(q, k, v, mask=mask, is_causal=is_causal, dropout_p=dropout_p, rng=rng)  # (B, H, T, D)
+    return y.transpose(0, 2, 1, 3).reshape(B, T, C)
+
+
 def linear_composed(x, weight, bias=None):
     out = x @ weight
     return out if bias is None else out + bias

@@ -5,7 +5,8 @@ import pytest
 
 import npllm.functional as F
 import npllm.functional_reference as R
-from npllm import ShapeError, Tensor, gradcheck
+from npllm import ShapeError, Tensor, gradcheck, ops
+from npllm.nn import KVCache
 
 
 def randn(*shape, dtype=np.float64, seed=0, requires_grad=True):
@@ -31,6 +32,24 @@ TARGETS_BTV = random_targets((2, 3), 7, ignored_fraction=0.3)
 IDS = np.array([[1, 3, 1], [0, 3, 3]])  # repeated ids must accumulate
 MASK = attention_mask((2, 1, 3, 5))
 MASK[0, 0, 1] = False  # a query that sees no key at all
+SELF_MASK = attention_mask((2, 1, 3, 3))
+SELF_MASK[1, 0, 2] = False
+PREFIX = np.random.default_rng(4).standard_normal((2, 3, 12))  # q | k | v of 3 earlier positions, 2 heads
+
+
+def with_cached_prefix(qkv):
+    """Self-attention of qkv after PREFIX's keys and values, held in a fresh KV cache."""
+    cache = KVCache(2, 2, 2, capacity=6, dtype=qkv.dtype)
+    F.self_attention(Tensor(PREFIX.astype(qkv.dtype)), 2, is_causal=True, kv_cache=cache)
+    return F.self_attention(qkv, 2, is_causal=True, kv_cache=cache)
+
+
+def with_prefix_composed(qkv):
+    """The same: attention over PREFIX and qkv together, keeping the rows of qkv's positions."""
+    full = ops.concatenate([Tensor(PREFIX.astype(qkv.dtype)), qkv], axis=1)  # (2, 3 + T, 12)
+    return R.self_attention_composed(full, 2, is_causal=True)[:, PREFIX.shape[1]:]
+
+
 CASES = [
     ("softmax last", lambda x: F.softmax(x), lambda x: R.softmax_composed(x), [(4, 6)]),
     ("softmax axis 0", lambda x: F.softmax(x, 0), lambda x: R.softmax_composed(x, 0), [(4, 6)]),
@@ -66,6 +85,16 @@ CASES = [
      lambda q, k, v: F.scaled_dot_product_attention(q, k, v, dropout_p=0.3, rng=np.random.default_rng(5)),
      lambda q, k, v: R.attention_composed(q, k, v, dropout_p=0.3, rng=np.random.default_rng(5)),
      [(1, 2, 3, 4)] * 3),
+    ("self_attention causal",
+     lambda qkv: F.self_attention(qkv, 2, is_causal=True),
+     lambda qkv: R.self_attention_composed(qkv, 2, is_causal=True), [(2, 4, 12)]),
+    ("self_attention mask with an empty row",
+     lambda qkv: F.self_attention(qkv, 2, mask=SELF_MASK),
+     lambda qkv: R.self_attention_composed(qkv, 2, mask=SELF_MASK), [(2, 3, 12)]),
+    ("self_attention dropout",
+     lambda qkv: F.self_attention(qkv, 3, dropout_p=0.3, rng=np.random.default_rng(5)),
+     lambda qkv: R.self_attention_composed(qkv, 3, dropout_p=0.3, rng=np.random.default_rng(5)), [(1, 3, 18)]),
+    ("self_attention after a KV cache", with_cached_prefix, with_prefix_composed, [(2, 2, 12)]),
     ("dropout",
      lambda x: F.dropout(x, 0.4, True, np.random.default_rng(3)),
      lambda x: R.dropout_composed(x, 0.4, True, np.random.default_rng(3)), [(4, 6)]),
@@ -221,6 +250,8 @@ def test_dropout_gradient_is_mask_over_keep_probability():
                                             mask=np.ones((3, 3)), ), TypeError, ["boolean"]),
     (lambda: F.scaled_dot_product_attention(randn(1, 1, 3, 4), randn(1, 1, 3, 4), randn(1, 1, 3, 4),
                                             mask=np.ones((3, 3), bool), is_causal=True), ValueError, ["not both"]),
+    (lambda: F.self_attention(randn(1, 3, 10), 2), ShapeError, ["self_attention", "(1, 3, 10)", "n_head = 2"]),
+    (lambda: F.self_attention(randn(1, 3, 12), 2, kv_cache=KVCache(1, 2, 2, 4)), ValueError, ["causal"]),
     (lambda: F.linear(randn(2, 3), randn(4, 5)), ShapeError, ["linear", "(2, 3)", "(4, 5)"]),
     (lambda: F.gelu(randn(2), approximate="fast"), ValueError, ["gelu", "fast"]),
 ])

@@ -94,8 +94,9 @@ class GPT(Module):
         start = kv_cache[0].length if kv_cache else 0
         self._check_input(idx, start)
         T = idx.shape[1]
-        positions = np.arange(start, start + T)
-        x = self.drop(self.wte(idx) + self.wpe(positions))  # (B, T, C) + (T, C)
+        # positions start..start+T-1 are consecutive: a slice of wpe, whose backward is a plain
+        # copy into rows of zeros (an embedding lookup would sort and scatter-add its ids)
+        x = self.drop(self.wte(idx) + self.wpe.weight[start:start + T])  # (B, T, C) + (T, C)
         for i, block in enumerate(self.h):
             x = block(x, kv_cache=kv_cache[i] if kv_cache else None)
         x = self.ln_f(x)

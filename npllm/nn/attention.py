@@ -40,7 +40,6 @@ import numpy as np
 import npllm.functional as F
 from npllm.nn.layers import GPT2_INIT_STD, Dropout, Linear, own_generator
 from npllm.nn.module import Module
-from npllm.tensor import Tensor
 
 
 class KVCache:
@@ -52,7 +51,7 @@ class KVCache:
         self.length = 0
 
     def append(self, k, v):
-        """Write the new (B, H, T, D) keys and values after the stored ones; return all of them so far."""
+        """Write the new (B, H, T, D) key and value arrays after the stored ones; return views of all so far."""
         T = k.shape[2]
         start, end = self.length, self.length + T
         if end > self.keys.shape[2]:
@@ -61,10 +60,10 @@ class KVCache:
             )
         if k.shape[:2] + k.shape[3:] != self.keys.shape[:2] + self.keys.shape[3:]:
             raise ValueError(f"KVCache: keys of shape {k.shape} do not fit a cache of shape {self.keys.shape}")
-        self.keys[:, :, start:end] = k.data
-        self.values[:, :, start:end] = v.data
+        self.keys[:, :, start:end] = k
+        self.values[:, :, start:end] = v
         self.length = end
-        return Tensor(self.keys[:, :, :end]), Tensor(self.values[:, :, :end])
+        return self.keys[:, :, :end], self.values[:, :, :end]
 
 
 class MultiHeadAttention(Module):
@@ -103,24 +102,24 @@ class MultiHeadAttention(Module):
         to (B, H, T, S); for the non-causal uses.  ``kv_cache``: a KVCache
         for causal self-attention during generation.
         """
-        q, k, v = self._project(x, context)
-        if kv_cache is not None:
-            k, v = kv_cache.append(k, v)
         dropout_p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, mask=mask, is_causal=self.causal,
-                                           dropout_p=dropout_p, rng=self.attn_rng)
-        return self.resid_dropout(self.c_proj(self._merge_heads(y)))
-
-    def _project(self, x, context):
-        """Queries, keys and values, each (B, H, T, D)."""
         if self.cross:
-            if context is None:
-                raise ValueError("MultiHeadAttention(cross=True) needs a context to attend to")
-            q = self.q_attn(x)
-            k, v = self.c_attn(context).split(2, axis=-1)
-        else:
-            q, k, v = self.c_attn(x).split(3, axis=-1)
-        return self._split_heads(q), self._split_heads(k), self._split_heads(v)
+            y = self._cross_attention(x, context, mask, dropout_p, kv_cache)
+        else:  # q, k, v split and heads formed inside the fused op
+            y = F.self_attention(self.c_attn(x), self.n_head, mask=mask, is_causal=self.causal,
+                                 dropout_p=dropout_p, rng=self.attn_rng, kv_cache=kv_cache)
+        return self.resid_dropout(self.c_proj(y))
+
+    def _cross_attention(self, x, context, mask, dropout_p, kv_cache):
+        """Queries from x, keys and values from the context; heads merged, (B, T, C)."""
+        if context is None:
+            raise ValueError("MultiHeadAttention(cross=True) needs a context to attend to")
+        if kv_cache is not None:
+            raise ValueError("MultiHeadAttention: the KV cache serves causal self-attention, not cross-attention")
+        k, v = self.c_attn(context).split(2, axis=-1)
+        q, k, v = self._split_heads(self.q_attn(x)), self._split_heads(k), self._split_heads(v)
+        y = F.scaled_dot_product_attention(q, k, v, mask=mask, dropout_p=dropout_p, rng=self.attn_rng)
+        return self._merge_heads(y)
 
     def _split_heads(self, x):
         B, T, C = x.shape
