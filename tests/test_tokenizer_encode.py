@@ -2,6 +2,7 @@
 
 import gc
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -9,7 +10,8 @@ from test_tokenizer_corpus import VARIED_TEXT, VARIED_TEXTS
 
 from npllm.data import stdlib_text
 from npllm.tokenizer import BPETokenizer
-from npllm.tokenizer.tokenizer import collector_paused
+from npllm.tokenizer.encode import NOT_A_TOKEN, PairLookup, encode_chunk, encode_chunks
+from npllm.tokenizer.tokenizer import MIN_BATCH, collector_paused
 
 SPECIALS = ["<|endoftext|>", "<|fim_prefix|>"]
 
@@ -148,3 +150,37 @@ def test_encoding_leaves_the_cycle_collector_as_it_found_it(tokenizer, enabled_b
         assert gc.isenabled() == enabled_before
     finally:
         gc.enable()
+
+
+# ---- many new chunks at once: the lockstep NumPy loop against the per-chunk loop ----
+
+LOCKSTEP_CHUNKS = [
+    "", "a", " ", "  ", " " * 81, "\r\n", "\r\n\r\n", "\t\t\n", "aaaa", "abababab", "aaabdaaabac",
+    " return", "__init__", "12345", "👩🏾‍💻", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢", "中文汉字", "e\u0301\u0302", "<|endoftext|>", "x" * 200, "",
+]
+
+
+def test_lockstep_merging_equals_the_per_chunk_loop(tokenizer):
+    chunks = [chunk.encode("utf-8") for chunk in [*LOCKSTEP_CHUNKS, *tokenizer._split(VARIED_TEXT + stdlib_text(max_bytes=50_000))]]
+    expected = [encode_chunk(chunk, tokenizer._byte_ids, tokenizer._pairs) for chunk in chunks]
+    assert encode_chunks(chunks, tokenizer._byte_ids, tokenizer._pair_lookup) == expected
+    assert encode_chunks([], tokenizer._byte_ids, tokenizer._pair_lookup) == []
+
+
+def test_pair_lookup_answers_like_the_pair_table(tokenizer):
+    pairs = tokenizer._pairs
+    lookup = PairLookup(pairs)
+    known = np.array(list(pairs), np.int64)
+    unknown = np.array([(0, 0), (999_999, 1), (1, 999_999)], np.int64)
+    for left, right in (known.T, unknown.T):
+        assert lookup(left, right).tolist() == [pairs.get(pair, NOT_A_TOKEN) for pair in zip(left.tolist(), right.tolist())]
+    assert PairLookup({})(np.array([1]), np.array([2])).tolist() == [NOT_A_TOKEN]
+
+
+def test_a_cold_encode_of_many_chunks_takes_the_lockstep_path_and_equals_tiktoken(tokenizer):
+    twin = tiktoken_twin(tokenizer)
+    text = stdlib_text(max_bytes=600_000)[300_000:] + "\r\n".join(LOCKSTEP_CHUNKS) + VARIED_TEXT
+    fresh = BPETokenizer(tokenizer.mergeable_ranks, tokenizer.pattern, tokenizer.special_tokens)
+    new_chunks = set(fresh._split(text))
+    assert sum(chunk.encode("utf-8") not in fresh.mergeable_ranks for chunk in new_chunks) >= MIN_BATCH
+    assert fresh.encode_ordinary(text) == twin.encode_ordinary(text)

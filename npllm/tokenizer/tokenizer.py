@@ -37,13 +37,14 @@ import re
 from itertools import chain
 
 from npllm.tokenizer import files
-from npllm.tokenizer.encode import encode_chunk, pair_table
+from npllm.tokenizer.encode import PairLookup, encode_chunk, encode_chunks, pair_table
 from npllm.tokenizer.naive import NUM_BYTES, count_chunks, token_bytes, without_lone_surrogates
 from npllm.tokenizer.patterns import PATTERNS, resolve_pattern
 from npllm.tokenizer.splitter import compile_splitter
 from npllm.tokenizer.train import train_bpe
 
 MAX_CACHED_CHUNKS = 1 << 20  # the chunk cache is emptied when it grows past this many chunks
+MIN_BATCH = 1000  # from this many new chunks to merge, NumPy's lockstep loop beats one loop per chunk
 
 
 class BPETokenizer:
@@ -58,6 +59,7 @@ class BPETokenizer:
         self._split = compile_splitter(self._pattern)
         self._byte_ids = [self._ranks[bytes([byte])] for byte in range(NUM_BYTES)]
         self._pairs = pair_table(self._ranks)
+        self._pair_lookup = PairLookup(self._pairs)
         self._chunk_cache = {}
 
     # ---- training ----
@@ -125,15 +127,25 @@ class BPETokenizer:
                 pass  # some chunks are new: encode each distinct new chunk once, then look all up again
             if len(cache) > MAX_CACHED_CHUNKS:
                 cache.clear()
-            for chunk in set(chunks).difference(cache):
-                cache[chunk] = self._encode_chunk(chunk.encode("utf-8"))
+            cache.update(self._encode_new_chunks(set(chunks).difference(cache)))
             return list(chain.from_iterable(map(cache.__getitem__, chunks)))
 
-    def _encode_chunk(self, chunk: bytes) -> list[int]:
-        rank = self._ranks.get(chunk)
-        if rank is not None:
-            return [rank]  # the whole chunk is a token: common for frequent words
-        return encode_chunk(chunk, self._byte_ids, self._pairs)
+    def _encode_new_chunks(self, chunks) -> dict[str, list[int]]:
+        """chunk -> ids for distinct chunks: whole tokens looked up, the rest merged (in lockstep when many)."""
+        encoded, to_merge = {}, {}
+        for chunk in chunks:
+            chunk_bytes = chunk.encode("utf-8")
+            rank = self._ranks.get(chunk_bytes)
+            if rank is not None:
+                encoded[chunk] = [rank]  # the whole chunk is a token: common for frequent words
+            else:
+                to_merge[chunk] = chunk_bytes
+        if len(to_merge) >= MIN_BATCH:
+            merged = encode_chunks(list(to_merge.values()), self._byte_ids, self._pair_lookup)
+        else:
+            merged = [encode_chunk(chunk, self._byte_ids, self._pairs) for chunk in to_merge.values()]
+        encoded.update(zip(to_merge, merged))
+        return encoded
 
     def encode(self, text: str, allowed_special="none", disallowed_special="all") -> list[int]:
         """Token ids for ``text`` with tiktoken's rules for special tokens (see the module docstring).
