@@ -169,12 +169,14 @@ def test_lockstep_merging_equals_the_per_chunk_loop(tokenizer):
 
 def test_pair_lookup_answers_like_the_pair_table(tokenizer):
     pairs = tokenizer._pairs
-    lookup = PairLookup(pairs)
+    lookup = PairLookup(pairs, tokenizer._byte_ids)
     known = np.array(list(pairs), np.int64)
     unknown = np.array([(0, 0), (999_999, 1), (1, 999_999)], np.int64)
     for left, right in (known.T, unknown.T):
         assert lookup(left, right).tolist() == [pairs.get(pair, NOT_A_TOKEN) for pair in zip(left.tolist(), right.tolist())]
-    assert PairLookup({})(np.array([1]), np.array([2])).tolist() == [NOT_A_TOKEN]
+    by_bytes = [[pairs.get((tokenizer._byte_ids[a], tokenizer._byte_ids[b]), NOT_A_TOKEN) for b in range(256)] for a in range(256)]
+    assert lookup.byte_pairs.tolist() == by_bytes
+    assert PairLookup({}, list(range(256)))(np.array([1]), np.array([2])).tolist() == [NOT_A_TOKEN]
 
 
 def test_a_cold_encode_of_many_chunks_takes_the_lockstep_path_and_equals_tiktoken(tokenizer):

@@ -71,15 +71,21 @@ def encode_chunk(chunk: bytes, byte_ids: list[int], pairs: dict[tuple[int, int],
 
 
 class PairLookup:
-    """``pair_table`` as sorted NumPy arrays: look up many (left, right) pairs in one call."""
+    """``pair_table`` as sorted NumPy arrays: look up many (left, right) pairs in one call.
 
-    def __init__(self, pairs: dict[tuple[int, int], int]):
+    ``byte_pairs[a, b]`` answers directly for the tokens of two single bytes a and b, the
+    pairs every chunk starts from (the largest batch of lookups).
+    """
+
+    def __init__(self, pairs: dict[tuple[int, int], int], byte_ids: list[int]):
         self.base = max(map(max, pairs), default=0) + 1  # key = left * base + right is unique per pair
         keys = np.fromiter((left * self.base + right for left, right in pairs), np.int64, len(pairs))
         order = np.argsort(keys)
         # A last key above every real one, so that a search never runs off the end.
         self.keys = np.append(keys[order], NOT_A_TOKEN)
         self.ids = np.append(np.fromiter(pairs.values(), np.int64, len(pairs))[order], NOT_A_TOKEN)
+        byte_ids = np.asarray(byte_ids, np.int64)
+        self.byte_pairs = self(byte_ids[:, None], byte_ids[None, :])  # (256, 256)
 
     def __call__(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         """Elementwise ``pairs.get((left, right), NOT_A_TOKEN)``."""
@@ -96,13 +102,14 @@ def encode_chunks(chunks: list[bytes], byte_ids: list[int], pairs: PairLookup) -
     (the id its pair with the next part joins into, NOT_A_TOKEN at a chunk's last part).
     """
     lengths = np.fromiter(map(len, chunks), np.int64, len(chunks))
-    parts = np.asarray(byte_ids, np.int64)[np.frombuffer(b"".join(chunks), np.uint8)]
+    raw = np.frombuffer(b"".join(chunks), np.uint8)
+    parts = np.asarray(byte_ids, np.int64)[raw]
     owner = np.repeat(np.arange(len(chunks)), lengths)
     first = np.zeros(len(parts), bool)
     first[(np.cumsum(lengths) - lengths)[lengths > 0]] = True
     pair_ranks = np.full(len(parts), NOT_A_TOKEN)
     inner = np.flatnonzero(~first[1:])  # parts followed by a part of the same chunk
-    pair_ranks[inner] = pairs(parts[inner], parts[inner + 1])
+    pair_ranks[inner] = pairs.byte_pairs[raw[inner], raw[inner + 1]]
     finished_owner, finished_parts = [], []
     while len(parts):
         starts = np.flatnonzero(first)

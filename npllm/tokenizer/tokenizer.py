@@ -59,7 +59,7 @@ class BPETokenizer:
         self._split = compile_splitter(self._pattern)
         self._byte_ids = [self._ranks[bytes([byte])] for byte in range(NUM_BYTES)]
         self._pairs = pair_table(self._ranks)
-        self._pair_lookup = PairLookup(self._pairs)
+        self._pair_lookup = PairLookup(self._pairs, self._byte_ids)
         self._chunk_cache = {}
 
     # ---- training ----
