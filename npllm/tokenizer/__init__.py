@@ -6,7 +6,7 @@ Reading order:
 2. ``splitter.py``   running the split pattern fast.
 3. ``naive.py``      BPE training the obvious way, the readable reference.
 4. ``train.py``      the same merges, found incrementally with a heap: fast.
-5. ``encode.py``     encoding one chunk: merge bytes lowest rank first.
+5. ``encode.py``     encoding chunks: merge bytes lowest rank first, one chunk or many in lockstep.
 6. ``tokenizer.py``  ``BPETokenizer``: train, encode, decode, special tokens, save and load.
 7. ``files.py``      file formats: ours, tiktoken's rank files, GPT-2's encoder.json + vocab.bpe.
 8. ``bench.py``      speed against Hugging Face ``tokenizers`` and tiktoken.
