@@ -36,9 +36,9 @@ normalizers and pre-tokenizers we do not have).
 import base64
 import binascii
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from npllm.atomic import atomic_write_text
 
 FORMAT_MAGIC = "npllm-bpe"
 FORMAT_VERSION = 1
@@ -53,19 +53,6 @@ class TokenizerFileError(ValueError):
 
 
 # ---- reading and writing text ----
-
-
-def write_atomically(path, text: str) -> None:
-    """Write ``text`` to ``path`` as UTF-8 via a temporary file in the same directory and a rename."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
 
 
 def read_lines(path) -> list[str]:
@@ -149,7 +136,7 @@ def read_tiktoken_file(path) -> dict[bytes, int]:
 
 def write_tiktoken_file(path, ranks: dict[bytes, int]) -> None:
     """Write ranks in tiktoken's format, lowest rank first."""
-    write_atomically(path, "".join(rank_line(token, rank) + "\n" for token, rank in sorted_by_rank(ranks)))
+    atomic_write_text(path, "".join(rank_line(token, rank) + "\n" for token, rank in sorted_by_rank(ranks)))
 
 
 def sorted_by_rank(ranks: dict[bytes, int]) -> list[tuple[bytes, int]]:
@@ -165,7 +152,7 @@ def write_tokenizer_file(path, pattern: str, ranks: dict[bytes, int], special_to
     lines += [f"{json.dumps(token)} {token_id}" for token, token_id in sorted(special_tokens.items(), key=lambda item: item[1])]
     lines.append(f"mergeable_ranks {len(ranks)}")
     lines += [rank_line(token, rank) for token, rank in sorted_by_rank(ranks)]
-    write_atomically(path, "\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def read_header_value(cursor: LineCursor, keyword: str) -> str:
