@@ -14,7 +14,10 @@ AdamW) on random token ids, after a few warm-up steps.  What is printed:
 Each engine runs in a child process of its own, so one engine's memory and
 threads never disturb the other's figures; ``--compare-torch`` runs the same
 model in eager PyTorch (same weights, same batch, ``torch.optim.AdamW``) right
-after ours and prints the ratios.
+after ours and prints the ratios.  On a shared machine another program can
+take a core away in the middle of a run; ``--repeats N`` alternates the
+engines N times (npllm, torch, npllm, torch, ...) and reports each figure's
+median over the runs, and the median of the N side-by-side ratios.
 """
 
 import argparse
@@ -34,12 +37,14 @@ PRESETS = {
 }
 
 
-def matmul_peak_gflops(n=2048, repeats=5) -> float:
-    """Best float32 GFLOP/s of one n x n x n NumPy matmul (2 n^3 FLOPs)."""
-    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
-    a @ a  # warm up BLAS threads
-    best = min(_timed(lambda: a @ a) for _ in range(repeats))
-    return 2 * n**3 / best / 1e9
+def matmul_peak_gflops(sizes=(1024, 2048), repeats=5) -> float:
+    """Best float32 GFLOP/s of an n x n x n NumPy matmul (2 n^3 FLOPs) over the sizes ``n``."""
+    best = 0.0
+    for n in sizes:
+        a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+        a @ a  # warm up BLAS threads
+        best = max(best, 2 * n**3 / min(_timed(lambda: a @ a) for _ in range(repeats)) / 1e9)
+    return best
 
 
 def _timed(fn) -> float:
@@ -155,12 +160,20 @@ def measure_in_child(engine, preset, steps, warmup) -> dict:
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
+def _median_run(runs) -> dict:
+    """One engine's figures: the median of each over its runs."""
+    figures = ("ms_per_step", "tokens_per_s", "gflops", "peak_memory_mb")
+    return {**runs[0], **{key: float(np.median([run[key] for run in runs])) for key in figures}}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="npllm bench train", description=__doc__.split("\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 10 tiny, 5 small)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--compare-torch", action="store_true", help="also run eager PyTorch and print ratios")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="alternate the engines this many times and report medians (default 1)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of all figures")
     parser.add_argument("--child", choices=sorted(ENGINES), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -171,20 +184,27 @@ def main(argv=None):
         return 0
 
     peak = matmul_peak_gflops()
-    results = [measure_in_child("npllm", args.preset, steps, args.warmup)]
-    if args.compare_torch:
-        results.append(measure_in_child("torch", args.preset, steps, args.warmup))
-    print(f"preset {args.preset}: {PRESETS[args.preset]}   NumPy float32 matmul peak {peak:.0f} GFLOP/s")
+    engines = ["npllm", "torch"] if args.compare_torch else ["npllm"]
+    runs = {engine: [] for engine in engines}
+    for _ in range(args.repeats):
+        for engine in engines:
+            runs[engine].append(measure_in_child(engine, args.preset, steps, args.warmup))
+    results = [_median_run(runs[engine]) for engine in engines]
+    if os.environ.get("OPENBLAS_CORETYPE"):
+        print(f"note: OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']} is set: NumPy's BLAS kernel is forced")
+    repeats = f", median of {args.repeats} alternating runs" if args.repeats > 1 else ""
+    print(f"preset {args.preset}: {PRESETS[args.preset]}   NumPy float32 matmul peak {peak:.0f} GFLOP/s{repeats}")
     for r in results:
         r["mfu"] = r["gflops"] / peak
         print(f"  {r['engine']:>6}: {r['tokens_per_s']:9,.0f} tokens/s  {r['ms_per_step']:8.1f} ms/step"
               f"  {r['gflops']:6.1f} GFLOP/s  MFU {r['mfu']:5.1%}  peak memory {r['peak_memory_mb']:7.1f} MB")
-    summary = {"preset": args.preset, "matmul_peak_gflops": peak, **results[0]}
+    summary = {"preset": args.preset, "matmul_peak_gflops": peak, "repeats": args.repeats, **results[0]}
     if args.compare_torch:
-        ours, theirs = results
-        summary["torch"] = theirs
-        summary["speedup_vs_torch"] = ours["tokens_per_s"] / theirs["tokens_per_s"]
-        summary["memory_ratio_vs_torch"] = ours["peak_memory_mb"] / max(theirs["peak_memory_mb"], 1e-9)
+        summary["torch"] = results[1]
+        pairs = list(zip(runs["npllm"], runs["torch"]))
+        summary["speedup_vs_torch"] = float(np.median([a["tokens_per_s"] / b["tokens_per_s"] for a, b in pairs]))
+        summary["memory_ratio_vs_torch"] = float(np.median(
+            [a["peak_memory_mb"] / max(b["peak_memory_mb"], 1e-9) for a, b in pairs]))
         print(f"  npllm / torch: {summary['speedup_vs_torch']:.2f}x tokens/s,"
               f" {summary['memory_ratio_vs_torch']:.2f}x peak memory")
     if args.json:

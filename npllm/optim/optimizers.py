@@ -32,7 +32,9 @@ The autograd engine accumulates a leaf's gradient in place
 into ``group.grad``; ``zero_grad`` is one ``fill(0)``; and ``step`` is a
 handful of vectorised in-place calls (``out=``) over whole buffers, with
 the moments (m, v) flat too and one scratch buffer reused for the
-temporaries.  Anything that rebinds ``param.data`` or ``param.grad`` (e.g.
+temporaries.  Adam's step runs over cache-sized pieces of the buffers on
+all cores (``npllm.ops.parallel.map_rows``): its ten passes then read
+cache, not memory.  Anything that rebinds ``param.data`` or ``param.grad`` (e.g.
 setting ``grad = None``) is noticed and re-attached, keeping the values,
 at the next ``step`` or ``zero_grad``; ``Module.load_state_dict`` copies
 into the views and so keeps them.
@@ -43,10 +45,12 @@ momentum it still moves).  And all parameters of a group must share a dtype.
 """
 
 import math
+from functools import partial
 
 import numpy as np
 
 from npllm.nn.layers import Linear
+from npllm.ops.parallel import map_rows
 
 
 class FlatGroup:
@@ -194,28 +198,33 @@ class Adam(Optimizer):
         return {"exp_avg": np.zeros_like(flat.data), "exp_avg_sq": np.zeros_like(flat.data)}
 
     def _update(self, group, flat, state):
-        lr, eps, weight_decay = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
         beta1, beta2 = (float(beta) for beta in group["betas"])
-        params, grad, scratch = flat.data, flat.grad, flat.scratch
-        if weight_decay and self.decoupled_weight_decay:
-            params *= 1 - lr * weight_decay
-        elif weight_decay:
-            grad = grad + weight_decay * params  # L2 (a temporary: plain Adam is not the hot path)
-        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        exp_avg *= beta1                          # m = b1 m + (1 - b1) g
-        exp_avg += np.multiply(grad, 1 - beta1, out=scratch)
-        exp_avg_sq *= beta2                       # v = b2 v + (1 - b2) g^2
-        np.multiply(grad, grad, out=scratch)
-        scratch *= 1 - beta2
-        exp_avg_sq += scratch
         step = state["step"]
-        bias_correction1, bias_correction2 = 1 - beta1**step, 1 - beta2**step
-        denominator = np.sqrt(exp_avg_sq, out=scratch)  # sqrt(v) / sqrt(1 - b2^t) + eps
-        denominator *= 1 / math.sqrt(bias_correction2)
-        denominator += eps
-        update = np.divide(exp_avg, denominator, out=scratch)
-        update *= lr / bias_correction1
-        params -= update
+        update = partial(_adam_update, lr=float(group["lr"]), beta1=beta1, beta2=beta2, eps=float(group["eps"]),
+                         weight_decay=float(group["weight_decay"]), decoupled=self.decoupled_weight_decay,
+                         bias_correction1=1 - beta1**step, bias_correction2=1 - beta2**step)
+        map_rows(update, flat.data, flat.grad, state["exp_avg"], state["exp_avg_sq"], flat.scratch)
+
+
+def _adam_update(params, grad, exp_avg, exp_avg_sq, scratch, lr, beta1, beta2, eps, weight_decay, decoupled,
+                 bias_correction1, bias_correction2):
+    """One Adam(W) step on one cache-sized piece of the flat buffers (run over all pieces by ``map_rows``)."""
+    if weight_decay and decoupled:
+        params *= 1 - lr * weight_decay
+    elif weight_decay:
+        grad = grad + weight_decay * params  # L2 (a temporary: plain Adam is not the hot path)
+    exp_avg *= beta1                          # m = b1 m + (1 - b1) g
+    exp_avg += np.multiply(grad, 1 - beta1, out=scratch)
+    exp_avg_sq *= beta2                       # v = b2 v + (1 - b2) g^2
+    np.multiply(grad, grad, out=scratch)
+    scratch *= 1 - beta2
+    exp_avg_sq += scratch
+    denominator = np.sqrt(exp_avg_sq, out=scratch)  # sqrt(v) / sqrt(1 - b2^t) + eps
+    denominator *= 1 / math.sqrt(bias_correction2)
+    denominator += eps
+    update = np.divide(exp_avg, denominator, out=scratch)
+    update *= lr / bias_correction1
+    params -= update
 
 
 class AdamW(Adam):
