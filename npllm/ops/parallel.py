@@ -11,8 +11,10 @@ writes 200 MB.  Two cheap remedies, both used by ``map_rows``:
    cache) and make all eight passes over one piece before moving on: the
    passes then hit cache instead of memory.
 2. **Threads.**  NumPy releases the GIL inside ufuncs and reductions, so
-   the pieces can be handed to a small, persistent pool of threads, one per
-   core, and really run in parallel.
+   the pieces can be shared between the calling thread and a small,
+   persistent pool of helper threads (one per further core), and really
+   run in parallel.  Each thread takes the next piece when it is done with
+   one, so a thread slowed down by another program does less of the work.
 
 Small arrays (fewer than two pieces) are processed directly in the calling
 thread: below that, the pool's overhead would cost more than it saves.
@@ -39,7 +41,7 @@ def cores() -> int:
 def _executor():
     global _pool
     if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=cores(), thread_name_prefix="npllm")
+        _pool = ThreadPoolExecutor(max_workers=max(cores() - 1, 1), thread_name_prefix="npllm")
     return _pool
 
 
@@ -56,9 +58,16 @@ def map_rows(fn, *arrays):
     if rows <= step:
         fn(*arrays)
         return
-    pieces = [tuple(a[start:start + step] for a in arrays) for start in range(0, rows, step)]
-    for _ in _executor().map(lambda piece: fn(*piece), pieces):  # iterating re-raises a worker's error
-        pass
+    pieces = iter([tuple(a[start:start + step] for a in arrays) for start in range(0, rows, step)])
+
+    def drain():  # each thread takes the next piece until none is left (next() on a list iterator is atomic)
+        for piece in pieces:
+            fn(*piece)
+
+    helpers = [_executor().submit(drain) for _ in range(cores() - 1)]
+    drain()  # the calling thread works too
+    for helper in helpers:
+        helper.result()  # re-raises a helper's error
 
 
 def flat(array: np.ndarray) -> np.ndarray:
