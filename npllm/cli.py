@@ -10,6 +10,7 @@ import argparse
 import codecs
 import dataclasses
 import sys
+import typing
 
 def _user_errors():
     """The exceptions that mean the user asked for something impossible (imported only when needed)."""
@@ -31,8 +32,15 @@ TRAIN_FLAG_HELP = {
     "max_steps": "optimizer steps to train for",
     "eval_interval": "validate and checkpoint every this many steps",
     "lr": "peak learning rate",
+    "decay_steps": "step where the cosine reaches --min-lr (None: --max-steps)",
     "seed": "seed for weights and batches",
 }
+
+
+def flag_type(field) -> type:
+    """The type a flag parses to: the field's annotation, with ``| None`` dropped (``int | None`` -> int)."""
+    kinds = [kind for kind in typing.get_args(field.type) if kind is not type(None)] or [field.type]
+    return kinds[0]
 
 
 def _train(argv):
@@ -46,7 +54,7 @@ def _train(argv):
     for field in dataclasses.fields(TrainConfig):
         flag = "--out" if field.name == "out_dir" else "--" + field.name.replace("_", "-")
         default = getattr(defaults, field.name)
-        kind = float if isinstance(default, float) else int if isinstance(default, int) else str
+        kind = flag_type(field)
         parser.add_argument(flag, dest=field.name, type=kind, metavar=kind.__name__.upper(),
                             help=f"{TRAIN_FLAG_HELP.get(field.name, field.name.replace('_', ' '))} (default {default})")
     args = vars(parser.parse_args(argv))

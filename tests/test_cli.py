@@ -6,6 +6,7 @@ exit status 2 and exactly one line on stderr, never a traceback.
 """
 
 import io
+import json
 import shutil
 
 import pytest
@@ -49,6 +50,13 @@ def test_train_resume_and_generate_end_to_end(tiny_corpus, tmp_path, capsys):
     for extra in ([], ["--no-cache"]):
         assert main(generate + extra) == 0
         assert capsys.readouterr().out == "the cat" + expected_continuation(run_dir, "the cat", 8, 0.8, 3) + "\n"
+
+
+def test_optional_integer_flag_parses_as_an_integer(tiny_corpus, tmp_path):
+    run_dir = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_corpus), "--out", str(run_dir), "--max-steps", "1", "--decay-steps", "5",
+                 *TINY_FLAGS]) == 0
+    assert json.loads((run_dir / "checkpoint" / "state.json").read_text())["config"]["decay_steps"] == 5
 
 
 def test_tokenizer_train_encode_decode_round_trip(tiny_corpus, tmp_path, capsys, monkeypatch):
