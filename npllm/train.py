@@ -43,7 +43,7 @@ from tqdm import tqdm
 import npllm.functional as F
 from npllm.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from npllm.atomic import atomic_write_text
-from npllm.data.batches import RandomWindows, evaluation_batches
+from npllm.data.batches import RandomWindows, evaluation_batches, require_windows
 from npllm.data.sources import load_corpus
 from npllm.data.tokens import load_or_encode, split_tokens
 from npllm.models import GPT, GPTConfig
@@ -193,6 +193,7 @@ def restore_run(out_dir, changes: dict, log) -> Run:
 def _build_run(config: TrainConfig, tokenizer: BPETokenizer, text: str, log) -> Run:
     tokens = load_or_encode(text, tokenizer)
     train_tokens, validation_tokens = split_tokens(tokens, config.validation_fraction)
+    require_windows(validation_tokens, config.context_length, "validation")  # now, not at the first evaluation
     log(f"tokens: {len(train_tokens):,} for training, {len(validation_tokens):,} for validation;"
         f" unigram baseline loss {unigram_loss(train_tokens, validation_tokens, tokenizer.vocab_size):.3f}")
     model = GPT(config.model_config(tokenizer.vocab_size), seed=config.seed)

@@ -210,6 +210,13 @@ def test_new_run_over_an_existing_one_is_refused_and_changes_nothing(tiny_config
     assert (checkpoint_bytes(config.out_dir), read_metrics(config.out_dir)) == before
 
 
+def test_too_few_validation_tokens_are_refused_before_training(tiny_config):
+    config = tiny_config(validation_fraction=0.001)  # a handful of tokens, fewer than one window of 17
+    with pytest.raises(ValueError, match="the validation tokens .* are too few for one window"):
+        quiet_train(config)
+    assert not Path(config.out_dir).exists()  # refused before a single step, not at the first evaluation
+
+
 def test_token_cache_is_reused_for_the_same_tokenizer_and_rebuilt_for_another(tiny_config, isolated_cache,
                                                                                monkeypatch):
     encoded_with = []  # the vocabulary size of each tokenizer that actually encoded the corpus
