@@ -93,8 +93,10 @@ class TrainConfig:
 
 
 # The settings a resumed run must share with its checkpoint (the rest, like max_steps, may change).
-FIXED_ON_RESUME = ("data", "vocab_size", "n_layer", "n_head", "n_embd", "context_length", "dropout",
-                   "batch_size", "grad_accum", "seed")
+# weight_decay and beta2 live in the optimizer state the checkpoint restores, so a new value would be
+# ignored; validation_fraction decides which tokens are trained on.
+FIXED_ON_RESUME = ("data", "vocab_size", "validation_fraction", "n_layer", "n_head", "n_embd", "context_length",
+                   "dropout", "batch_size", "grad_accum", "weight_decay", "beta2", "seed")
 
 
 # What save_run writes into state.json, all of which restore_run needs.

@@ -190,7 +190,8 @@ def test_corrupt_checkpoint_is_one_line_checkpoint_error(tiny_config, damage):
     assert str(folder) in str(error.value) and "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("key, value", [("n_embd", 32), ("context_length", 8)])
+@pytest.mark.parametrize("key, value", [("n_embd", 32), ("context_length", 8), ("weight_decay", 0.5),
+                                        ("validation_fraction", 0.2)])
 def test_resume_refuses_a_conflicting_setting_naming_it(tiny_config, key, value):
     config = tiny_config(max_steps=2)
     quiet_train(config)
