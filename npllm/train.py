@@ -232,11 +232,13 @@ def _train_loop(run: Run, stop, progress, log):
         record = {"step": run.step + 1, "train_loss": loss, "lr": lr,
                   "tokens_per_s": tokens_per_step / (time.perf_counter() - started)}
         run.step += 1
-        if run.step % config.eval_interval == 0 or run.step == config.max_steps:
+        evaluating = run.step % config.eval_interval == 0 or run.step == config.max_steps
+        if evaluating:
             record["val_loss"] = evaluate(run)
             _stop_unless_finite("validation loss", record["val_loss"], run.step, config.out_dir)
+        _append_metrics(metrics_path, record)  # before saving, so a saved step always has its record
+        if evaluating:
             save_run(run)
-        _append_metrics(metrics_path, record)
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{record['tokens_per_s']:,.0f}",
                         **({"val": f"{record['val_loss']:.3f}"} if "val_loss" in record else {}))
