@@ -350,11 +350,23 @@ def _append_metrics(path: Path, record: dict):
 
 
 def _drop_metrics_after(path: Path, step: int):
-    """Forget metrics of steps after the checkpoint: the resumed run will log them again."""
+    """Forget metrics of steps after the checkpoint: the resumed run will log them again.
+
+    A last line cut short (the process was killed while writing it) is dropped with them.
+    """
     if not path.exists():
         return
-    lines = path.read_text(encoding="utf-8").splitlines()
-    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    kept = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            if number == len(lines):
+                break
+            raise TrainingError(f"{path}, line {number}: not a JSON record ({error.msg})") from error
+        if record["step"] <= step:
+            kept.append(line)
     atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 

@@ -169,6 +169,15 @@ def test_metrics_log_every_step_and_validation_at_evaluations(tiny_config):
         assert record["train_loss"] > 0 and record["lr"] > 0 and record["tokens_per_s"] > 0
 
 
+def test_resume_drops_a_metrics_line_cut_short_by_a_kill(tiny_config):
+    config = tiny_config(max_steps=6, eval_interval=3)
+    quiet_train(config)
+    with open(Path(config.out_dir) / METRICS_FILE, "a", encoding="utf-8") as file:
+        file.write('{"step": 7, "train_lo')  # the process died in the middle of this write
+    quiet_resume(config.out_dir, max_steps=8)
+    assert [record["step"] for record in read_metrics(config.out_dir)] == list(range(1, 9))
+
+
 CORRUPTIONS = {
     "truncated weights": lambda folder: (folder / "model.safetensors").write_bytes(
         (folder / "model.safetensors").read_bytes()[:100]),
