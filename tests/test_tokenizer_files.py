@@ -150,6 +150,19 @@ def test_corrupt_tokenizer_file_names_file_and_line(tokenizer, tmp_path, line_nu
         BPETokenizer.load(path)
 
 
+@pytest.mark.parametrize("line_number, replacement, message", [
+    (2, 'pattern "(unclosed"', "is not a valid regex"),
+    (4, '"<|endoftext|>" 5', "has id 5, which another token already uses"),
+])
+def test_tokenizer_file_that_parses_but_makes_no_tokenizer_names_the_file(tokenizer, tmp_path, line_number,
+                                                                          replacement, message):
+    path = tmp_path / "tok.npllm-bpe"
+    tokenizer.save(path)
+    corrupt(path, line_number, replacement)
+    with pytest.raises(TokenizerFileError, match=regex.escape(f"{path}: ") + ".*" + regex.escape(message)):
+        BPETokenizer.load(path)
+
+
 def test_truncated_tokenizer_file_is_detected(tokenizer, tmp_path):
     path = tmp_path / "tok.npllm-bpe"
     tokenizer.save(path)

@@ -212,9 +212,12 @@ class BPETokenizer:
 
     @classmethod
     def load(cls, path) -> "BPETokenizer":
-        """Read a tokenizer written by ``save``."""
+        """Read a tokenizer written by ``save``; a file that reads but does not make a tokenizer names itself too."""
         pattern, ranks, special_tokens = files.read_tokenizer_file(path)
-        return cls(ranks, pattern, special_tokens)
+        try:
+            return cls(ranks, pattern, special_tokens)
+        except ValueError as error:  # a bad regex, a missing byte, an id used twice
+            raise files.TokenizerFileError(path, str(error)) from error
 
     def save_tiktoken(self, path) -> None:
         """Write the ranks as a tiktoken rank file (the pattern and special tokens are not part of that format)."""
