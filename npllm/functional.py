@@ -200,7 +200,8 @@ class CrossEntropy(Function):
         eps, V = ctx.label_smoothing, exp_shifted.shape[1]
         # forward: loss = sum over kept rows of (lse - (1 - eps) x_t - eps/V sum_j x_j) / n
         row_weight = keep * (grad / ctx.count)  # (N,): g/n on kept rows, 0 on ignored ones
-        dlogits = exp_shifted * (row_weight[:, None] / row_sum)  # p g/n
+        dlogits = exp_shifted if ctx.last_backward else exp_shifted.copy()  # in place: no new (N, V) array
+        dlogits *= row_weight[:, None] / row_sum  # p g/n
         kept_rows = np.flatnonzero(keep)
         dlogits[kept_rows, safe_targets[kept_rows]] -= (1.0 - eps) * row_weight[kept_rows]
         if eps:

@@ -76,7 +76,10 @@ class Context:
 
     ``needs_input_grad[i]`` tells backward whether input ``i`` wants a gradient,
     so an op can skip work (a matmul by a constant never computes the constant's
-    gradient).  Ops store whatever else they need as attributes of ``ctx``.
+    gradient).  ``last_backward`` (set by the engine just before backward) is
+    True when the saved arrays will be freed right after this backward (no
+    ``retain_graph``): backward may then overwrite them instead of
+    allocating.  Ops store whatever else they need as attributes of ``ctx``.
     """
 
     def __init__(self, function, inputs, needs_input_grad):
@@ -269,6 +272,7 @@ class Tensor:
                     f"backward through {ctx.function.__name__} a second time: its saved values were freed"
                     " by the first backward(); call backward(retain_graph=True) the first time"
                 )
+            ctx.last_backward = not retain_graph
             input_grads = ctx.function.backward(ctx, grad)
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)

@@ -260,3 +260,13 @@ def test_clear_errors(call, error, words):
         call()
     for word in words:
         assert word in str(info.value), (word, str(info.value))
+
+
+def test_cross_entropy_backward_twice_with_retain_graph():
+    # the last backward computes the gradient in the saved array's place; a retained graph must not
+    logits = randn(6, 5)
+    loss = F.cross_entropy(logits, TARGETS_NV)
+    loss.backward(retain_graph=True)
+    first = logits.grad.copy()
+    loss.backward()
+    np.testing.assert_allclose(logits.grad, 2 * first, rtol=1e-12)

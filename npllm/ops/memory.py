@@ -1,0 +1,38 @@
+"""Keeping freed memory for reuse: why a fresh large array costs milliseconds.
+
+NumPy gets every array's memory from the C library's ``malloc``.  On Linux
+(glibc), a request above a threshold is served by mapping fresh pages from
+the kernel and unmapped again when the array is freed; and free memory at
+the top of the heap beyond another threshold is handed back to the kernel
+as well.  Either way the next array of that size starts on fresh pages, and
+the first write to each 4 KB page is a page fault, in which the kernel
+finds and zeroes a page: about 0.5 us per page on the machine this was
+measured on, so some 4 ms for a 32 MB array of logits, paid again every
+training step, for every large activation and gradient.
+
+A training step allocates and frees the same sizes in the same order, step
+after step.  So we ask glibc (``mallopt``) to serve arrays up to its limit of
+32 MB from its heap and to keep freed memory for reuse instead of returning
+it.  The peak memory does not grow (the same arrays are alive at the peak);
+the process simply keeps what it has already used.  Arrays over 32 MB are
+still mapped fresh each time; ops that can avoid one reuse a buffer instead
+(see ``Context.last_backward``).
+
+Nothing changes on other C libraries, where ``mallopt`` is not available.
+"""
+
+import ctypes
+import ctypes.util
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's <malloc.h>
+MMAP_THRESHOLD = 32 << 20  # the largest value glibc accepts (its DEFAULT_MMAP_THRESHOLD_MAX on 64 bits)
+TRIM_THRESHOLD = 1 << 30  # keep up to 1 GB of freed memory for reuse
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to reuse freed memory for arrays up to 32 MB; True if it agreed."""
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
+    except (OSError, AttributeError, TypeError):  # not glibc (macOS, Windows, musl without mallopt)
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
