@@ -11,7 +11,9 @@ are incomplete. The classic remedy has three steps:
 ``os.replace`` is atomic when both names are on the same file system (hence "same
 folder"): a reader sees either the whole old file or the whole new one, never a
 mix. If anything fails before step 3 the temporary file is removed and the old
-file is untouched. Finally the folder itself is fsynced, so the rename survives a
+file is untouched. (The temporary file is created with ``os.open`` rather than
+``tempfile.mkstemp``, which would make every file written here readable by its
+owner alone; ``os.open`` gives the usual permissions, 0o666 less the umask.) Finally the folder itself is fsynced, so the rename survives a
 power cut too (on systems that allow opening a folder; elsewhere that step is
 skipped).
 
@@ -21,7 +23,7 @@ processes writing the same path each produce a whole file; the last rename wins.
 
 import contextlib
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -39,6 +41,16 @@ def fsync_directory(directory: Path) -> None:
         os.close(descriptor)
 
 
+def create_temporary_beside(path: Path) -> tuple[int, str]:
+    """A new, empty, hidden file in ``path``'s folder, opened for writing: (descriptor, name)."""
+    while True:
+        name = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), name
+        except FileExistsError:  # another writer drew the same name: draw again
+            continue
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_options) -> Iterator[IO]:
     """Open a temporary file for writing; on success it replaces ``path`` in one step.
@@ -50,7 +62,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_options) -> I
     ``open_options`` (``encoding``, ``newline``) go to ``open`` as they are.
     """
     path = Path(path)
-    descriptor, temporary_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    descriptor, temporary_name = create_temporary_beside(path)
     try:
         with os.fdopen(descriptor, mode, **open_options) as file:
             yield file

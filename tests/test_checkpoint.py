@@ -1,6 +1,8 @@
 """Checkpoints: the safetensors layout byte for byte, damaged files, atomic writes, whole-folder swaps."""
 
 import json
+import os
+import stat
 import struct
 
 import numpy as np
@@ -121,6 +123,16 @@ def test_atomic_write_keeps_the_old_file_when_the_write_fails_midway(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["weights.bin"]  # no temporary file left behind
     atomic_write_text(path, "new and whole")
     assert path.read_text() == "new and whole"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_atomic_write_gives_new_files_the_usual_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "tokenizer.txt", "shared")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "tokenizer.txt").stat().st_mode) == 0o644  # not mkstemp's owner-only 0o600
 
 
 class SavingTokenizer:
