@@ -150,9 +150,10 @@ BENCHMARKS = {
 def _bench(argv):
     parser = argparse.ArgumentParser(prog="npllm bench", description="Measure speed; prints figures.")
     parser.add_argument("what", choices=sorted(BENCHMARKS), help="which benchmark to run")
-    args, rest = parser.parse_known_args(argv)
+    parser.add_argument("options", nargs=argparse.REMAINDER, help="its own flags (npllm bench WHAT --help)")
+    args = parser.parse_args(argv)  # REMAINDER: "npllm bench train --help" reaches the train benchmark
     module = __import__(BENCHMARKS[args.what], fromlist=["main"])
-    module.main(rest)  # prints its figures (the tokenizer's also returns them, as a dict)
+    module.main(args.options)  # prints its figures (the tokenizer's also returns them, as a dict)
     return 0
 
 

@@ -83,6 +83,14 @@ def test_bench_runs_with_tiny_settings(argv, printed, capsys):
     assert printed in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("what", ["generate", "ops", "tokenizer", "train"])
+def test_bench_help_is_the_benchmarks_own(what, capsys):
+    with pytest.raises(SystemExit) as exit_status:
+        main(["bench", what, "--help"])
+    assert exit_status.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: npllm bench {what} ")
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, tiny_text):
     """A trained run, a damaged copy of it, an empty folder and a corpus file, with the cache isolated."""
