@@ -87,6 +87,13 @@ class TrainConfig:
     seed: int = 1337
     out_dir: str = "runs/gpt"
 
+    def __post_init__(self):
+        """Refuse a setting that cannot train, naming it, before the corpus is read."""
+        for name in ("batch_size", "grad_accum", "eval_interval", "eval_windows"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        self.model_config(self.vocab_size)  # GPTConfig checks the model's shape (n_embd divisible by n_head, ...)
+
     def model_config(self, vocab_size) -> GPTConfig:
         return GPTConfig(vocab_size=vocab_size, context_length=self.context_length, n_layer=self.n_layer,
                          n_head=self.n_head, n_embd=self.n_embd, dropout=self.dropout)
