@@ -22,7 +22,7 @@ def _user_errors():
 
     # ValueError: a setting out of range (top_p 0, a context longer than the corpus, too small a vocabulary)
     return (CheckpointError, DataSourceError, DownloadError, TokenizerFileError, TrainingError, ValueError,
-            FileNotFoundError, IsADirectoryError, PermissionError)
+            FileExistsError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 
 
 # --- npllm train ------------------------------------------------------------

@@ -119,6 +119,8 @@ BAD_INPUT = {
                                "--eval-interval", "0"], "eval_interval must be at least 1, got 0"),
     "heads that do not divide the width": (["train", "--data", "{w}/tiny.txt", "--out", "{w}/new", *TINY_FLAGS,
                                             "--n-head", "3"], "n_embd 16 is not divisible by n_head 3"),
+    "run folder inside a file": (["train", "--data", "{w}/tiny.txt", "--out", "{w}/tiny.txt/run", *TINY_FLAGS],
+                                 "Not a directory"),
     "run folder already used": (["train", "--data", "{w}/tiny.txt", "--out", "{w}/run", *TINY_FLAGS],
                                 "{w}/run already holds a run"),
     "checkpoint from another config": (["train", "--resume", "--out", "{w}/run", "--n-embd", "32"],
