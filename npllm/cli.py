@@ -111,7 +111,7 @@ def _tokenizer(argv):
     train.add_argument("--data", default="stdlib", help="stdlib, docs, shakespeare, or a text file or folder")
     train.add_argument("--vocab-size", type=int, default=4096)
     train.add_argument("--pattern", default="gpt4", help="gpt2, gpt4, or a regex")
-    train.add_argument("--max-bytes", type=int, default=None, help="learn from at most this many characters")
+    train.add_argument("--max-chars", type=int, default=None, help="learn from at most this many characters")
     train.add_argument("--out", required=True, help="tokenizer file to write")
     for name, what in (("encode", "text to token ids"), ("decode", "token ids to text")):
         command = commands.add_parser(name, help=what)
@@ -120,7 +120,7 @@ def _tokenizer(argv):
     args = parser.parse_args(argv)
 
     if args.action == "train":
-        text = load_corpus(args.data).text[: args.max_bytes]
+        text = load_corpus(args.data).text[: args.max_chars]
         tokenizer = BPETokenizer.train(text, vocab_size=args.vocab_size, pattern=args.pattern, verbose=True)
         tokenizer.save(args.out)
         print(f"wrote {args.out}: {tokenizer!r}")

@@ -16,6 +16,8 @@ at once (a backward that is wrong for any output changes L's gradient).
 Use it on your own functions: ``gradcheck(lambda a, b: (a * b).sum(), [a, b])``.
 """
 
+import warnings
+
 import numpy as np
 
 from npllm.tensor import Tensor, no_grad
@@ -62,25 +64,38 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, max_elements=256, seed
         if not (isinstance(x, Tensor) and x.requires_grad):
             continue
         analytic = x.grad if x.grad is not None else np.zeros_like(x.data)
-        flat = x.data.reshape(-1)  # a view when contiguous; otherwise we perturb a copy
-        if not np.shares_memory(flat, x.data):
-            x.data = flat.reshape(x.shape)
-            flat = x.data.reshape(-1)
-        elements = np.arange(flat.size)
-        if flat.size > max_elements:
-            elements = np.sort(rng.choice(flat.size, size=max_elements, replace=False))
-        numeric = np.empty(len(elements))
-        with no_grad():
-            for k, i in enumerate(elements):
-                original = flat[i]
-                flat[i] = original + eps
-                plus = _scalar_loss(fn, inputs, weights).item()
-                flat[i] = original - eps
-                minus = _scalar_loss(fn, inputs, weights).item()
-                flat[i] = original
-                numeric[k] = (plus - minus) / (2 * eps)
+        if x.dtype != np.float64:
+            warnings.warn(f"gradcheck: input {position} is {x.dtype}; central differences need float64"
+                          " to mean anything", stacklevel=2)
+        caller_data = x.data
+        try:
+            numeric, elements = _central_differences(fn, inputs, weights, x, eps, max_elements, rng)
+        finally:
+            x.data = caller_data  # we may have swapped in a contiguous copy to perturb
         _compare(position, x, analytic.reshape(-1)[elements], numeric, elements, atol, rtol)
     return True
+
+
+def _central_differences(fn, inputs, weights, x, eps, max_elements, rng):
+    """(numerical gradient at the sampled elements, their flat indices) for input ``x``."""
+    flat = x.data.reshape(-1)  # a view when contiguous; otherwise perturb a contiguous copy
+    if not np.shares_memory(flat, x.data):
+        x.data = flat.reshape(x.shape)
+        flat = x.data.reshape(-1)
+    elements = np.arange(flat.size)
+    if flat.size > max_elements:
+        elements = np.sort(rng.choice(flat.size, size=max_elements, replace=False))
+    numeric = np.empty(len(elements))
+    with no_grad():
+        for k, i in enumerate(elements):
+            original = flat[i]
+            flat[i] = original + eps
+            plus = _scalar_loss(fn, inputs, weights).item()
+            flat[i] = original - eps
+            minus = _scalar_loss(fn, inputs, weights).item()
+            flat[i] = original
+            numeric[k] = (plus - minus) / (2 * eps)
+    return numeric, elements
 
 
 def _compare(position, x, analytic, numeric, elements, atol, rtol):

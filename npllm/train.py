@@ -45,7 +45,7 @@ from npllm.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from npllm.atomic import atomic_write_text
 from npllm.data.batches import RandomWindows, evaluation_batches, require_windows
 from npllm.data.sources import load_corpus
-from npllm.data.tokens import load_or_encode, split_tokens
+from npllm.data.tokens import load_or_encode, split_tokens, text_sha256
 from npllm.models import GPT, GPTConfig
 from npllm.optim import AdamW, WarmupCosineLR, clip_grad_norm, configure_param_groups, set_lr
 from npllm.tensor import no_grad
@@ -62,7 +62,7 @@ class TrainConfig:
     # data and tokenizer
     data: str = "stdlib"                    # "stdlib", "docs", "shakespeare", or a text file / folder
     vocab_size: int = 2048                  # BPE vocabulary: 256 bytes + merges + <|endoftext|>
-    tokenizer_bytes: int = 4_000_000        # the tokenizer learns its merges from this much of the corpus
+    tokenizer_chars: int = 4_000_000        # the tokenizer learns its merges from this many characters
     validation_fraction: float = 0.05       # the last 5% of the tokens are held out
     # model (a GPT-2 in miniature)
     n_layer: int = 4
@@ -107,7 +107,7 @@ FIXED_ON_RESUME = ("data", "vocab_size", "validation_fraction", "n_layer", "n_he
 
 
 # What save_run writes into state.json, all of which restore_run needs.
-TRAIN_STATE_KEYS = ("step", "config", "model_config", "optimizer", "batches_rng", "dropout_rngs")
+TRAIN_STATE_KEYS = ("step", "config", "model_config", "optimizer", "batches_rng", "dropout_rngs", "corpus_sha256")
 
 
 class TrainingError(RuntimeError):
@@ -125,6 +125,7 @@ class Run:
     schedule: WarmupCosineLR
     batches: RandomWindows
     validation_tokens: np.ndarray
+    corpus_sha256: str  # the training text's fingerprint: a resumed run must read the same text
     step: int = 0  # steps completed
 
 
@@ -167,7 +168,7 @@ def start_run(config: TrainConfig, log) -> Run:
 
 def train_tokenizer(text: str, config: TrainConfig) -> BPETokenizer:
     """A byte-level BPE with ``vocab_size`` ids, the last one being <|endoftext|>."""
-    sample = text[: config.tokenizer_bytes]
+    sample = text[: config.tokenizer_chars]
     return BPETokenizer.train(sample, vocab_size=config.vocab_size, pattern="gpt4",
                               special_tokens={END_OF_TEXT: config.vocab_size - 1})
 
@@ -184,7 +185,11 @@ def restore_run(out_dir, changes: dict, log) -> Run:
     if checkpoint.tokenizer_path is None:
         raise CheckpointError(f"{checkpoint.folder}: the checkpoint has no tokenizer file")
     tokenizer = BPETokenizer.load(checkpoint.tokenizer_path)
-    run = _build_run(config, tokenizer, load_corpus(config.data).text, log)
+    text = load_corpus(config.data).text
+    if text_sha256(text) != checkpoint.train_state["corpus_sha256"]:
+        raise CheckpointError(f"{checkpoint.folder}: the text of --data {config.data} is not the text this run"
+                              " was trained on (changed, or a relative path read from another folder)")
+    run = _build_run(config, tokenizer, text, log)
     try:
         run.model.load_state_dict(checkpoint.model_state)
         run.optimizer.load_state_dict(
@@ -212,7 +217,7 @@ def _build_run(config: TrainConfig, tokenizer: BPETokenizer, text: str, log) -> 
     schedule = WarmupCosineLR(config.lr, min(config.warmup_steps, decay_steps), decay_steps, config.min_lr)
     batches = RandomWindows(train_tokens, config.context_length, config.batch_size, seed=config.seed)
     log(f"model: {model.num_parameters():,} parameters, {model.flops_per_token() / 1e6:.1f} MFLOP per token")
-    return Run(config, tokenizer, model, optimizer, schedule, batches, validation_tokens)
+    return Run(config, tokenizer, model, optimizer, schedule, batches, validation_tokens, text_sha256(text))
 
 
 def unigram_loss(train_tokens, validation_tokens, vocab_size) -> float:
@@ -304,6 +309,7 @@ def save_run(run: Run):
         "optimizer": optimizer_rest,
         "batches_rng": run.batches.state_dict(),
         "dropout_rngs": generator_states(run.model),
+        "corpus_sha256": run.corpus_sha256,
     }
     save_checkpoint(run.config.out_dir, run.model.state_dict(), optimizer_arrays, train_state, run.tokenizer)
 

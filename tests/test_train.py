@@ -208,6 +208,14 @@ def test_resume_refuses_a_conflicting_setting_naming_it(tiny_config, key, value)
         quiet_resume(config.out_dir, **{key: value})
 
 
+def test_resume_refuses_a_changed_corpus(tiny_config, tiny_corpus):
+    config = tiny_config(max_steps=2)
+    quiet_train(config)
+    tiny_corpus.write_text(tiny_corpus.read_text(encoding="utf-8") + "one more line.\n", encoding="utf-8")
+    with pytest.raises(CheckpointError, match="is not the text this run was trained on"):
+        quiet_resume(config.out_dir, max_steps=4)
+
+
 @pytest.mark.parametrize("crashed_mid_save", [False, True], ids=["checkpoint", "only checkpoint.old"])
 def test_new_run_over_an_existing_one_is_refused_and_changes_nothing(tiny_config, crashed_mid_save):
     config = tiny_config(max_steps=2)

@@ -52,10 +52,14 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return digest.hexdigest()
 
 
+def text_sha256(text: str) -> str:
+    """SHA-256 of the text's UTF-8 bytes: equal fingerprints mean equal texts."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def token_cache_path(text: str, tokenizer, cache_dir: str | os.PathLike | None = None) -> Path:
     """Where the token ids of ``text`` under ``tokenizer`` are (or will be) cached."""
-    text_hash = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    key = hashlib.sha256(f"{text_hash} {tokenizer_fingerprint(tokenizer)}".encode()).hexdigest()
+    key = hashlib.sha256(f"{text_sha256(text)} {tokenizer_fingerprint(tokenizer)}".encode()).hexdigest()
     folder = user_cache_dir(cache_dir) / "tokens"
     folder.mkdir(exist_ok=True)
     return folder / f"{key[:32]}.npy"
