@@ -48,17 +48,22 @@ def parse_args(argv):
     parser.add_argument("--eval-interval", type=int, default=100)
     parser.add_argument("--sample-tokens", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error(f"--steps must be at least 1, got {args.steps}")
+    return args
 
 
 def validation_loss(model, tokens, context_length, batch_size, max_windows=32):
     """Mean cross-entropy over a fixed sweep of validation windows (dropout off, no graph)."""
     model.eval()
+    losses, windows = [], []
     with no_grad():
-        losses = [F.cross_entropy(model(inputs), targets).item()
-                  for inputs, targets in evaluation_batches(tokens, context_length, batch_size, max_windows)]
+        for inputs, targets in evaluation_batches(tokens, context_length, batch_size, max_windows):
+            losses.append(F.cross_entropy(model(inputs), targets).item())
+            windows.append(len(inputs))  # the last batch may be smaller: weight each by its windows
     model.train()
-    return float(np.mean(losses))
+    return float(np.average(losses, weights=windows))
 
 
 def main(argv=None):
