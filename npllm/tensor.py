@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 
+import npllm.blas_threads  # noqa: F401 (sets how long BLAS threads spin; must come before NumPy loads)
 import numpy as np
 
 _grad_enabled = True
