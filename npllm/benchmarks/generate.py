@@ -4,7 +4,9 @@ Without a cache, every new token re-runs the model over the whole context
 (cost grows with the square of the text's length); with it, each new token
 is one position through the model.  Both paths write the same tokens, so the
 ratio of their speeds is the cache's whole effect.  The model has random
-weights: speed does not depend on what the weights say.
+weights: speed does not depend on what the weights say.  On a shared
+machine, ``--repeats N`` alternates the two paths N times and reports the
+median of each.
 """
 
 import argparse
@@ -28,14 +30,17 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="npllm bench generate", description=__doc__.split("\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="small")
     parser.add_argument("--new-tokens", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=1, help="alternate the two paths this many times (default 1)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     args = parser.parse_args(argv)
     preset = {k: v for k, v in PRESETS[args.preset].items() if k != "batch_size"}
     model = GPT(GPTConfig(**preset), seed=0)
     prompt = np.random.default_rng(0).integers(0, preset["vocab_size"], size=1)
-    cached = tokens_per_second(model, prompt, args.new_tokens, use_cache=True)
-    uncached = tokens_per_second(model, prompt, args.new_tokens, use_cache=False)
-    print(f"preset {args.preset}, {args.new_tokens} new tokens from a 1-token prompt:")
+    runs = [(tokens_per_second(model, prompt, args.new_tokens, use_cache=True),
+             tokens_per_second(model, prompt, args.new_tokens, use_cache=False)) for _ in range(args.repeats)]
+    cached, uncached = (float(np.median(speeds)) for speeds in zip(*runs))
+    repeats = f" (median of {args.repeats} alternating runs)" if args.repeats > 1 else ""
+    print(f"preset {args.preset}, {args.new_tokens} new tokens from a 1-token prompt{repeats}:")
     print(f"  with KV cache    {cached:8.1f} tokens/s")
     print(f"  without cache    {uncached:8.1f} tokens/s")
     print(f"  speed-up         {cached / uncached:8.1f}x")
