@@ -47,6 +47,7 @@ from npllm.data.batches import RandomWindows, evaluation_batches, require_window
 from npllm.data.sources import load_corpus
 from npllm.data.tokens import load_or_encode, split_tokens, text_sha256
 from npllm.models import GPT, GPTConfig
+from npllm.ops.memory import keep_freed_memory
 from npllm.optim import AdamW, WarmupCosineLR, clip_grad_norm, configure_param_groups, set_lr
 from npllm.tensor import no_grad
 from npllm.tokenizer import BPETokenizer
@@ -131,6 +132,7 @@ class Run:
 
 def train(config: TrainConfig, progress=True, log=print) -> Run:
     """Start a new run in ``config.out_dir`` and train it for ``config.max_steps`` steps."""
+    keep_freed_memory()  # reuse freed memory for the step's large arrays (a process-wide setting: see npllm.ops.memory)
     return _train(start_run(config, log), progress, log)
 
 
@@ -141,6 +143,7 @@ def resume(out_dir, changes=None, progress=True, log=print) -> Run:
     ``eval_interval`` and the like may change; the model, data and batch
     settings (``FIXED_ON_RESUME``) must match the checkpoint's.
     """
+    keep_freed_memory()  # reuse freed memory for the step's large arrays (a process-wide setting: see npllm.ops.memory)
     return _train(restore_run(out_dir, changes or {}, log), progress, log)
 
 

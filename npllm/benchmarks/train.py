@@ -30,6 +30,8 @@ import time
 
 import numpy as np
 
+from npllm.ops.memory import keep_freed_memory
+
 PRESETS = {
     # the two configurations issue 6 measures PyTorch on
     "tiny": dict(n_layer=4, n_head=4, n_embd=128, context_length=128, vocab_size=1024, batch_size=16),
@@ -131,6 +133,7 @@ def _cores() -> int:
 def measure(engine, preset_name, steps, warmup) -> dict:
     """Run in this process: warm-up steps, then timed steps; return the figures."""
     preset = PRESETS[preset_name]
+    keep_freed_memory()  # as training does (see npllm.ops.memory)
     baseline_mb = _resident_mb()
     step, flops_per_token = ENGINES[engine](preset)
     for _ in range(warmup):

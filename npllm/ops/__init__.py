@@ -14,7 +14,6 @@ NumPy's do; call them as ``ops.sum`` rather than importing them bare.
 import numpy as np
 
 from npllm.tensor import Tensor
-from npllm.ops.memory import keep_freed_memory
 from npllm.ops.elementwise import (
     Add, Cast, Div, Exp, GELUErf, GELUTanh, Log, Mul, Neg, Pow, ReLU, Sigmoid, Sqrt, Sub, Tanh, Where,
 )
@@ -27,9 +26,6 @@ __all__ = [
     "sum", "mean", "max", "min", "var", "matmul", "reshape", "transpose", "getitem",
     "concatenate", "stack", "split", "where", "masked_fill", "cast",
 ]
-
-
-keep_freed_memory()  # large arrays reuse freed memory instead of page-faulting on fresh pages (see memory.py)
 
 
 # --- elementwise ---------------------------------------------------------

@@ -18,6 +18,12 @@ the process simply keeps what it has already used.  Arrays over 32 MB are
 still mapped fresh each time; ops that can avoid one reuse a buffer instead
 (see ``Context.last_backward``).
 
+It is a setting of the whole process, so importing npllm does not make
+it: the entry points that train or benchmark call ``keep_freed_memory``
+(``npllm.train.train`` and ``resume``, ``npllm bench train`` and ``bench
+generate``); a notebook or another program that imports npllm keeps its
+C library's defaults unless it calls it too.
+
 Nothing changes on other C libraries, where ``mallopt`` is not available.
 """
 
