@@ -702,7 +702,14 @@ class Linear(Function):
 
     All leading axes are flattened into one matrix of N rows, so each product
     is one 2-D BLAS call:
-        dX = g W^T,   dW = X^T g,   db = sum over rows of g.
+        dX = g W^T,   dW = X^T g,   db = sum over rows of g = 1^T g.
+    The bias gradient is taken as that product with a row of N ones: BLAS
+    streams g once on all cores, where NumPy's ``g.sum(axis=0)`` was ~4x
+    slower here.  dW is computed in W's own memory layout: when W is a
+    transposed view (GPT's tied output projection W = wte^T, wte of shape
+    (V, C)), the product computed is dW^T = g^T X, of wte's shape, so that
+    adding it into wte's gradient reads memory in order, not across a
+    transpose (~8x faster here).
     """
 
     @staticmethod
@@ -722,8 +729,11 @@ class Linear(Function):
         grad_rows = grad.reshape(-1, grad.shape[-1])  # (N, out)
         # forward: out = rows @ weight + bias
         dx = (grad_rows @ weight.T).reshape(ctx.shape) if need_x else None
-        dweight = rows.T @ grad_rows if need_weight else None
-        dbias = grad_rows.sum(axis=0) if need_bias else None
+        dweight = None
+        if need_weight:
+            transposed = weight.flags.f_contiguous and not weight.flags.c_contiguous
+            dweight = (grad_rows.T @ rows).T if transposed else rows.T @ grad_rows
+        dbias = np.ones(len(grad_rows), dtype=grad.dtype) @ grad_rows if need_bias else None
         return dx, dweight, dbias
 
 

@@ -100,6 +100,8 @@ CASES = [
      lambda x: R.dropout_composed(x, 0.4, True, np.random.default_rng(3)), [(4, 6)]),
     ("linear 3-d", F.linear, R.linear_composed, [(2, 3, 4), (4, 5), (5,)]),
     ("linear no bias", F.linear, R.linear_composed, [(3, 4), (4, 5)]),
+    ("linear by a transposed weight (tied logits)",
+     lambda x, w: F.linear(x, w.T), lambda x, w: R.linear_composed(x, w.T), [(2, 3, 4), (5, 4)]),
 ]
 IDS_OF_CASES = [case[0] for case in CASES]
 
@@ -127,6 +129,28 @@ def test_fused_equals_composed(name, fused, composed, shapes):
         composed_out.backward(upstream)
     for a, b in zip(fused_inputs, composed_inputs):
         np.testing.assert_allclose(a.grad, b.grad, rtol=1e-10, atol=1e-12)
+
+
+# Larger shapes: softmax rows and GELU elements in several pieces on the thread pool (map_rows),
+# too many elements for a numerical gradcheck, so checked against the oracle.
+LARGE_MASK = attention_mask((2, 1, 48, 40), seed=6)
+LARGE_CASES = [
+    ("linear by a transposed weight", lambda x, w: F.linear(x, w.T), lambda x, w: R.linear_composed(x, w.T),
+     [(64, 96), (160, 96)]),
+    ("self_attention causal",
+     lambda qkv: F.self_attention(qkv, 4, is_causal=True),
+     lambda qkv: R.self_attention_composed(qkv, 4, is_causal=True), [(2, 160, 3 * 96)]),
+    ("attention mask and dropout",
+     lambda q, k, v: F.scaled_dot_product_attention(q, k, v, mask=LARGE_MASK, dropout_p=0.2,
+                                                    rng=np.random.default_rng(5)),
+     lambda q, k, v: R.attention_composed(q, k, v, mask=LARGE_MASK, dropout_p=0.2, rng=np.random.default_rng(5)),
+     [(2, 5, 48, 64), (2, 5, 40, 64), (2, 5, 40, 64)]),
+]
+
+
+@pytest.mark.parametrize("name, fused, composed, shapes", LARGE_CASES, ids=[case[0] for case in LARGE_CASES])
+def test_fused_equals_composed_at_larger_sizes(name, fused, composed, shapes):
+    test_fused_equals_composed(name, fused, composed, shapes)
 
 
 @pytest.mark.parametrize("name, fused, composed, shapes", CASES, ids=IDS_OF_CASES)
