@@ -131,6 +131,18 @@ def test_fused_equals_composed(name, fused, composed, shapes):
         np.testing.assert_allclose(a.grad, b.grad, rtol=1e-10, atol=1e-12)
 
 
+CAUSAL_CASES = [case for case in CASES if "causal" in case[0] or "KV cache" in case[0]]
+
+
+@pytest.mark.parametrize("blocks", [1, 3, 8])
+@pytest.mark.parametrize("name, fused, composed, shapes", CAUSAL_CASES, ids=[case[0] for case in CAUSAL_CASES])
+def test_causal_attention_in_blocks_of_queries(name, fused, composed, shapes, blocks, monkeypatch):
+    """Causal attention skips the scores right of each block of queries: the same values and gradients."""
+    monkeypatch.setattr(F, "CAUSAL_BLOCKS", blocks)
+    test_gradcheck(name, fused, composed, shapes)
+    test_fused_equals_composed(name, fused, composed, shapes)
+
+
 # Larger shapes: softmax rows and GELU elements in several pieces on the thread pool (map_rows),
 # too many elements for a numerical gradcheck, so checked against the oracle.
 LARGE_MASK = attention_mask((2, 1, 48, 40), seed=6)
