@@ -32,7 +32,8 @@ from functools import partial
 
 import numpy as np
 
-from npllm.ops.elementwise import GELU_CUBIC, SQRT_2_OVER_PI, GELUErf
+from npllm import ops
+from npllm.ops.elementwise import GELU_CUBIC, SQRT_2_OVER_PI
 from npllm.ops.parallel import flat, map_rows
 from npllm.tensor import Function, ShapeError, Tensor
 
@@ -392,11 +393,7 @@ def _gelu_backward(x, tanh_u, grad, dx):
 
 def gelu(x, approximate="tanh"):
     """GELU: ``approximate="tanh"`` is GPT-2's form (fused here), ``"none"`` the exact erf form (ops.gelu's)."""
-    if approximate == "tanh":
-        return GELU.apply(x)
-    if approximate == "none":
-        return GELUErf.apply(x)
-    raise ValueError(f"gelu: approximate must be 'tanh' or 'none', got {approximate!r}")
+    return GELU.apply(x) if approximate == "tanh" else ops.gelu(x, approximate)
 
 
 # --- embedding -----------------------------------------------------------

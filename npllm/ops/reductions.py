@@ -32,12 +32,14 @@ def restore_reduced_axes(grad: np.ndarray, axes: tuple, keepdims: bool) -> np.nd
 class Sum(Function):
     """y = sum_i x_i over the axes.   dy/dx_i = 1: the gradient is copied to every summand."""
 
-    @staticmethod
-    def forward(ctx, x, axis=None, keepdims=False):
+    reduce = staticmethod(np.sum)
+
+    @classmethod
+    def forward(cls, ctx, x, axis=None, keepdims=False):
         ctx.axes = normalize_axes(axis, np.ndim(x))
         ctx.keepdims = keepdims
         ctx.shape = np.shape(x)
-        return np.sum(x, axis=ctx.axes, keepdims=keepdims)
+        return cls.reduce(x, axis=ctx.axes, keepdims=keepdims)
 
     @staticmethod
     def backward(ctx, grad):
@@ -45,21 +47,15 @@ class Sum(Function):
         return np.broadcast_to(grad, ctx.shape)
 
 
-class Mean(Function):
-    """y = (1/n) sum_i x_i.   dy/dx_i = 1/n, n = number of elements reduced."""
+class Mean(Sum):
+    """y = (1/n) sum_i x_i.   dy/dx_i = 1/n, n = number of elements reduced: Sum's backward, divided by n."""
 
-    @staticmethod
-    def forward(ctx, x, axis=None, keepdims=False):
-        ctx.axes = normalize_axes(axis, np.ndim(x))
-        ctx.keepdims = keepdims
-        ctx.shape = np.shape(x)
-        return np.mean(x, axis=ctx.axes, keepdims=keepdims)
+    reduce = staticmethod(np.mean)
 
     @staticmethod
     def backward(ctx, grad):
         count = int(np.prod([ctx.shape[a] for a in ctx.axes]))
-        grad = restore_reduced_axes(grad, ctx.axes, ctx.keepdims) / count
-        return np.broadcast_to(grad, ctx.shape)
+        return Sum.backward(ctx, grad / count)
 
 
 class Extremum(Function):
