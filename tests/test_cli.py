@@ -76,11 +76,19 @@ def test_tokenizer_train_encode_decode_round_trip(tiny_corpus, tmp_path, capsys,
     (["ops", "--length", "20", "--repeats", "1"], "us/op"),
     (["generate", "--preset", "tiny", "--new-tokens", "2"], "with KV cache"),
     (["tokenizer", "--megabytes", "0.005", "--vocab-size", "270"], "vocab 270"),
-    # bench train has no setting below its 4-layer "tiny" preset, tens of seconds: measured by hand, not here
-], ids=["ops", "generate", "tokenizer"])
+    (["train", "--preset", "tiny", "--steps", "1", "--warmup", "0"], "tokens/s"),
+], ids=["ops", "generate", "tokenizer", "train"])
 def test_bench_runs_with_tiny_settings(argv, printed, capsys):
     assert main(["bench", *argv]) == 0
     assert printed in capsys.readouterr().out
+
+
+def test_bench_train_compares_with_torch_and_ends_with_json(capsys):
+    pytest.importorskip("torch")
+    assert main(["bench", "train", "--preset", "tiny", "--steps", "1", "--warmup", "0", "--compare-torch", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert summary["tokens_per_s"] > 0 and summary["torch"]["tokens_per_s"] > 0
+    assert summary["speedup_vs_torch"] == pytest.approx(summary["tokens_per_s"] / summary["torch"]["tokens_per_s"])
 
 
 @pytest.mark.parametrize("what", ["generate", "ops", "tokenizer", "train"])
