@@ -7,13 +7,13 @@ engine), ``ops/`` (primitive ops, each a forward paired with its backward),
 and data packages stand apart: they do not use autograd.
 """
 
-from npllm.tensor import Tensor, ShapeError, as_tensor, is_grad_enabled, no_grad, tensor
+from npllm.tensor import Tensor, ShapeError, is_grad_enabled, no_grad
 from npllm import ops
 from npllm.gradcheck import GradcheckError, gradcheck
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Tensor", "ShapeError", "tensor", "as_tensor", "no_grad", "is_grad_enabled",
+    "Tensor", "ShapeError", "no_grad", "is_grad_enabled",
     "ops", "gradcheck", "GradcheckError", "__version__",
 ]

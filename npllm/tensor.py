@@ -338,14 +338,3 @@ def _raise_wrong_gradient_shape(function, parent: Tensor, grad: np.ndarray):
         f"{function.__name__}.backward returned a gradient of shape {grad.shape}"
         f" for an input of shape {parent.data.shape}"
     )
-
-
-def tensor(data, requires_grad=False, dtype=None) -> Tensor:
-    """Shorthand for ``Tensor(data, requires_grad, dtype)``."""
-    return Tensor(data, requires_grad=requires_grad, dtype=dtype)
-
-
-def as_tensor(x) -> Tensor:
-    """``x`` if it is already a Tensor, else a constant Tensor of it."""
-    return x if isinstance(x, Tensor) else Tensor(x)
-
