@@ -12,7 +12,8 @@ Run:  python examples/train_gpt.py                      (docs corpus, a few minu
 6. Write a sample, one token at a time, with the KV cache.
 
 npllm.train adds what a real run needs on top: checkpoints, resume, metrics.jsonl,
-Ctrl-C handling, gradient accumulation, a progress bar. Everything else is here.
+Ctrl-C handling, gradient accumulation, a progress bar, and data-parallel steps
+(npllm.nn.DataParallel: one thread per core). Everything else is here.
 """
 
 import argparse

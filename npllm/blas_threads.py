@@ -1,27 +1,94 @@
-"""How long NumPy's BLAS threads spin when idle: a setting that must come before NumPy loads.
+"""NumPy's BLAS threads: how long they spin when idle, and how many a product may use.
 
 OpenBLAS, NumPy's BLAS, runs each matrix product on a pool of threads, one
-per core.  When a product ends, its threads do not sleep at once: they spin
-for 2^28 CPU cycles by default (about a tenth of a second), ready for the
-next product.  Between two products a training step runs elementwise work
-(GELU, softmax, layer norm, AdamW) for milliseconds, some of it on a helper
-thread of our own (``npllm.ops.parallel``), and a spinning BLAS thread takes
-the core from it.  Not spinning at all costs too, where products follow
-each other within microseconds (generating with a KV cache: some forty small
-products per token), since every product must then wake a sleeping thread.
+per core.  Two settings of that pool matter to training speed.
 
-So we let them spin 2^17 cycles (some 50 us): long enough to bridge the gap
-between back-to-back products, short enough to free the core for
-elementwise work.  Measured on the 2-core machine this was tuned on (medians
-of alternating runs): tiny-preset training 8,164 tokens/s with 2^28, 9,285
-with 2^4, 9,725 with 2^17; cached generation on the small preset 212, 168
-and 214 tokens/s.
+**Spinning.**  When a product ends, its threads do not sleep at once: they
+spin for 2^28 CPU cycles by default (about a tenth of a second), ready for
+the next product.  Between two products a training step runs elementwise
+work (GELU, softmax, layer norm, AdamW) for milliseconds, some of it on a
+helper thread of our own (``npllm.ops.parallel``), and a spinning BLAS
+thread takes the core from it.  Not spinning at all costs too, where
+products follow each other within microseconds (generating with a KV cache:
+some forty small products per token), since every product must then wake a
+sleeping thread.  So we let them spin 2^17 cycles (some 50 us): long enough
+to bridge the gap between back-to-back products, short enough to free the
+core for elementwise work.  Measured on the 2-core machine this was tuned on
+(medians of alternating runs): tiny-preset training 8,164 tokens/s with
+2^28, 9,285 with 2^4, 9,725 with 2^17; cached generation on the small
+preset 212, 168 and 214 tokens/s.  OpenBLAS reads ``OPENBLAS_THREAD_TIMEOUT``
+once, when NumPy is first imported, so ``npllm.tensor`` imports this module
+before NumPy.  If NumPy is already loaded, or the variable is already set,
+nothing changes.
 
-OpenBLAS reads ``OPENBLAS_THREAD_TIMEOUT`` once, when NumPy is first
-imported, so ``npllm.tensor`` imports this module before NumPy.  If NumPy is
-already loaded, or the variable is already set, nothing changes.
+**How many threads.**  When our own threads already keep every core busy
+(data-parallel training, ``npllm.nn.data_parallel``: one thread per core,
+each on its slice of the batch), a product must not split itself over the
+cores as well: two threads each starting a two-thread product would make
+four threads fight over two cores.  ``blas_threads_limited(1)`` makes every
+product single-threaded for the duration of a ``with`` block.  OpenBLAS has
+a C function for that but NumPy does not expose it, so we find the OpenBLAS
+library NumPy loaded (its file appears in the process's memory map) and
+call it through ``ctypes``.  With another BLAS, or on a system without
+``/proc``, the limit is simply not applied (``blas_thread_control()`` says
+whether it can be).
 """
 
+import contextlib
+import ctypes
 import os
 
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "17")  # spin 2^17 cycles (~50 us), not 2^28, before sleeping
+
+# The names of OpenBLAS's get/set functions: plain builds, and NumPy's wheels (scipy-openblas, 64-bit integers).
+_THREAD_FUNCTION_NAMES = (
+    ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+    ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
+    ("openblas_get_num_threads", "openblas_set_num_threads"),
+)
+_control = None  # (get, set) once looked up; False if there is none
+
+
+def blas_thread_control():
+    """(get_num_threads, set_num_threads) of the OpenBLAS NumPy uses, or None if it cannot be found."""
+    global _control
+    if _control is None:
+        _control = _find_openblas_thread_functions() or False
+    return _control or None
+
+
+def _find_openblas_thread_functions():
+    import numpy  # noqa: F401 (loads the BLAS library, so that it is in the memory map)
+
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "openblas" in line.rsplit("/", 1)[-1].lower()}
+    except OSError:  # no /proc (macOS, Windows)
+        return None
+    for path in sorted(paths):
+        try:
+            library = ctypes.CDLL(path)  # already loaded: this returns the same library, not a second copy
+        except OSError:
+            continue
+        for get_name, set_name in _THREAD_FUNCTION_NAMES:
+            if hasattr(library, get_name) and hasattr(library, set_name):
+                get, set_ = getattr(library, get_name), getattr(library, set_name)
+                get.restype, set_.restype, set_.argtypes = ctypes.c_int, None, [ctypes.c_int]
+                return get, set_
+    return None
+
+
+@contextlib.contextmanager
+def blas_threads_limited(threads: int):
+    """Within the block, every BLAS product uses at most ``threads`` threads (a process-wide setting)."""
+    control = blas_thread_control()
+    if control is None:
+        yield
+        return
+    get, set_ = control
+    before = get()
+    set_(min(threads, before))
+    try:
+        yield
+    finally:
+        set_(before)

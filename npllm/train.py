@@ -25,8 +25,11 @@ Gradient accumulation runs ``grad_accum`` micro-batches per step and
 averages their gradients, training with an effective batch of
 ``batch_size * grad_accum`` windows in the memory of one.
 
-Left out on purpose: data-parallel training, mixed precision, and sequence
-packing with document boundaries.
+Each micro-batch is trained on every core at once: ``npllm.nn.DataParallel``
+gives each of ``workers`` threads a slice of it and adds up their gradients.
+
+Left out on purpose: mixed precision, and sequence packing with document
+boundaries.
 """
 
 import dataclasses
@@ -47,6 +50,7 @@ from npllm.data.batches import RandomWindows, evaluation_batches, require_window
 from npllm.data.sources import load_corpus
 from npllm.data.tokens import load_or_encode, split_tokens, text_sha256
 from npllm.models import GPT, GPTConfig
+from npllm.nn import DataParallel
 from npllm.ops.memory import keep_freed_memory
 from npllm.optim import AdamW, WarmupCosineLR, clip_grad_norm, configure_param_groups, set_lr
 from npllm.tensor import no_grad
@@ -74,6 +78,7 @@ class TrainConfig:
     # optimisation
     batch_size: int = 16
     grad_accum: int = 1                     # micro-batches per step
+    workers: int | None = None              # threads, each on a slice of every batch (default: one per core)
     max_steps: int = 2000
     lr: float = 2e-3                        # peak learning rate (small models like large rates)
     min_lr: float = 2e-4                    # the cosine decays to this floor
@@ -90,8 +95,8 @@ class TrainConfig:
 
     def __post_init__(self):
         """Refuse a setting that cannot train, naming it, before the corpus is read."""
-        for name in ("batch_size", "grad_accum", "eval_interval", "eval_windows"):
-            if getattr(self, name) < 1:
+        for name in ("batch_size", "grad_accum", "eval_interval", "eval_windows", "workers"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         self.model_config(self.vocab_size)  # GPTConfig checks the model's shape (n_embd divisible by n_head, ...)
 
@@ -127,6 +132,7 @@ class Run:
     batches: RandomWindows
     validation_tokens: np.ndarray
     corpus_sha256: str  # the training text's fingerprint: a resumed run must read the same text
+    parallel: DataParallel  # the model's replicas, one per worker thread
     step: int = 0  # steps completed
 
 
@@ -200,7 +206,7 @@ def restore_run(out_dir, changes: dict, log) -> Run:
     except (KeyError, ValueError) as error:
         raise CheckpointError(f"{checkpoint.folder}: does not fit this model ({error})") from error
     run.batches.load_state_dict(checkpoint.train_state["batches_rng"])
-    set_generator_states(run.model, checkpoint.train_state["dropout_rngs"])
+    set_generator_states(run.parallel, checkpoint.train_state["dropout_rngs"])
     run.step = checkpoint.train_state["step"]
     _drop_metrics_after(Path(out_dir) / METRICS_FILE, run.step)
     log(f"resumed {out_dir} at step {run.step}")
@@ -220,7 +226,8 @@ def _build_run(config: TrainConfig, tokenizer: BPETokenizer, text: str, log) -> 
     schedule = WarmupCosineLR(config.lr, min(config.warmup_steps, decay_steps), decay_steps, config.min_lr)
     batches = RandomWindows(train_tokens, config.context_length, config.batch_size, seed=config.seed)
     log(f"model: {model.num_parameters():,} parameters, {model.flops_per_token() / 1e6:.1f} MFLOP per token")
-    return Run(config, tokenizer, model, optimizer, schedule, batches, validation_tokens, text_sha256(text))
+    return Run(config, tokenizer, model, optimizer, schedule, batches, validation_tokens, text_sha256(text),
+               DataParallel(model, config.workers))
 
 
 def unigram_loss(train_tokens, validation_tokens, vocab_size) -> float:
@@ -271,10 +278,9 @@ def _train_step(run: Run, lr: float) -> float:
     total = 0.0
     for _ in range(config.grad_accum):
         inputs, targets = run.batches.next_batch()
-        loss = F.cross_entropy(run.model(inputs), targets)
-        _stop_unless_finite("loss", loss.item(), run.step + 1, config.out_dir)
-        total += loss.item()
-        (loss * (1.0 / config.grad_accum)).backward()
+        loss = run.parallel.forward_backward(inputs, targets, scale=1.0 / config.grad_accum)
+        _stop_unless_finite("loss", loss, run.step + 1, config.out_dir)
+        total += loss
     clip_grad_norm(run.model.parameters(), config.grad_clip)
     run.optimizer.step()
     return total / config.grad_accum
@@ -311,7 +317,7 @@ def save_run(run: Run):
         "model_config": dataclasses.asdict(run.model.config),
         "optimizer": optimizer_rest,
         "batches_rng": run.batches.state_dict(),
-        "dropout_rngs": generator_states(run.model),
+        "dropout_rngs": generator_states(run.parallel),
         "corpus_sha256": run.corpus_sha256,
     }
     save_checkpoint(run.config.out_dir, run.model.state_dict(), optimizer_arrays, train_state, run.tokenizer)
@@ -346,18 +352,29 @@ def _json_number(value):
     raise TypeError(f"cannot store {type(value).__name__} in a checkpoint's JSON state")
 
 
-def generator_states(model) -> dict:
-    """The state of every random generator inside the model (dropout masks), by module name."""
-    return {f"{name}.{attribute}": getattr(module, attribute).bit_generator.state
-            for name, module in model.named_modules()
-            for attribute in ("rng", "attn_rng") if isinstance(getattr(module, attribute, None), np.random.Generator)}
+def generator_states(parallel: DataParallel) -> dict:
+    """The state of every random generator (dropout masks) in the model and its replicas, by module name.
+
+    The model's modules go by their own names, replica k's (k >= 1) by ``replica{k}.`` and theirs.
+    """
+    return {f"{_replica_prefix(k)}{name}.{attribute}": value.bit_generator.state
+            for k, replica in enumerate(parallel.replicas)
+            for name, module in replica.named_modules()
+            for attribute, value in vars(module).items() if isinstance(value, np.random.Generator)}
 
 
-def set_generator_states(model, states: dict):
-    modules = dict(model.named_modules())
+def set_generator_states(parallel: DataParallel, states: dict):
+    """Restore ``generator_states``; a replica the checkpoint has no state for (more workers now) keeps its own."""
+    modules = {f"{_replica_prefix(k)}{name}": module
+               for k, replica in enumerate(parallel.replicas) for name, module in replica.named_modules()}
     for key, state in states.items():
         name, attribute = key.rsplit(".", 1)
-        getattr(modules[name], attribute).bit_generator.state = state
+        if name in modules:  # (a replica of a run that had more workers than this one has no module here)
+            getattr(modules[name], attribute).bit_generator.state = state
+
+
+def _replica_prefix(k: int) -> str:
+    return f"replica{k}." if k else ""
 
 
 def _append_metrics(path: Path, record: dict):

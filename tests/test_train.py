@@ -1,8 +1,8 @@
 """The training loop keeps its promises.
 
 A run stopped anywhere (a planned stop, Ctrl-C, a crash) and resumed logs the very
-same losses, bit for bit, as a run that never stopped, dropout and gradient
-accumulation included; a NaN stops the run with a clear message and leaves the last
+same losses, bit for bit, as a run that never stopped, dropout, gradient
+accumulation and data-parallel workers included; a NaN stops the run with a clear message and leaves the last
 checkpoint byte-identical; metrics.jsonl holds every step once; damaged or mismatched
 checkpoints and an occupied run folder are refused in one line; token files are
 cached per tokenizer; and a tiny model really learns (beats the unigram baseline).
@@ -93,7 +93,8 @@ def crash():
     raise RuntimeError("simulated crash")
 
 
-@pytest.mark.parametrize("settings", [{}, REGULARISED], ids=["plain", "dropout+grad_accum"])
+@pytest.mark.parametrize("settings", [{}, REGULARISED, {**REGULARISED, "workers": 3}],
+                         ids=["plain", "dropout+grad_accum", "dropout+grad_accum+3 workers"])
 def test_resume_after_a_planned_stop_is_bit_identical(tiny_config, settings):
     uninterrupted = quiet_train(tiny_config("whole", **settings)).config.out_dir
     halves = tiny_config("halves", **settings, max_steps=4)

@@ -78,20 +78,20 @@ def _model_config(preset):
 
 def npllm_step_function(preset):
     """Build our GPT + AdamW; return (one training step, FLOPs per token)."""
-    import npllm.functional as F
     from npllm.models import GPT
+    from npllm.nn import DataParallel
     from npllm.optim import AdamW
 
     model = GPT(_model_config(preset), seed=0)
     optimizer = AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
+    parallel = DataParallel(model)  # one thread per core, as npllm.train trains
     inputs, targets = _batch(preset)
 
     def step():
         optimizer.zero_grad()
-        loss = F.cross_entropy(model(inputs), targets)
-        loss.backward()
+        loss = parallel.forward_backward(inputs, targets)
         optimizer.step()
-        return float(loss.data)
+        return loss
 
     return step, model.flops_per_token()
 

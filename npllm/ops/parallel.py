@@ -18,19 +18,26 @@ writes 200 MB.  Two cheap remedies, both used by ``map_rows``:
 
 Small arrays (fewer than two pieces) are processed directly in the calling
 thread: below that, the pool's overhead would cost more than it saves.
+Inside ``working_alone()`` the calling thread does every piece itself:
+data-parallel training (``npllm.nn.data_parallel``) already keeps one
+thread busy per core, each with its own slice of the batch, and must not
+hand pieces to helpers too.
 The pieces are views of the arrays, so a function that writes into its
 arguments (``out=``) writes into the whole result.  Rows never straddle two
 pieces, so a reduction along the last axis (softmax, layer norm) sees each
 row whole.
 """
 
+import contextlib
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 CHUNK_ELEMENTS = 1 << 17  # elements per piece: 512 KB of float32
 _pool = None
+_this_thread = threading.local()  # .alone: map_rows in this thread uses no helpers (see working_alone)
 
 
 def cores() -> int:
@@ -38,11 +45,23 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _executor():
+def executor() -> ThreadPoolExecutor:
+    """The persistent pool of helper threads, one per core beyond the first (made on first use)."""
     global _pool
     if _pool is None:
         _pool = ThreadPoolExecutor(max_workers=max(cores() - 1, 1), thread_name_prefix="npllm")
     return _pool
+
+
+@contextlib.contextmanager
+def working_alone():
+    """Within the block, ``map_rows`` called from *this* thread does all its pieces itself."""
+    before = getattr(_this_thread, "alone", False)
+    _this_thread.alone = True
+    try:
+        yield
+    finally:
+        _this_thread.alone = before
 
 
 def map_rows(fn, *arrays):
@@ -64,7 +83,10 @@ def map_rows(fn, *arrays):
         for piece in pieces:
             fn(*piece)
 
-    helpers = [_executor().submit(drain) for _ in range(cores() - 1)]
+    if getattr(_this_thread, "alone", False):
+        drain()  # still piece by piece: the passes over each piece hit the cache
+        return
+    helpers = [executor().submit(drain) for _ in range(cores() - 1)]
     drain()  # the calling thread works too
     for helper in helpers:
         helper.result()  # re-raises a helper's error

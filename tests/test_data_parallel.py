@@ -1,0 +1,131 @@
+"""DataParallel: shards on threads give the gradient of the whole batch, reproducibly.
+
+The weighted sum of the shards' gradients must equal the single-model gradient
+(float64, to rounding), for even and uneven shards and for more workers than
+examples; replicas must keep sharing the model's weights when the optimizer
+gives them new arrays; dropout masks must differ between replicas yet repeat
+run to run; BLAS and map_rows must go back to using every core afterwards,
+even when a shard fails, and the failure must reach the caller.
+"""
+
+import threading
+
+import numpy as np
+import pytest
+
+import npllm.functional as F
+from npllm.blas_threads import blas_thread_control, blas_threads_limited
+from npllm.models import GPT, GPTConfig
+from npllm.nn import DataParallel
+from npllm.ops.parallel import CHUNK_ELEMENTS, map_rows, working_alone
+from npllm.optim import AdamW
+
+CONFIG = dict(vocab_size=31, context_length=8, n_layer=2, n_head=2, n_embd=16)
+
+
+def model_and_batch(batch=5, dtype=np.float64, dropout=0.0, seed=0):
+    model = GPT(GPTConfig(**CONFIG, dtype=dtype, dropout=dropout), seed=seed)
+    tokens = np.random.default_rng(1).integers(0, CONFIG["vocab_size"], size=(batch, CONFIG["context_length"] + 1))
+    return model, tokens[:, :-1], tokens[:, 1:]
+
+
+def single_model_gradients(model, inputs, targets, scale=1.0):
+    loss = F.cross_entropy(model(inputs), targets)
+    (loss * scale).backward()
+    grads = {name: param.grad.copy() for name, param in model.named_parameters()}
+    model.zero_grad()
+    return loss.item(), grads
+
+
+@pytest.mark.parametrize("batch, workers", [(4, 2), (5, 3), (5, 2), (1, 2), (3, 1)])
+def test_sharded_gradient_equals_the_whole_batch_gradient(batch, workers):
+    model, inputs, targets = model_and_batch(batch)
+    expected_loss, expected = single_model_gradients(model, inputs, targets, scale=0.5)
+    for param in model.parameters():
+        param.grad = None
+    loss = DataParallel(model, workers).forward_backward(inputs, targets, scale=0.5)
+    assert loss == pytest.approx(expected_loss, rel=1e-13)
+    for name, param in model.named_parameters():
+        np.testing.assert_allclose(param.grad, expected[name], rtol=1e-11, atol=1e-14, err_msg=name)
+
+
+def test_gradients_accumulate_over_calls_like_backward():
+    model, inputs, targets = model_and_batch(4)
+    _, once = single_model_gradients(model, inputs, targets)
+    parallel = DataParallel(model, 2)
+    for param in model.parameters():
+        param.grad = None
+    parallel.forward_backward(inputs, targets, scale=0.5)
+    parallel.forward_backward(inputs, targets, scale=0.5)  # two half-weighted micro-batches = one whole
+    for name, param in model.named_parameters():
+        np.testing.assert_allclose(param.grad, once[name], rtol=1e-11, atol=1e-14, err_msg=name)
+
+
+def test_replicas_follow_the_weights_through_optimizer_steps_and_loading():
+    model, inputs, targets = model_and_batch(4)
+    optimizer = AdamW(model.parameters(), lr=1e-2)  # gives the parameters views of its flat buffers
+    twin, _, _ = model_and_batch(4)
+    twin_optimizer = AdamW(twin.parameters(), lr=1e-2)
+    parallel = DataParallel(model, 2)
+    for _ in range(3):
+        for opt, step in ((optimizer, lambda: parallel.forward_backward(inputs, targets)),
+                          (twin_optimizer, lambda: F.cross_entropy(twin(inputs), targets).backward())):
+            opt.zero_grad()
+            step()
+            opt.step()
+    for name, param in model.named_parameters():  # the shards sum in another order: equal to rounding
+        np.testing.assert_allclose(param.data, dict(twin.named_parameters())[name].data, rtol=1e-9, atol=1e-12)
+    model.load_state_dict(twin.state_dict())
+    assert parallel.forward_backward(inputs, targets) == pytest.approx(F.cross_entropy(twin(inputs), targets).item(),
+                                                                       rel=1e-12)
+    for param, copy in zip(model.parameters(), parallel.replicas[1].parameters()):
+        assert copy.data is param.data
+
+
+def test_replicas_draw_their_own_dropout_masks_reproducibly():
+    def losses():
+        model, inputs, targets = model_and_batch(4, dropout=0.5)
+        parallel = DataParallel(model, 2)
+        return [parallel.forward_backward(inputs, targets) for _ in range(3)]
+
+    first = losses()
+    assert first == losses()
+    model, inputs, targets = model_and_batch(4, dropout=0.5)
+    replica = DataParallel(model, 2).replicas[1]
+    same_rows = np.concatenate([inputs[:2], inputs[:2]])  # both shards see the same examples
+    shard_logits = [m(same_rows[:2]).data for m in (model, replica)]
+    assert not np.allclose(*shard_logits)  # different masks
+
+
+@pytest.mark.skipif(blas_thread_control() is None, reason="the BLAS NumPy uses cannot be told its thread count")
+def test_blas_thread_limit_is_restored_even_after_a_failing_shard():
+    get, _ = blas_thread_control()
+    before = get()
+    with blas_threads_limited(1):
+        assert get() == 1
+    assert get() == before
+    model, inputs, targets = model_and_batch(4)
+    inputs = inputs.copy()
+    inputs[3, 0] = 99  # not a token id of this vocabulary: the second shard fails
+    with pytest.raises(ValueError, match="99"):
+        DataParallel(model, 2).forward_backward(inputs, targets)
+    assert get() == before
+
+
+def test_working_alone_keeps_map_rows_on_the_calling_thread():
+    threads = set()
+
+    def note_thread(piece):
+        threads.add(threading.get_ident())
+
+    with working_alone():
+        map_rows(note_thread, np.zeros(8 * CHUNK_ELEMENTS, dtype=np.float32))
+    assert threads == {threading.get_ident()}
+
+
+def test_bad_settings_are_refused():
+    model, inputs, targets = model_and_batch(4)
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        DataParallel(model, 0)
+    with pytest.raises(ValueError, match="4 inputs but 3 targets"):
+        DataParallel(model, 2).forward_backward(inputs, targets[:3])
