@@ -43,7 +43,6 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-import npllm.functional as F
 from npllm.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from npllm.atomic import atomic_write_text
 from npllm.data.batches import RandomWindows, evaluation_batches, require_windows
@@ -53,7 +52,6 @@ from npllm.models import GPT, GPTConfig
 from npllm.nn import DataParallel
 from npllm.ops.memory import keep_freed_memory
 from npllm.optim import AdamW, WarmupCosineLR, clip_grad_norm, configure_param_groups, set_lr
-from npllm.tensor import no_grad
 from npllm.tokenizer import BPETokenizer
 
 END_OF_TEXT = "<|endoftext|>"
@@ -298,11 +296,10 @@ def evaluate(run: Run) -> float:
     config, model = run.config, run.model
     model.eval()
     losses, weights = [], []
-    with no_grad():
-        for inputs, targets in evaluation_batches(run.validation_tokens, config.context_length,
-                                                  config.batch_size, config.eval_windows):
-            losses.append(F.cross_entropy(model(inputs), targets).item())
-            weights.append(len(inputs))
+    for inputs, targets in evaluation_batches(run.validation_tokens, config.context_length,
+                                              config.batch_size, config.eval_windows):
+        losses.append(run.parallel.loss(inputs, targets))  # on every core, as training
+        weights.append(len(inputs))
     model.train()
     return float(np.average(losses, weights=weights))
 

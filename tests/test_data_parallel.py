@@ -110,6 +110,19 @@ def test_blas_thread_limit_is_restored_even_after_a_failing_shard():
     with pytest.raises(ValueError, match="99"):
         DataParallel(model, 2).forward_backward(inputs, targets)
     assert get() == before
+    inputs[0, 0] = 98  # now the first shard (the calling thread's) fails as well
+    with pytest.raises(ValueError, match="98"):
+        DataParallel(model, 2).forward_backward(inputs, targets)
+    assert get() == before
+
+
+@pytest.mark.parametrize("batch, workers", [(5, 2), (2, 3)])
+def test_parallel_evaluation_equals_the_single_model_loss(batch, workers):
+    model, inputs, targets = model_and_batch(batch)
+    model.eval()
+    parallel = DataParallel(model, workers)
+    assert parallel.loss(inputs, targets) == pytest.approx(F.cross_entropy(model(inputs), targets).item(), rel=1e-13)
+    assert all(param.grad is None for param in model.parameters())  # no graph, no gradient
 
 
 def test_working_alone_keeps_map_rows_on_the_calling_thread():

@@ -36,12 +36,14 @@ its own (spawned from the model's), so two shards never share a mask.
 """
 
 import copy
+from concurrent.futures import wait
 
 import numpy as np
 
 from npllm.blas_threads import blas_threads_limited
 from npllm.functional import cross_entropy
 from npllm.ops.parallel import cores, executor, working_alone
+from npllm.tensor import no_grad
 from npllm.nn.layers import own_generator
 
 
@@ -50,6 +52,7 @@ class DataParallel:
 
     >>> parallel = DataParallel(model)
     >>> loss = parallel.forward_backward(inputs, targets)   # model's .grad += d mean loss / d w
+    >>> loss = parallel.loss(inputs, targets)               # forward only, for validation
 
     ``replicas[0]`` is ``model`` itself; the others share its weights.
     """
@@ -71,24 +74,41 @@ class DataParallel:
         ``inputs`` and ``targets`` are cut along their first axis (examples)
         into at most ``workers`` shards of nearly equal size.
         """
+        def shard_step(replica, inputs, targets, share):
+            loss = loss_fn(replica(inputs), targets)
+            loss.backward(np.asarray(scale * share, dtype=loss.dtype))  # this shard's part of the batch's mean
+            return loss.item()
+
+        loss, shards = self._map_shards(shard_step, inputs, targets)
+        self._add_replica_gradients(shards)
+        return loss
+
+    def loss(self, inputs, targets, loss_fn=cross_entropy) -> float:
+        """Mean loss of ``loss_fn(model(inputs), targets)``, forward only (no graph): evaluation on every core."""
+        with no_grad():
+            return self._map_shards(lambda replica, inputs, targets, share: loss_fn(replica(inputs), targets).item(),
+                                    inputs, targets)[0]
+
+    def _map_shards(self, work, inputs, targets):
+        """Run ``work(replica, inputs, targets, share)`` on each shard, shard i on replica i; (mean, shards used)."""
         if len(inputs) != len(targets):
             raise ValueError(f"DataParallel: {len(inputs)} inputs but {len(targets)} targets")
         batch = len(inputs)
         bounds = np.linspace(0, batch, min(self.workers, batch) + 1).round().astype(int)
         shares = np.diff(bounds) / batch  # each shard's weight in the batch's mean
-        jobs = [(replica, inputs[start:stop], targets[start:stop], loss_fn, scale * share)
+        jobs = [(replica, inputs[start:stop], targets[start:stop], share)
                 for replica, start, stop, share in zip(self.replicas, bounds[:-1], bounds[1:], shares)]
         self._share_weights()
         if len(jobs) == 1:
-            return _shard_step(*jobs[0])
+            return work(*jobs[0]), 1
         with blas_threads_limited(1):
-            others = [executor().submit(_shard_step_alone, *job) for job in jobs[1:]]
+            others = [executor().submit(_alone, work, *job) for job in jobs[1:]]
             try:
-                losses = [_shard_step_alone(*jobs[0])]
+                first = _alone(work, *jobs[0])
             finally:
-                losses += [other.result() for other in others]  # wait for every thread, even after an error
-        self._add_replica_gradients(len(jobs))
-        return float(np.dot(losses, shares))
+                wait(others)  # every thread has finished before BLAS gets its threads back, even after an error
+        losses = [first] + [other.result() for other in others]  # (re-raises a thread's error)
+        return float(np.dot(losses, shares)), len(jobs)
 
     def _share_weights(self):
         """Point every replica's parameters at the model's current arrays; clear their gradients.
@@ -128,13 +148,6 @@ def _replica(model):
     return replica
 
 
-def _shard_step(replica, inputs, targets, loss_fn, weight) -> float:
-    """Forward and backward of one shard; its gradient enters with ``weight`` (its share of the batch)."""
-    loss = loss_fn(replica(inputs), targets)
-    loss.backward(np.asarray(weight, dtype=loss.dtype))
-    return loss.item()
-
-
-def _shard_step_alone(*job) -> float:
+def _alone(work, *job):
     with working_alone():  # every core already has a shard: no helper threads inside ops
-        return _shard_step(*job)
+        return work(*job)
