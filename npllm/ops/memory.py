@@ -18,6 +18,16 @@ the process simply keeps what it has already used.  Arrays over 32 MB are
 still mapped fresh each time; ops that can avoid one reuse a buffer instead
 (see ``Context.last_backward``).
 
+One more setting makes this hold for every thread.  glibc gives a thread
+other than the main one an "arena" of its own to allocate from, and
+unmaps an arena's emptied heaps whatever the trim threshold says; the
+thread that trains the second slice of each batch (``npllm.nn.data_parallel``)
+then paid some 1,800 page faults (7 MB of fresh pages) per step of the
+tiny preset.  With a single arena for all threads (``M_ARENA_MAX`` = 1) it
+pays none; the price, threads taking turns inside ``malloc`` itself, is
+a few hundred short calls per step.  It takes effect for threads that
+have not allocated yet, which is why the entry points call it first.
+
 It is a setting of the whole process, so importing npllm does not make
 it: the entry points that train or benchmark call ``keep_freed_memory``
 (``npllm.train.train`` and ``resume``, ``npllm bench train`` and ``bench
@@ -30,15 +40,16 @@ Nothing changes on other C libraries, where ``mallopt`` is not available.
 import ctypes
 import ctypes.util
 
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's <malloc.h>
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # glibc's <malloc.h>
 MMAP_THRESHOLD = 32 << 20  # the largest value glibc accepts (its DEFAULT_MMAP_THRESHOLD_MAX on 64 bits)
 TRIM_THRESHOLD = 1 << 30  # keep up to 1 GB of freed memory for reuse
 
 
 def keep_freed_memory() -> bool:
-    """Ask glibc to reuse freed memory for arrays up to 32 MB; True if it agreed."""
+    """Ask glibc to reuse freed memory for arrays up to 32 MB, in every thread; True if it agreed."""
     try:
         mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
     except (OSError, AttributeError, TypeError):  # not glibc (macOS, Windows, musl without mallopt)
         return False
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    settings = ((M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_ARENA_MAX, 1))
+    return all([bool(mallopt(option, value)) for option, value in settings])
