@@ -43,6 +43,7 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "17")  # spin 2^17 cycles (~50 
 # The names of OpenBLAS's get/set functions: plain builds, and NumPy's wheels (scipy-openblas, 64-bit integers).
 _THREAD_FUNCTION_NAMES = (
     ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+    ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
     ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
     ("openblas_get_num_threads", "openblas_set_num_threads"),
 )
@@ -62,9 +63,11 @@ def _find_openblas_thread_functions():
 
     try:
         with open("/proc/self/maps") as maps:
-            paths = {line.split()[-1] for line in maps if "openblas" in line.rsplit("/", 1)[-1].lower()}
+            lines = [line.split(maxsplit=5) for line in maps]  # address, perms, offset, dev, inode, path
     except OSError:  # no /proc (macOS, Windows)
         return None
+    paths = {fields[5].rstrip("\n") for fields in lines if len(fields) == 6}
+    paths = {path for path in paths if "openblas" in path.rsplit("/", 1)[-1].lower() and not path.endswith("(deleted)")}
     for path in sorted(paths):
         try:
             library = ctypes.CDLL(path)  # already loaded: this returns the same library, not a second copy
@@ -80,7 +83,11 @@ def _find_openblas_thread_functions():
 
 @contextlib.contextmanager
 def blas_threads_limited(threads: int):
-    """Within the block, every BLAS product uses at most ``threads`` threads (a process-wide setting)."""
+    """Within the block, every BLAS product uses at most ``threads`` threads.
+
+    A process-wide setting, restored on leaving: enter it from one thread
+    at a time (``DataParallel`` does, from the thread that calls it).
+    """
     control = blas_thread_control()
     if control is None:
         yield

@@ -39,7 +39,7 @@ from npllm.tensor import Function, ShapeError, Tensor
 
 __all__ = [
     "softmax", "log_softmax", "cross_entropy", "layer_norm", "gelu", "embedding", "dropout",
-    "scaled_dot_product_attention", "self_attention", "linear",
+    "scaled_dot_product_attention", "self_attention", "linear", "IGNORE_INDEX",
 ]
 
 
@@ -152,6 +152,9 @@ def log_softmax(x, axis=-1):
 
 
 # --- cross-entropy -------------------------------------------------------
+IGNORE_INDEX = -100  # a target with this value is not learned from (padding, prompts): PyTorch's convention
+
+
 class CrossEntropy(Function):
     """Mean negative log-likelihood of the targets, with optional label smoothing.
 
@@ -172,7 +175,7 @@ class CrossEntropy(Function):
     """
 
     @staticmethod
-    def forward(ctx, logits, targets, ignore_index=-100, label_smoothing=0.0):
+    def forward(ctx, logits, targets, ignore_index=IGNORE_INDEX, label_smoothing=0.0):
         V = logits.shape[-1]
         rows = logits.reshape(-1, V)  # (N, V)
         targets = targets.reshape(-1)  # (N,)
@@ -218,7 +221,7 @@ def _exp_shifted_rows(rows, exp_shifted, row_max, row_sum):
     np.sum(exp_shifted, axis=1, keepdims=True, out=row_sum)
 
 
-def cross_entropy(logits, targets, ignore_index=-100, label_smoothing=0.0):
+def cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, label_smoothing=0.0):
     """Mean cross-entropy of integer ``targets`` under ``logits``.
 
     ``logits``: (N, V) or (B, T, V) (any (..., V)); ``targets``: integer ids of

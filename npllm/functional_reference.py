@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from npllm import ops
-from npllm.functional import causal_mask
+from npllm.functional import IGNORE_INDEX, causal_mask
 from npllm.ops.elementwise import GELU_CUBIC, SQRT_2_OVER_PI
 from npllm.tensor import Tensor
 
@@ -30,7 +30,7 @@ def log_softmax_composed(x, axis=-1):
     return shifted - shifted.exp().sum(axis=axis, keepdims=True).log()
 
 
-def cross_entropy_composed(logits, targets, ignore_index=-100, label_smoothing=0.0):
+def cross_entropy_composed(logits, targets, ignore_index=IGNORE_INDEX, label_smoothing=0.0):
     V = logits.shape[-1]
     targets = (targets.data if isinstance(targets, Tensor) else np.asarray(targets)).reshape(-1)
     log_probs = log_softmax_composed(logits.reshape(-1, V))  # (N, V)

@@ -50,6 +50,7 @@ from npllm.data.sources import load_corpus
 from npllm.data.tokens import load_or_encode, split_tokens, text_sha256
 from npllm.models import GPT, GPTConfig
 from npllm.nn import DataParallel
+from npllm.ops.parallel import cores
 from npllm.ops.memory import keep_freed_memory
 from npllm.optim import AdamW, WarmupCosineLR, clip_grad_norm, configure_param_groups, set_lr
 from npllm.tokenizer import BPETokenizer
@@ -76,7 +77,8 @@ class TrainConfig:
     # optimisation
     batch_size: int = 16
     grad_accum: int = 1                     # micro-batches per step
-    workers: int | None = None              # threads, each on a slice of every batch (default: one per core)
+    workers: int | None = None              # threads, each on a slice of every batch (default: one per core;
+                                            # recorded in the checkpoint: a resumed run keeps its count)
     max_steps: int = 2000
     lr: float = 2e-3                        # peak learning rate (small models like large rates)
     min_lr: float = 2e-4                    # the cosine decays to this floor
@@ -159,6 +161,7 @@ def _train(run: Run, progress, log) -> Run:
 
 
 def start_run(config: TrainConfig, log) -> Run:
+    config = _with_workers_fixed(config)
     out_dir = Path(config.out_dir)
     if (out_dir / "checkpoint").exists() or (out_dir / "checkpoint.old").exists():  # .old: a crash mid-save
         raise TrainingError(f"{out_dir} already holds a run: continue it with --resume, or choose another --out")
@@ -171,6 +174,16 @@ def start_run(config: TrainConfig, log) -> Run:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / METRICS_FILE).unlink(missing_ok=True)
     return run
+
+
+def _with_workers_fixed(config: TrainConfig) -> TrainConfig:
+    """``workers`` made a number (default: this machine's cores), so the checkpoint records it.
+
+    The shards a batch is cut into decide the order of the gradient's sums, so a
+    run resumed elsewhere keeps its worker count (and stays bit-identical) unless
+    told otherwise.
+    """
+    return config if config.workers is not None else dataclasses.replace(config, workers=cores())
 
 
 def train_tokenizer(text: str, config: TrainConfig) -> BPETokenizer:
@@ -188,7 +201,8 @@ def restore_run(out_dir, changes: dict, log) -> Run:
     if missing:
         raise CheckpointError(f"{checkpoint.folder}: not a checkpoint written by npllm train"
                               f" (state.json lacks {', '.join(missing)})")
-    config = TrainConfig(**{**checkpoint.train_state["config"], **changes, "out_dir": str(out_dir)})
+    saved = {"workers": 1, **checkpoint.train_state["config"]}  # (a checkpoint from before workers existed ran on one)
+    config = _with_workers_fixed(TrainConfig(**{**saved, **changes, "out_dir": str(out_dir)}))
     if checkpoint.tokenizer_path is None:
         raise CheckpointError(f"{checkpoint.folder}: the checkpoint has no tokenizer file")
     tokenizer = BPETokenizer.load(checkpoint.tokenizer_path)
@@ -223,7 +237,8 @@ def _build_run(config: TrainConfig, tokenizer: BPETokenizer, text: str, log) -> 
     decay_steps = config.decay_steps or config.max_steps
     schedule = WarmupCosineLR(config.lr, min(config.warmup_steps, decay_steps), decay_steps, config.min_lr)
     batches = RandomWindows(train_tokens, config.context_length, config.batch_size, seed=config.seed)
-    log(f"model: {model.num_parameters():,} parameters, {model.flops_per_token() / 1e6:.1f} MFLOP per token")
+    log(f"model: {model.num_parameters():,} parameters, {model.flops_per_token() / 1e6:.1f} MFLOP per token;"
+        f" each batch shared by {config.workers} worker threads")
     return Run(config, tokenizer, model, optimizer, schedule, batches, validation_tokens, text_sha256(text),
                DataParallel(model, config.workers))
 

@@ -9,6 +9,7 @@ even when a shard fails, and the failure must reach the caller.
 """
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -63,10 +64,10 @@ def test_gradients_accumulate_over_calls_like_backward():
 
 def test_replicas_follow_the_weights_through_optimizer_steps_and_loading():
     model, inputs, targets = model_and_batch(4)
-    optimizer = AdamW(model.parameters(), lr=1e-2)  # gives the parameters views of its flat buffers
+    parallel = DataParallel(model, 2)
+    optimizer = AdamW(model.parameters(), lr=1e-2)  # gives the parameters new arrays: views of its flat buffers
     twin, _, _ = model_and_batch(4)
     twin_optimizer = AdamW(twin.parameters(), lr=1e-2)
-    parallel = DataParallel(model, 2)
     for _ in range(3):
         for opt, step in ((optimizer, lambda: parallel.forward_backward(inputs, targets)),
                           (twin_optimizer, lambda: F.cross_entropy(twin(inputs), targets).backward())):
@@ -118,17 +119,38 @@ def test_blas_thread_limit_is_restored_even_after_a_failing_shard():
 
 @pytest.mark.parametrize("batch, workers", [(5, 2), (2, 3)])
 def test_parallel_evaluation_equals_the_single_model_loss(batch, workers):
-    model, inputs, targets = model_and_batch(batch)
-    model.eval()
+    model, inputs, targets = model_and_batch(batch, dropout=0.5)
+    model.eval()  # replicas must follow: with dropout still on, the losses would differ
     parallel = DataParallel(model, workers)
     assert parallel.loss(inputs, targets) == pytest.approx(F.cross_entropy(model(inputs), targets).item(), rel=1e-13)
     assert all(param.grad is None for param in model.parameters())  # no graph, no gradient
+
+
+def test_shards_run_with_single_threaded_blas_and_without_helpers():
+    control = blas_thread_control()
+    seen = []
+
+    def recording_loss(logits, targets):
+        seen.append((control[0]() if control else 1, working_alone_now()))
+        return F.cross_entropy(logits, targets)
+
+    model, inputs, targets = model_and_batch(4)
+    DataParallel(model, 2).forward_backward(inputs, targets, loss_fn=recording_loss)
+    assert seen == [(1, True), (1, True)]
+
+
+def working_alone_now():
+    """Whether map_rows in this thread would work alone (it records the thread that runs each piece)."""
+    threads = set()
+    map_rows(lambda piece: threads.add(threading.get_ident()), np.zeros(4 * CHUNK_ELEMENTS, dtype=np.float32))
+    return threads == {threading.get_ident()}
 
 
 def test_working_alone_keeps_map_rows_on_the_calling_thread():
     threads = set()
 
     def note_thread(piece):
+        time.sleep(0.002)  # slow pieces: without working_alone, the helper thread surely takes some
         threads.add(threading.get_ident())
 
     with working_alone():
@@ -142,3 +164,28 @@ def test_bad_settings_are_refused():
         DataParallel(model, 0)
     with pytest.raises(ValueError, match="4 inputs but 3 targets"):
         DataParallel(model, 2).forward_backward(inputs, targets[:3])
+    with pytest.raises(ValueError, match="the batch is empty"):
+        DataParallel(model, 2).forward_backward(inputs[:0], targets[:0])
+
+
+@pytest.mark.parametrize("ignored_rows", [[0], [0, 1], [0, 1, 2, 3]], ids=["uneven", "a whole shard", "everything"])
+def test_ignored_targets_weigh_nothing_as_in_the_loss(ignored_rows):
+    model, inputs, targets = model_and_batch(4)
+    targets = targets.copy()
+    targets[ignored_rows, 2:] = F.IGNORE_INDEX  # padding at the end of some rows
+    expected_loss, expected = single_model_gradients(model, inputs, targets)
+    for param in model.parameters():
+        param.grad = None
+    loss = DataParallel(model, 2).forward_backward(inputs, targets)
+    np.testing.assert_allclose(loss, expected_loss, rtol=1e-13)
+    for name, param in model.named_parameters():
+        np.testing.assert_allclose(param.grad, expected[name], rtol=1e-11, atol=1e-14, err_msg=name)
+
+
+def test_every_target_ignored_gives_what_the_model_gives():
+    model, inputs, targets = model_and_batch(4)
+    ignored = np.full_like(targets, F.IGNORE_INDEX)
+    with np.errstate(all="ignore"):
+        expected = F.cross_entropy(model(inputs), ignored).item()
+        got = DataParallel(model, 2).loss(inputs, ignored)
+    np.testing.assert_equal(got, expected)

@@ -1,12 +1,16 @@
 """Data parallelism on one machine: every core trains on its own slice of the batch.
 
-A training step on a batch of B examples computes the mean loss and its
-gradient.  Both are averages over examples, so the batch can be cut into
-slices ("shards"), each shard's mean loss and gradient computed on its
-own, and the results combined, weighting each shard by its share of the
-batch:
+A training step on a batch computes the mean loss over its n targets (the
+tokens to predict) and its gradient.  Both are averages, so the batch can be
+cut along its examples into slices ("shards"), each shard's mean loss and
+gradient computed on its own, and the results combined, weighting shard i
+by its share n_i / n of the targets:
 
-    L = sum_i (B_i / B) L_i,        dL/dw = sum_i (B_i / B) dL_i/dw
+    L = sum_i (n_i / n) L_i,        dL/dw = sum_i (n_i / n) dL_i/dw
+
+A target equal to -100 (``cross_entropy``'s ``ignore_index``: padding, a
+prompt not to be learned) counts for nothing, here as in the loss; a shard
+with no target left is skipped.
 
 This is how large models are trained on many machines (each holds a copy
 of the model, a "replica", and the gradients are summed over the network
@@ -29,19 +33,20 @@ the gradients are added.  Measured on the 2-core machine this was built on
 (``npllm bench train``), the preset ``tiny`` trained ~1.3x faster and
 ``small`` ~1.1x.
 
-The loss function must return the *mean* over the examples of its batch
-(as ``cross_entropy`` does over every token of every example), so that the
-shards combine by the weights above.  Each replica has dropout generators of
-its own (spawned from the model's), so two shards never share a mask.
+The loss function must return the *mean* over the targets it counts (as
+``cross_entropy`` does), so that the shards combine by the weights above.
+Each replica has dropout generators of its own (spawned from the model's),
+so two shards never share a mask.  More workers than cores is allowed (the
+threads then take turns) and gives the same numbers as on a machine with
+that many cores: the shards, not the cores, decide the sums.
 """
 
 import copy
-from concurrent.futures import wait
 
 import numpy as np
 
 from npllm.blas_threads import blas_threads_limited
-from npllm.functional import cross_entropy
+from npllm.functional import IGNORE_INDEX, cross_entropy
 from npllm.ops.parallel import cores, executor, working_alone
 from npllm.tensor import no_grad
 from npllm.nn.layers import own_generator
@@ -72,43 +77,64 @@ class DataParallel:
         """Mean loss of ``loss_fn(model(inputs), targets)``; adds ``scale`` x its gradient into the model's ``.grad``.
 
         ``inputs`` and ``targets`` are cut along their first axis (examples)
-        into at most ``workers`` shards of nearly equal size.
+        into at most ``workers`` shards of nearly equal size.  If a shard
+        raises, the error reaches the caller and the model's gradients hold
+        only part of the batch: zero them before trying again.
         """
         def shard_step(replica, inputs, targets, share):
             loss = loss_fn(replica(inputs), targets)
             loss.backward(np.asarray(scale * share, dtype=loss.dtype))  # this shard's part of the batch's mean
             return loss.item()
 
-        loss, shards = self._map_shards(shard_step, inputs, targets)
-        self._add_replica_gradients(shards)
+        loss = self._map_shards(shard_step, inputs, targets)
+        self._add_replica_gradients()
         return loss
 
     def loss(self, inputs, targets, loss_fn=cross_entropy) -> float:
         """Mean loss of ``loss_fn(model(inputs), targets)``, forward only (no graph): evaluation on every core."""
         with no_grad():
             return self._map_shards(lambda replica, inputs, targets, share: loss_fn(replica(inputs), targets).item(),
-                                    inputs, targets)[0]
+                                    inputs, targets)
 
     def _map_shards(self, work, inputs, targets):
-        """Run ``work(replica, inputs, targets, share)`` on each shard, shard i on replica i; (mean, shards used)."""
+        """Run ``work(replica, inputs, targets, share)`` for each shard; return the shares' weighted mean of its results.
+
+        Shard i always runs on replica i (its dropout generators), whichever
+        thread takes it: each thread takes the next shard until none is left.
+        """
         if len(inputs) != len(targets):
             raise ValueError(f"DataParallel: {len(inputs)} inputs but {len(targets)} targets")
-        batch = len(inputs)
-        bounds = np.linspace(0, batch, min(self.workers, batch) + 1).round().astype(int)
-        shares = np.diff(bounds) / batch  # each shard's weight in the batch's mean
+        if len(inputs) == 0:
+            raise ValueError("DataParallel: the batch is empty")
+        bounds = np.linspace(0, len(inputs), min(self.workers, len(inputs)) + 1).round().astype(int)
+        counted = np.array([np.count_nonzero(np.asarray(targets[start:stop]) != IGNORE_INDEX)
+                            for start, stop in zip(bounds[:-1], bounds[1:])])
+        if counted.sum() == 0:  # nothing to learn from: let the model itself say what that means for loss_fn
+            counted, bounds = np.array([1]), bounds[[0, -1]]
+        shares = counted / counted.sum()
         jobs = [(replica, inputs[start:stop], targets[start:stop], share)
-                for replica, start, stop, share in zip(self.replicas, bounds[:-1], bounds[1:], shares)]
+                for replica, start, stop, share in zip(self.replicas, bounds[:-1], bounds[1:], shares) if share > 0]
         self._share_weights()
         if len(jobs) == 1:
-            return work(*jobs[0]), 1
+            return work(*jobs[0])
+        losses = [None] * len(jobs)
+        pending = iter(enumerate(jobs))
+
+        def drain():  # (next() on an iterator over a list is atomic)
+            with working_alone():  # every core already has a shard: no helper threads inside ops
+                for index, job in pending:
+                    losses[index] = work(*job)
+
         with blas_threads_limited(1):
-            others = [executor().submit(_alone, work, *job) for job in jobs[1:]]
+            helpers = [executor().submit(drain) for _ in range(min(cores(), len(jobs)) - 1)]
             try:
-                first = _alone(work, *jobs[0])
+                drain()
             finally:
-                wait(others)  # every thread has finished before BLAS gets its threads back, even after an error
-        losses = [first] + [other.result() for other in others]  # (re-raises a thread's error)
-        return float(np.dot(losses, shares)), len(jobs)
+                for helper in helpers:
+                    helper.exception()  # wait for every thread, even after an error, before BLAS gets its threads back
+        for helper in helpers:
+            helper.result()  # re-raises a thread's error
+        return float(np.dot(losses, [job[3] for job in jobs]))
 
     def _share_weights(self):
         """Point every replica's parameters at the model's current arrays; clear their gradients.
@@ -123,10 +149,10 @@ class DataParallel:
             for param, twin in zip(params, replica.parameters()):
                 twin.data, twin.grad = param.data, None
 
-    def _add_replica_gradients(self, used):
-        """model.grad += each used replica's gradient, replica by replica (a fixed order: reproducible sums)."""
+    def _add_replica_gradients(self):
+        """model.grad += each replica's gradient, replica by replica (a fixed order: reproducible sums)."""
         params = self.model.parameters()
-        for replica in self.replicas[1:used]:
+        for replica in self.replicas[1:]:
             for param, twin in zip(params, replica.parameters()):
                 if twin.grad is None:
                     continue
@@ -146,8 +172,3 @@ def _replica(model):
             if isinstance(value, np.random.Generator):
                 object.__setattr__(twin, name, own_generator(value))
     return replica
-
-
-def _alone(work, *job):
-    with working_alone():  # every core already has a shard: no helper threads inside ops
-        return work(*job)
