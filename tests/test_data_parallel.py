@@ -120,8 +120,8 @@ def test_blas_thread_limit_is_restored_even_after_a_failing_shard():
 @pytest.mark.parametrize("batch, workers", [(5, 2), (2, 3)])
 def test_parallel_evaluation_equals_the_single_model_loss(batch, workers):
     model, inputs, targets = model_and_batch(batch, dropout=0.5)
-    model.eval()  # replicas must follow: with dropout still on, the losses would differ
     parallel = DataParallel(model, workers)
+    model.eval()  # the replicas must follow: with their dropout still on, the losses would differ
     assert parallel.loss(inputs, targets) == pytest.approx(F.cross_entropy(model(inputs), targets).item(), rel=1e-13)
     assert all(param.grad is None for param in model.parameters())  # no graph, no gradient
 

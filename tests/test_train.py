@@ -18,6 +18,7 @@ import pytest
 import npllm.data.tokens as tokens_module
 import npllm.train as train_module
 from npllm.checkpoint import CheckpointError
+from npllm.ops.parallel import cores
 from npllm.train import METRICS_FILE, TrainConfig, TrainingError, resume, train, unigram_loss
 
 TINY = dict(vocab_size=300, n_layer=1, n_head=2, n_embd=16, context_length=16, batch_size=4, eval_windows=4,
@@ -102,6 +103,28 @@ def test_resume_after_a_planned_stop_is_bit_identical(tiny_config, settings):
     quiet_resume(halves.out_dir, max_steps=8)
     assert losses(halves.out_dir) == losses(uninterrupted)
     assert trained_state(halves.out_dir) == trained_state(uninterrupted)
+
+
+def test_the_worker_count_is_recorded_and_kept_on_resume(tiny_config):
+    """The shards decide the gradient's sums: a resumed run keeps its count unless told otherwise."""
+    first = quiet_train(tiny_config("first", **REGULARISED, max_steps=4))  # workers: default, one per core
+    state_path = Path(first.config.out_dir) / "checkpoint" / "state.json"
+    state = json.loads(state_path.read_text())
+    assert state["config"]["workers"] == cores()
+    state["config"]["workers"] = 3  # as if this run had started on a 3-core machine
+    state_path.write_text(json.dumps(state))
+    resumed = quiet_resume(first.config.out_dir, max_steps=8)
+    assert resumed.config.workers == resumed.parallel.workers == 3  # (bit-identity with 3: see the test above)
+    assert quiet_resume(first.config.out_dir, max_steps=9, workers=1).parallel.workers == 1  # told otherwise
+
+
+def test_a_checkpoint_from_before_workers_resumes_on_one(tiny_config):
+    first = quiet_train(tiny_config("first", max_steps=4, workers=1))
+    state_path = Path(first.config.out_dir) / "checkpoint" / "state.json"
+    state = json.loads(state_path.read_text())
+    del state["config"]["workers"]
+    state_path.write_text(json.dumps(state))
+    assert quiet_resume(first.config.out_dir, max_steps=5).parallel.workers == 1
 
 
 @pytest.mark.parametrize("fault, outcome, saved_step", [

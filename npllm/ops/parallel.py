@@ -21,7 +21,8 @@ thread: below that, the pool's overhead would cost more than it saves.
 Inside ``working_alone()`` the calling thread does every piece itself:
 data-parallel training (``npllm.nn.data_parallel``) already keeps one
 thread busy per core, each with its own slice of the batch, and must not
-hand pieces to helpers too.
+hand pieces to helpers too (a pool thread that did would wait for a task
+queued behind itself: a deadlock).
 The pieces are views of the arrays, so a function that writes into its
 arguments (``out=``) writes into the whole result.  Rows never straddle two
 pieces, so a reduction along the last axis (softmax, layer norm) sees each
