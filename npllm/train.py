@@ -61,7 +61,7 @@ METRICS_FILE = "metrics.jsonl"
 
 @dataclass
 class TrainConfig:
-    """Everything a run needs; the defaults train in about ten minutes on two CPU cores."""
+    """Everything a run needs; the defaults train in about six minutes on two CPU cores."""
 
     # data and tokenizer
     data: str = "stdlib"                    # "stdlib", "docs", "shakespeare", or a text file / folder

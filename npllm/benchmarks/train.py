@@ -1,7 +1,9 @@
 """``npllm bench train``: training throughput of a GPT, and how it compares.
 
 What is measured: full training steps (forward, cross-entropy, backward,
-AdamW) on random token ids, after a few warm-up steps.  What is printed:
+AdamW) on random token ids, after a few warm-up steps; ours is the step
+``npllm train`` takes (``DataParallel``: one thread per core, each on a
+slice of the batch).  What is printed:
 
 - tokens/s and ms/step;
 - GFLOP/s, counting the model's FLOPs per token (6 x parameters + attention,
