@@ -77,7 +77,8 @@ def test_tokenizer_train_encode_decode_round_trip(tiny_corpus, tmp_path, capsys,
     (["generate", "--preset", "tiny", "--new-tokens", "2"], "with KV cache"),
     (["tokenizer", "--megabytes", "0.005", "--vocab-size", "270"], "vocab 270"),
     (["train", "--preset", "tiny", "--steps", "1", "--warmup", "0"], "tokens/s"),
-], ids=["ops", "generate", "tokenizer", "train"])
+    (["train", "--preset", "tiny", "--steps", "1", "--warmup", "0", "--workers", "1"], "npllm on 1 worker thread "),
+], ids=["ops", "generate", "tokenizer", "train", "train on one thread"])
 def test_bench_runs_with_tiny_settings(argv, printed, capsys):
     assert main(["bench", *argv]) == 0
     assert printed in capsys.readouterr().out
@@ -125,6 +126,8 @@ BAD_INPUT = {
                            "batch_size must be at least 1, got 0"),
     "eval interval of zero": (["train", "--data", "{w}/tiny.txt", "--out", "{w}/new", *TINY_FLAGS,
                                "--eval-interval", "0"], "eval_interval must be at least 1, got 0"),
+    "no worker threads": (["train", "--data", "{w}/tiny.txt", "--out", "{w}/new", *TINY_FLAGS, "--workers", "0"],
+                          "workers must be at least 1, got 0"),
     "heads that do not divide the width": (["train", "--data", "{w}/tiny.txt", "--out", "{w}/new", *TINY_FLAGS,
                                             "--n-head", "3"], "n_embd 16 is not divisible by n_head 3"),
     "run folder inside a file": (["train", "--data", "{w}/tiny.txt", "--out", "{w}/tiny.txt/run", *TINY_FLAGS],

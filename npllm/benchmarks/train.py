@@ -78,15 +78,15 @@ def _model_config(preset):
     return GPTConfig(**{k: v for k, v in preset.items() if k != "batch_size"})
 
 
-def npllm_step_function(preset):
-    """Build our GPT + AdamW; return (one training step, FLOPs per token)."""
+def npllm_step_function(preset, workers=None):
+    """Our GPT + AdamW on ``workers`` threads (default: one per core); return (one training step, FLOPs per token)."""
     from npllm.models import GPT
     from npllm.nn import DataParallel
     from npllm.optim import AdamW
 
     model = GPT(_model_config(preset), seed=0)
     optimizer = AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
-    parallel = DataParallel(model)  # one thread per core, as npllm.train trains
+    parallel = DataParallel(model, workers)  # as npllm.train trains
     inputs, targets = _batch(preset)
 
     def step():
@@ -98,8 +98,8 @@ def npllm_step_function(preset):
     return step, model.flops_per_token()
 
 
-def torch_step_function(preset):
-    """The same model, weights and batch in eager PyTorch."""
+def torch_step_function(preset, workers=None):
+    """The same model, weights and batch in eager PyTorch (on every core: ``workers`` is npllm's setting)."""
     import torch
 
     from npllm.benchmarks.torch_gpt import TorchGPT
@@ -132,12 +132,12 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def measure(engine, preset_name, steps, warmup) -> dict:
+def measure(engine, preset_name, steps, warmup, workers=None) -> dict:
     """Run in this process: warm-up steps, then timed steps; return the figures."""
     preset = PRESETS[preset_name]
     keep_freed_memory()  # as training does (see npllm.ops.memory)
     baseline_mb = _resident_mb()
-    step, flops_per_token = ENGINES[engine](preset)
+    step, flops_per_token = ENGINES[engine](preset, workers)
     for _ in range(warmup):
         step()
     times = []
@@ -155,10 +155,12 @@ def measure(engine, preset_name, steps, warmup) -> dict:
     }
 
 
-def measure_in_child(engine, preset, steps, warmup) -> dict:
+def measure_in_child(engine, preset, steps, warmup, workers=None) -> dict:
     """Run ``measure`` in a fresh Python so engines never share memory or threads."""
     command = [sys.executable, "-m", "npllm.benchmarks.train", "--child", engine,
                "--preset", preset, "--steps", str(steps), "--warmup", str(warmup)]
+    if workers is not None:
+        command += ["--workers", str(workers)]
     completed = subprocess.run(command, capture_output=True, text=True)
     if completed.returncode != 0:
         raise RuntimeError(f"bench train: the {engine} run failed:\n{completed.stderr.strip()}")
@@ -176,6 +178,8 @@ def main(argv=None):
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 10 tiny, 5 small)")
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="npllm's data-parallel threads (default: one per core; 1 = the whole batch on one thread)")
     parser.add_argument("--compare-torch", action="store_true", help="also run eager PyTorch and print ratios")
     parser.add_argument("--repeats", type=int, default=1,
                         help="alternate the engines this many times and report medians (default 1)")
@@ -183,9 +187,11 @@ def main(argv=None):
     parser.add_argument("--child", choices=sorted(ENGINES), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     steps = args.steps or (10 if args.preset == "tiny" else 5)
+    if args.workers is not None and args.workers < 1:
+        parser.error(f"--workers must be at least 1, got {args.workers}")
 
     if args.child:
-        print(json.dumps(measure(args.child, args.preset, steps, args.warmup)))
+        print(json.dumps(measure(args.child, args.preset, steps, args.warmup, args.workers)))
         return 0
 
     peak = matmul_peak_gflops()
@@ -193,17 +199,20 @@ def main(argv=None):
     runs = {engine: [] for engine in engines}
     for _ in range(args.repeats):
         for engine in engines:
-            runs[engine].append(measure_in_child(engine, args.preset, steps, args.warmup))
+            runs[engine].append(measure_in_child(engine, args.preset, steps, args.warmup, args.workers))
     results = [_median_run(runs[engine]) for engine in engines]
     if os.environ.get("OPENBLAS_CORETYPE"):
         print(f"note: OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']} is set: NumPy's BLAS kernel is forced")
     repeats = f", median of {args.repeats} alternating runs" if args.repeats > 1 else ""
-    print(f"preset {args.preset}: {PRESETS[args.preset]}   NumPy float32 matmul peak {peak:.0f} GFLOP/s{repeats}")
+    workers = args.workers or _cores()
+    print(f"preset {args.preset}: {PRESETS[args.preset]}, npllm on {workers} worker thread{'s' * (workers > 1)}"
+          f"   NumPy float32 matmul peak {peak:.0f} GFLOP/s{repeats}")
     for r in results:
         r["mfu"] = r["gflops"] / peak
         print(f"  {r['engine']:>6}: {r['tokens_per_s']:9,.0f} tokens/s  {r['ms_per_step']:8.1f} ms/step"
               f"  {r['gflops']:6.1f} GFLOP/s  MFU {r['mfu']:5.1%}  peak memory {r['peak_memory_mb']:7.1f} MB")
-    summary = {"preset": args.preset, "matmul_peak_gflops": peak, "repeats": args.repeats, **results[0]}
+    summary = {"preset": args.preset, "workers": workers, "matmul_peak_gflops": peak, "repeats": args.repeats,
+               **results[0]}
     if args.compare_torch:
         summary["torch"] = results[1]
         pairs = list(zip(runs["npllm"], runs["torch"]))
