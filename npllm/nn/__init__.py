@@ -1,4 +1,4 @@
-"""Layers: Module and Parameter, the basic layers, multi-head attention, the transformer block, data-parallel training."""
+"""Layers: Module and Parameter, the basic layers, multi-head attention, the transformer block; data parallelism."""
 
 from npllm.nn.module import Module, ModuleList, Parameter
 from npllm.nn.layers import Dropout, Embedding, LayerNorm, Linear

@@ -97,7 +97,7 @@ class DataParallel:
                                     inputs, targets)
 
     def _map_shards(self, work, inputs, targets):
-        """Run ``work(replica, inputs, targets, share)`` for each shard; return the shares' weighted mean of its results.
+        """Run ``work(replica, inputs, targets, share)`` on each shard; return its results' mean weighted by share.
 
         Shard i always runs on replica i (its dropout generators), whichever
         thread takes it: each thread takes the next shard until none is left.
