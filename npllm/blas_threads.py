@@ -29,7 +29,8 @@ four threads fight over two cores.  ``blas_threads_limited(1)`` makes every
 product single-threaded for the duration of a ``with`` block.  OpenBLAS has
 a C function for that but NumPy does not expose it, so we find the OpenBLAS
 library NumPy loaded (its file appears in the process's memory map) and
-call it through ``ctypes``.  With another BLAS, or on a system without
+call it through ``ctypes`` (NumPy's own copy first, should another program
+have loaded a second OpenBLAS).  With another BLAS, or on a system without
 ``/proc``, the limit is simply not applied (``blas_thread_control()`` says
 whether it can be).
 """
@@ -59,7 +60,7 @@ def blas_thread_control():
 
 
 def _find_openblas_thread_functions():
-    import numpy  # noqa: F401 (loads the BLAS library, so that it is in the memory map)
+    import numpy  # (loads the BLAS library, so that it is in the memory map)
 
     try:
         with open("/proc/self/maps") as maps:
@@ -68,7 +69,8 @@ def _find_openblas_thread_functions():
         return None
     paths = {fields[5].rstrip("\n") for fields in lines if len(fields) == 6}
     paths = {path for path in paths if "openblas" in path.rsplit("/", 1)[-1].lower() and not path.endswith("(deleted)")}
-    for path in sorted(paths):
+    numpy_home = os.path.dirname(os.path.dirname(numpy.__file__))  # where numpy/ and its wheel's numpy.libs/ live
+    for path in sorted(paths, key=lambda path: (not path.startswith(os.path.join(numpy_home, "numpy")), path)):
         try:
             library = ctypes.CDLL(path)  # already loaded: this returns the same library, not a second copy
         except OSError:
