@@ -33,6 +33,7 @@ TRAIN_FLAG_HELP = {
     "eval_interval": "validate and checkpoint every this many steps",
     "lr": "peak learning rate",
     "decay_steps": "step where the cosine reaches --min-lr (None: --max-steps)",
+    "workers": "threads, each training on a slice of every batch (None: one per core; a resumed run keeps its count)",
     "seed": "seed for weights and batches",
 }
 
