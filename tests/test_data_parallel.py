@@ -9,6 +9,7 @@ even when a shard fails, and the failure must reach the caller.
 """
 
 import threading
+from functools import partial
 import time
 
 import numpy as np
@@ -189,3 +190,12 @@ def test_every_target_ignored_gives_what_the_model_gives():
         expected = F.cross_entropy(model(inputs), ignored).item()
         got = DataParallel(model, 2).loss(inputs, ignored)
     np.testing.assert_equal(got, expected)
+
+
+def test_another_ignore_index_is_told_to_both_the_loss_and_the_weights():
+    model, inputs, targets = model_and_batch(4)
+    targets = targets.copy()
+    targets[0, 1:] = -1
+    loss_fn = partial(F.cross_entropy, ignore_index=-1)
+    expected = loss_fn(model(inputs), targets).item()
+    assert DataParallel(model, 2).loss(inputs, targets, loss_fn, ignore_index=-1) == pytest.approx(expected, rel=1e-13)

@@ -8,9 +8,9 @@ by its share n_i / n of the targets:
 
     L = sum_i (n_i / n) L_i,        dL/dw = sum_i (n_i / n) dL_i/dw
 
-A target equal to -100 (``cross_entropy``'s ``ignore_index``: padding, a
-prompt not to be learned) counts for nothing, here as in the loss; a shard
-with no target left is skipped.
+A target equal to ``ignore_index`` (-100 unless told otherwise, as in
+``cross_entropy``: padding, a prompt not to be learned) counts for nothing,
+here as in the loss; a shard with no target left is skipped.
 
 This is how large models are trained on many machines (each holds a copy
 of the model, a "replica", and the gradients are summed over the network
@@ -73,11 +73,12 @@ class DataParallel:
     def workers(self) -> int:
         return len(self.replicas)
 
-    def forward_backward(self, inputs, targets, loss_fn=cross_entropy, scale=1.0) -> float:
+    def forward_backward(self, inputs, targets, loss_fn=cross_entropy, scale=1.0, ignore_index=IGNORE_INDEX) -> float:
         """Mean loss of ``loss_fn(model(inputs), targets)``; adds ``scale`` x its gradient into the model's ``.grad``.
 
         ``inputs`` and ``targets`` are cut along their first axis (examples)
-        into at most ``workers`` shards of nearly equal size.  If a shard
+        into at most ``workers`` shards of nearly equal size; ``ignore_index``
+        must be the one ``loss_fn`` skips (it weighs the shards).  If a shard
         raises, the error reaches the caller and the model's gradients hold
         only part of the batch: zero them before trying again.
         """
@@ -86,17 +87,17 @@ class DataParallel:
             loss.backward(np.asarray(scale * share, dtype=loss.dtype))  # this shard's part of the batch's mean
             return loss.item()
 
-        loss = self._map_shards(shard_step, inputs, targets)
+        loss = self._map_shards(shard_step, inputs, targets, ignore_index)
         self._add_replica_gradients()
         return loss
 
-    def loss(self, inputs, targets, loss_fn=cross_entropy) -> float:
+    def loss(self, inputs, targets, loss_fn=cross_entropy, ignore_index=IGNORE_INDEX) -> float:
         """Mean loss of ``loss_fn(model(inputs), targets)``, forward only (no graph): evaluation on every core."""
         with no_grad():
             return self._map_shards(lambda replica, inputs, targets, share: loss_fn(replica(inputs), targets).item(),
-                                    inputs, targets)
+                                    inputs, targets, ignore_index)
 
-    def _map_shards(self, work, inputs, targets):
+    def _map_shards(self, work, inputs, targets, ignore_index):
         """Run ``work(replica, inputs, targets, share)`` on each shard; return its results' mean weighted by share.
 
         Shard i always runs on replica i (its dropout generators), whichever
@@ -107,7 +108,7 @@ class DataParallel:
         if len(inputs) == 0:
             raise ValueError("DataParallel: the batch is empty")
         bounds = np.linspace(0, len(inputs), min(self.workers, len(inputs)) + 1).round().astype(int)
-        counted = np.array([np.count_nonzero(np.asarray(targets[start:stop]) != IGNORE_INDEX)
+        counted = np.array([np.count_nonzero(np.asarray(targets[start:stop]) != ignore_index)
                             for start, stop in zip(bounds[:-1], bounds[1:])])
         if counted.sum() == 0:  # nothing to learn from: let the model itself say what that means for loss_fn
             counted, bounds = np.array([1]), bounds[[0, -1]]
