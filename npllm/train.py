@@ -238,7 +238,7 @@ def _build_run(config: TrainConfig, tokenizer: BPETokenizer, text: str, log) -> 
     schedule = WarmupCosineLR(config.lr, min(config.warmup_steps, decay_steps), decay_steps, config.min_lr)
     batches = RandomWindows(train_tokens, config.context_length, config.batch_size, seed=config.seed)
     log(f"model: {model.num_parameters():,} parameters, {model.flops_per_token() / 1e6:.1f} MFLOP per token;"
-        f" each batch shared by {config.workers} worker threads")
+        f" each batch shared by {config.workers} worker thread{'s' * (config.workers > 1)}")
     return Run(config, tokenizer, model, optimizer, schedule, batches, validation_tokens, text_sha256(text),
                DataParallel(model, config.workers))
 
