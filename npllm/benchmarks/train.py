@@ -35,6 +35,7 @@ import time
 import numpy as np
 
 from npllm.ops.memory import keep_freed_memory
+from npllm.ops.parallel import cores
 
 PRESETS = {
     # the two configurations issue 6 measures PyTorch on
@@ -107,7 +108,7 @@ def torch_step_function(preset, workers=None):
     from npllm.benchmarks.torch_gpt import TorchGPT
     from npllm.models import GPT
 
-    torch.set_num_threads(_cores())
+    torch.set_num_threads(cores())
     reference = GPT(_model_config(preset), seed=0)
     flops_per_token = reference.flops_per_token()
     model = TorchGPT(reference.config)
@@ -128,10 +129,6 @@ def torch_step_function(preset, workers=None):
 
 
 ENGINES = {"npllm": npllm_step_function, "torch": torch_step_function}
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0))
 
 
 def measure(engine, preset_name, steps, warmup, workers=None) -> dict:
@@ -207,7 +204,7 @@ def main(argv=None):
     if os.environ.get("OPENBLAS_CORETYPE"):
         print(f"note: OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']} is set: NumPy's BLAS kernel is forced")
     repeats = f", median of {args.repeats} alternating runs" if args.repeats > 1 else ""
-    workers = args.workers or _cores()
+    workers = args.workers or cores()
     print(f"preset {args.preset}: {PRESETS[args.preset]}, npllm on {workers} worker thread{'s' * (workers > 1)}"
           f"   NumPy float32 matmul peak {peak:.0f} GFLOP/s{repeats}")
     for r in results:
