@@ -369,20 +369,17 @@ def generator_states(parallel: DataParallel) -> dict:
 
     The model's modules go by their own names, replica k's (k >= 1) by ``replica{k}.`` and theirs.
     """
-    return {f"{_replica_prefix(k)}{name}.{attribute}": value.bit_generator.state
-            for k, replica in enumerate(parallel.replicas)
-            for name, module in replica.named_modules()
-            for attribute, value in vars(module).items() if isinstance(value, np.random.Generator)}
+    return {f"{_replica_prefix(k)}{name}": generator.bit_generator.state
+            for k, replica in enumerate(parallel.replicas) for name, generator in replica.named_generators()}
 
 
 def set_generator_states(parallel: DataParallel, states: dict):
     """Restore ``generator_states``; a replica the checkpoint has no state for (more workers now) keeps its own."""
-    modules = {f"{_replica_prefix(k)}{name}": module
-               for k, replica in enumerate(parallel.replicas) for name, module in replica.named_modules()}
-    for key, state in states.items():
-        name, attribute = key.rsplit(".", 1)
-        if name in modules:  # (a replica of a run that had more workers than this one has no module here)
-            getattr(modules[name], attribute).bit_generator.state = state
+    generators = {f"{_replica_prefix(k)}{name}": generator
+                  for k, replica in enumerate(parallel.replicas) for name, generator in replica.named_generators()}
+    for name, state in states.items():
+        if name in generators:  # (a replica of a run that had more workers than this one has no generator here)
+            generators[name].bit_generator.state = state
 
 
 def _replica_prefix(k: int) -> str:

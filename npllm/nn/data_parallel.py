@@ -168,8 +168,6 @@ def _replica(model):
     shared = {id(param.data): param.data for param in model.parameters()}
     shared.update({id(param.grad): None for param in model.parameters() if param.grad is not None})
     replica = copy.deepcopy(model, memo=shared)
-    for original, twin in zip(model.modules(), replica.modules()):
-        for name, value in vars(original).items():
-            if isinstance(value, np.random.Generator):
-                object.__setattr__(twin, name, own_generator(value))
+    for (_, original), (_, copied) in zip(model.named_generators(), replica.named_generators()):
+        copied.bit_generator.state = own_generator(original).bit_generator.state  # a stream of its own
     return replica

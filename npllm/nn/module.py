@@ -96,6 +96,13 @@ class Module:
     def parameters(self):
         return [param for _, param in self.named_parameters()]
 
+    def named_generators(self):
+        """(dotted name, np.random.Generator) for every random generator a module below holds (dropout's masks)."""
+        for prefix, module in self.named_modules():
+            for name, value in vars(module).items():
+                if isinstance(value, np.random.Generator):
+                    yield (f"{prefix}.{name}" if prefix else name), value
+
     def num_parameters(self) -> int:
         return sum(param.size for param in self.parameters())
 
