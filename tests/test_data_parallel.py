@@ -34,8 +34,9 @@ def model_and_batch(batch=5, dtype=np.float64, dropout=0.0, seed=0):
 def single_model_gradients(model, inputs, targets, scale=1.0):
     loss = F.cross_entropy(model(inputs), targets)
     (loss * scale).backward()
-    grads = {name: param.grad.copy() for name, param in model.named_parameters()}
-    model.zero_grad()
+    grads = {name: param.grad for name, param in model.named_parameters()}
+    for param in model.parameters():
+        param.grad = None
     return loss.item(), grads
 
 
@@ -43,8 +44,6 @@ def single_model_gradients(model, inputs, targets, scale=1.0):
 def test_sharded_gradient_equals_the_whole_batch_gradient(batch, workers):
     model, inputs, targets = model_and_batch(batch)
     expected_loss, expected = single_model_gradients(model, inputs, targets, scale=0.5)
-    for param in model.parameters():
-        param.grad = None
     loss = DataParallel(model, workers).forward_backward(inputs, targets, scale=0.5)
     assert loss == pytest.approx(expected_loss, rel=1e-13)
     for name, param in model.named_parameters():
@@ -55,8 +54,6 @@ def test_gradients_accumulate_over_calls_like_backward():
     model, inputs, targets = model_and_batch(4)
     _, once = single_model_gradients(model, inputs, targets)
     parallel = DataParallel(model, 2)
-    for param in model.parameters():
-        param.grad = None
     parallel.forward_backward(inputs, targets, scale=0.5)
     parallel.forward_backward(inputs, targets, scale=0.5)  # two half-weighted micro-batches = one whole
     for name, param in model.named_parameters():
@@ -175,8 +172,6 @@ def test_ignored_targets_weigh_nothing_as_in_the_loss(ignored_rows):
     targets = targets.copy()
     targets[ignored_rows, 2:] = F.IGNORE_INDEX  # padding at the end of some rows
     expected_loss, expected = single_model_gradients(model, inputs, targets)
-    for param in model.parameters():
-        param.grad = None
     loss = DataParallel(model, 2).forward_backward(inputs, targets)
     np.testing.assert_allclose(loss, expected_loss, rtol=1e-13)
     for name, param in model.named_parameters():
