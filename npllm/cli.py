@@ -143,6 +143,7 @@ def _tokenizer(argv):
 BENCHMARKS = {
     "generate": "npllm.benchmarks.generate",
     "ops": "npllm.benchmarks.ops",
+    "products": "npllm.benchmarks.products",
     "tokenizer": "npllm.tokenizer.bench",
     "train": "npllm.benchmarks.train",
 }

@@ -78,7 +78,8 @@ def test_tokenizer_train_encode_decode_round_trip(tiny_corpus, tmp_path, capsys,
     (["tokenizer", "--megabytes", "0.005", "--vocab-size", "270"], "vocab 270"),
     (["train", "--preset", "tiny", "--steps", "1", "--warmup", "0"], "tokens/s"),
     (["train", "--preset", "tiny", "--steps", "1", "--warmup", "0", "--workers", "1"], "npllm on 1 worker thread "),
-], ids=["ops", "generate", "tokenizer", "train", "train on one thread"])
+    (["products", "--preset", "tiny", "--repeats", "1"], "numpy, one shard per core:"),
+], ids=["ops", "generate", "tokenizer", "train", "train on one thread", "products"])
 def test_bench_runs_with_tiny_settings(argv, printed, capsys):
     assert main(["bench", *argv]) == 0
     assert printed in capsys.readouterr().out
@@ -92,7 +93,15 @@ def test_bench_train_compares_with_torch_and_ends_with_json(capsys):
     assert summary["speedup_vs_torch"] == pytest.approx(summary["tokens_per_s"] / summary["torch"]["tokens_per_s"])
 
 
-@pytest.mark.parametrize("what", ["generate", "ops", "tokenizer", "train"])
+def test_bench_products_compares_with_torch_and_ends_with_json(capsys):
+    pytest.importorskip("torch")
+    assert main(["bench", "products", "--preset", "tiny", "--repeats", "1", "--compare-torch", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    sharded, torch_figures = summary["numpy, one shard per core"], summary["torch"]
+    assert summary["torch_speedup_over_numpy_sharded"] == pytest.approx(sharded["ms"] / torch_figures["ms"])
+
+
+@pytest.mark.parametrize("what", ["generate", "ops", "products", "tokenizer", "train"])
 def test_bench_help_is_the_benchmarks_own(what, capsys):
     with pytest.raises(SystemExit) as exit_status:
         main(["bench", what, "--help"])
@@ -157,3 +166,18 @@ def test_bad_input_is_one_line_on_stderr_with_status_2(workspace, argv, message,
     err = capsys.readouterr().err
     assert err.startswith(f"npllm {argv[0]}: error: ") and err.count("\n") == 1
     assert message.replace("{w}", str(workspace)) in err
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_bench_products_are_the_products_of_every_weight_matrix(preset):
+    from npllm.benchmarks.products import step_product_shapes
+    from npllm.benchmarks.train import PRESETS, _model_config
+    from npllm.models import GPT
+
+    settings = PRESETS[preset]
+    model = GPT(_model_config(settings))
+    matrices = sorted(param.data.size for name, param in model.named_parameters()
+                      if param.data.ndim == 2 and name != "wpe.weight")  # wpe is a lookup: no product
+    shapes = step_product_shapes(settings)
+    assert sorted(n_in * n_out for _, n_in, n_out in shapes) == matrices
+    assert {rows for rows, _, _ in shapes} == {settings["batch_size"] * settings["context_length"]}
