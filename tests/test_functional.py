@@ -190,6 +190,44 @@ def test_softmax_is_stable_for_huge_logits():
     np.testing.assert_allclose(F.log_softmax(x).data[0, :2], [-np.log(2)] * 2, rtol=1e-6)
 
 
+def test_exp_needs_no_shift_only_inside_the_safe_range():
+    n = 100
+    inside = np.linspace(-39.9, 79.9 - np.log(n), n, dtype=np.float32)[None]
+    assert F._exp_needs_no_shift(inside)
+    assert not F._exp_needs_no_shift(np.append(inside[:, 1:], 80.0 - np.log(n))[None])  # too high: may overflow
+    assert not F._exp_needs_no_shift(np.append(inside[:, 1:], -40.0)[None])  # too low: a row sum may underflow
+    assert not F._exp_needs_no_shift(np.append(inside[:, 1:], np.nan)[None])
+
+
+SHIFT_CASES = [
+    ("self_attention causal", lambda qkv: F.self_attention(qkv, 2, is_causal=True),
+     lambda qkv: R.self_attention_composed(qkv, 2, is_causal=True), (2, 40, 3 * 8)),
+    ("self_attention masked", lambda qkv: F.self_attention(qkv, 2, mask=LARGE_MASK[0, 0, :40]),
+     lambda qkv: R.self_attention_composed(qkv, 2, mask=LARGE_MASK[0, 0, :40]), (2, 40, 3 * 8)),
+    ("cross_entropy", lambda x: F.cross_entropy(x, np.arange(40) % 7),
+     lambda x: R.cross_entropy_composed(x, np.arange(40) % 7), (40, 7)),
+]
+
+
+@pytest.mark.parametrize("scale, shifted", [(1.0, False), (300.0, True)], ids=["no shift", "row max shift"])
+@pytest.mark.parametrize("name, fused, composed, shape", SHIFT_CASES, ids=[case[0] for case in SHIFT_CASES])
+def test_softmax_with_and_without_the_row_max_shift(name, fused, composed, shape, scale, shifted, monkeypatch):
+    """Scores in the safe range skip the shift by the row max, large ones take it: both equal the oracle."""
+    decisions = []
+    check = F._exp_needs_no_shift
+    monkeypatch.setattr(F, "_exp_needs_no_shift", lambda x: decisions.append(check(x)) or decisions[-1])
+    data = np.random.default_rng(3).standard_normal(shape) * scale
+    fused_input, composed_input = Tensor(data, requires_grad=True), Tensor(data.copy(), requires_grad=True)
+    fused_out = fused(fused_input)
+    composed_out = composed(composed_input)
+    assert decisions and set(decisions) == {not shifted}
+    np.testing.assert_allclose(fused_out.data, composed_out.data, rtol=1e-10, atol=1e-12)
+    upstream = np.random.default_rng(4).standard_normal(fused_out.shape)
+    fused_out.backward(upstream)
+    composed_out.backward(upstream)
+    np.testing.assert_allclose(fused_input.grad, composed_input.grad, rtol=1e-8, atol=1e-10)
+
+
 def test_cross_entropy_accepts_tensor_targets_and_matches_manual_value():
     logits = randn(4, 3)
     targets = np.array([0, 2, 1, 2])
