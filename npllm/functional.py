@@ -328,7 +328,7 @@ class LayerNorm(Function):
         C = xhat.shape[1]
         grad_rows = grad.reshape(-1, C)  # (N, C)
         dweight = np.einsum("ij,ij->j", grad_rows, xhat) if need_weight else None
-        dbias = grad_rows.sum(axis=0) if need_bias else None
+        dbias = np.ones(len(grad_rows), dtype=grad.dtype) @ grad_rows if need_bias else None  # sum over rows
         dx = None
         if need_x:
             dx = np.empty_like(xhat)
@@ -340,7 +340,7 @@ class LayerNorm(Function):
 def _layer_norm_forward(rows, xhat, rstd, out, weight, bias, eps):
     """One block of rows of LayerNorm.forward, written into xhat, rstd and out."""
     C = rows.shape[1]
-    mean = rows.sum(axis=1, keepdims=True)
+    mean = _row_sums(rows)[:, None]
     mean *= 1.0 / C
     np.subtract(rows, mean, out=xhat)
     np.divide(_dot_along(xhat, xhat, axis=1), C, out=rstd)  # the variance
@@ -364,7 +364,7 @@ def _layer_norm_backward(grad_rows, xhat, rstd, dx, weight):
         np.multiply(grad_rows, weight, out=dx)  # dxhat
     else:
         dx[...] = grad_rows
-    mean_dxhat = dx.sum(axis=1, keepdims=True)
+    mean_dxhat = _row_sums(dx)[:, None]
     mean_dxhat *= 1.0 / C
     mean_dxhat_xhat = _dot_along(dx, xhat, axis=1)
     mean_dxhat_xhat *= 1.0 / C
