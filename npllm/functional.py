@@ -86,27 +86,26 @@ def _row_sums(x):
 
 
 def _exp_needs_no_shift(x) -> bool:
-    """True when e^x of every entry of ``x``, and the sum of a row of them, need no shift to stay exact.
+    """True when softmax along the last axis of ``x`` may take e^x as it is, without subtracting the row max.
 
     softmax(x) = softmax(x - c) for any c per row.  The usual shift c = the
-    row's max keeps e^x from overflowing, but it costs a max along every row
-    and a subtraction pass, the two slowest of softmax's passes on short rows
-    (a reduction per row).  c = 0 is as good when, for n entries per row,
-
-        every x < 80 - ln n:  e^x < e^80 / n, so a row sum stays below e^80,
-                              far from float32's largest number (~e^88.7);
-        every x > -40:        a row sum is at least e^-40, so dividing by it
-                              loses nothing, and the rounding of a term that
-                              falls below float32's normal range (< e^-87) is
-                              ~e^-47 relative to the sum: nothing at float32's
-                              precision (~e^-16).
-
-    Two flat reductions (one pass each, no per-row cost) check it; attention
-    scores and logits of a model in training are nearly always in range.
-    Outside it, the callers shift by the row max as usual.  A NaN fails both
-    comparisons, so it too takes the usual path (and propagates).
+    row's max keeps e^x from overflowing and puts each row sum S in [1, n]
+    (n entries per row), but it costs a max along every row and a
+    subtraction pass, the two slowest of softmax's passes on short rows (a
+    reduction has a cost per row).  c = 0 is as good when every entry lies
+    in (-40, 20 - ln n): then e^-40 < S < e^20, so S, 1/S, and a gradient
+    divided by S (cross-entropy's g / (n S)) stay ordinary float32 numbers
+    as they do with the shift, at most e^40 larger or e^20 smaller (float32
+    spans e^-87 to e^88), and every term e^x is a normal number, as
+    precise as e^(x - c).  Two flat reductions (one pass each, no cost per
+    row) check it; attention scores and the logits of a model in training
+    are nearly always in range.  Outside it the callers shift by the row
+    max as usual.  NaN and +-inf fail the comparisons, so they take the
+    usual path too; an empty ``x`` needs nothing.
     """
-    return bool(x.min() > -40.0) and bool(x.max() < 80.0 - math.log(x.shape[-1]))
+    if x.size == 0:
+        return True
+    return bool(x.min() > -40.0) and bool(x.max() < 20.0 - math.log(x.shape[-1]))
 
 
 def _masked_softmax(scores, bias=None):
