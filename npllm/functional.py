@@ -415,7 +415,7 @@ class GELU(Function):
 
 def _gelu_forward(x, tanh_u, out):
     """One piece of GELU.forward: tanh_u = tanh(u) and out = x/2 (1 + tanh_u), written in place."""
-    np.multiply(x, x, out=tanh_u)
+    np.square(x, out=tanh_u)
     tanh_u *= SQRT_2_OVER_PI * GELU_CUBIC
     tanh_u += SQRT_2_OVER_PI
     tanh_u *= x  # u = s x (1 + c x^2)
@@ -428,11 +428,11 @@ def _gelu_forward(x, tanh_u, out):
 def _gelu_backward(x, tanh_u, grad, dx):
     """One piece of GELU.backward: dx = grad * dy/dx, written in place."""
     # forward: out = x/2 * (1 + tanh(s x (1 + c x^2)))
-    np.multiply(x, x, out=dx)
+    np.square(x, out=dx)
     dx *= 1.5 * SQRT_2_OVER_PI * GELU_CUBIC
     dx += 0.5 * SQRT_2_OVER_PI
     dx *= x  # x/2 du/dx
-    scratch = tanh_u * tanh_u
+    scratch = np.square(tanh_u)
     np.subtract(1.0, scratch, out=scratch)
     dx *= scratch  # x/2 (1 - t^2) du/dx
     dx += 0.5

@@ -216,7 +216,7 @@ def _adam_update(params, grad, exp_avg, exp_avg_sq, scratch, lr, beta1, beta2, e
     exp_avg *= beta1                          # m = b1 m + (1 - b1) g
     exp_avg += np.multiply(grad, 1 - beta1, out=scratch)
     exp_avg_sq *= beta2                       # v = b2 v + (1 - b2) g^2
-    np.multiply(grad, grad, out=scratch)
+    np.square(grad, out=scratch)
     scratch *= 1 - beta2
     exp_avg_sq += scratch
     denominator = np.sqrt(exp_avg_sq, out=scratch)  # sqrt(v) / sqrt(1 - b2^t) + eps
