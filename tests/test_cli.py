@@ -9,6 +9,7 @@ import io
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from npllm.cli import main
@@ -169,8 +170,8 @@ def test_bad_input_is_one_line_on_stderr_with_status_2(workspace, argv, message,
 
 
 @pytest.mark.parametrize("preset", ["tiny", "small"])
-def test_bench_products_are_the_products_of_every_weight_matrix(preset):
-    from npllm.benchmarks.products import step_product_shapes
+def test_bench_products_are_the_products_of_every_weight_matrix_and_of_attention(preset):
+    from npllm.benchmarks.products import linear_shapes, step_products
     from npllm.benchmarks.train import PRESETS, _model_config
     from npllm.models import GPT
 
@@ -178,6 +179,11 @@ def test_bench_products_are_the_products_of_every_weight_matrix(preset):
     model = GPT(_model_config(settings))
     matrices = sorted(param.data.size for name, param in model.named_parameters()
                       if param.data.ndim == 2 and name != "wpe.weight")  # wpe is a lookup: no product
-    shapes = step_product_shapes(settings)
+    shapes = linear_shapes(settings, sequences=3)
     assert sorted(n_in * n_out for _, n_in, n_out in shapes) == matrices
-    assert {rows for rows, _, _ in shapes} == {settings["batch_size"] * settings["context_length"]}
+    assert {rows for rows, _, _ in shapes} == {3 * settings["context_length"]}
+    calls, flops = step_products(settings, 3, np.asarray)
+    tokens = 3 * settings["context_length"]
+    attention = 12 * settings["n_layer"] * settings["n_embd"] * settings["context_length"] * tokens
+    assert flops == 6 * sum(matrices) * tokens + attention * 3 // 4  # two causal blocks skip a quarter
+    assert len(calls) == 3 * len(shapes) + 6 * 2 * settings["n_layer"]

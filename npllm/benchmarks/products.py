@@ -1,12 +1,13 @@
 """``npllm bench products``: the matrix products of one training step, and nothing else.
 
 A training step of a GPT is mostly matrix products: every Linear layer makes
-three per step (forward y = x W, then dX = g W^T and dW = X^T g), and so
-does the tied output projection.  How fast a step can possibly be is
-therefore bounded by how fast the BLAS library multiplies matrices of
-exactly these shapes.  This benchmark times those products alone, on random
-arrays of the step's shapes, with no autograd, no attention and no
-elementwise work around them:
+three per step (forward y = x W, then dX = g W^T and dW = X^T g), the tied
+output projection too, and each layer's attention six more per head (see
+``step_products``).  How fast a step can possibly be is therefore bounded by
+how fast the BLAS library multiplies matrices of exactly these shapes.  This
+benchmark times those products alone, on random arrays of the step's
+shapes, with no autograd and no elementwise work (softmax, layer norm, GELU,
+loss, optimizer) around them:
 
 - ``numpy``: each product on the whole batch, BLAS using every core;
 - ``numpy, one shard per core``: what ``DataParallel`` does, each core
@@ -14,10 +15,12 @@ elementwise work around them:
 - ``torch`` (``--compare-torch``): the same products in PyTorch, every core.
 
 NumPy's products run in its bundled BLAS (OpenBLAS in the PyPI wheels),
-PyTorch's in its own (MKL on x86 CPUs).  When PyTorch's products alone are
-faster than NumPy's, that ratio caps how much faster than PyTorch a NumPy
-training step can be, however little everything else costs.  With
-``--repeats N`` the three runs alternate N times and the medians are printed.
+PyTorch's in its own (MKL on x86 CPUs).  With ``--compare-torch`` the
+benchmark also times PyTorch's whole training step (``npllm bench train``'s
+yardstick) in the same rounds and prints the ceiling: PyTorch's whole step
+over our products alone is the most a NumPy step could beat PyTorch by,
+were all the elementwise work free.  With ``--repeats N`` the runs
+alternate N times and the medians are printed.
 """
 
 import argparse
@@ -27,31 +30,59 @@ import time
 
 import numpy as np
 
-from npllm.benchmarks.train import PRESETS
+from npllm.benchmarks.train import PRESETS, torch_step_function
 from npllm.blas_threads import blas_threads_limited
+from npllm.functional import _query_blocks
 from npllm.ops.parallel import cores
 
 
-def step_product_shapes(preset) -> list:
+WHOLE_TORCH_STEP = "torch, whole training step"
+
+
+def linear_shapes(preset, sequences) -> list:
     """(rows, in, out) of each Linear of one step's forward (the blocks' four, then the tied output projection)."""
     C, V = preset["n_embd"], preset["vocab_size"]
-    rows = preset["batch_size"] * preset["context_length"]
+    rows = sequences * preset["context_length"]
     block = [(rows, C, 3 * C), (rows, C, C), (rows, C, 4 * C), (rows, 4 * C, C)]
     return block * preset["n_layer"] + [(rows, C, V)]
 
 
-def product_calls(shapes, to_array, seed=0) -> list:
-    """Zero-argument calls making each shape's three products (forward, dX, dW), on random float32 data.
+def step_products(preset, sequences, to_array, seed=0):
+    """(zero-argument calls, FLOPs): every matrix product of a training step on ``sequences`` sequences.
 
-    ``to_array`` turns each NumPy array into the library's own (``np.asarray``, ``torch.from_numpy``).
+    Each Linear makes three (forward y = x W, dX = g W^T, dW = X^T g); the
+    attention of each layer makes six per (sequence, head) and block of
+    queries, on the same causal blocks as ``npllm.functional`` (scores
+    S = q k^T, out = P v; dV = P^T g, dP = g v^T, dq = dS k, dk = dS^T q).
+    The data is random float32; ``to_array`` turns each NumPy array into the
+    library's own (``np.asarray``, ``torch.from_numpy``).
     """
     rng = np.random.default_rng(seed)
-    calls = []
-    for rows, n_in, n_out in shapes:
-        x, w, g = (to_array(rng.standard_normal(shape, dtype=np.float32))
-                   for shape in ((rows, n_in), (n_in, n_out), (rows, n_out)))
+
+    def random(*shape):
+        return to_array(rng.standard_normal(shape, dtype=np.float32))
+
+    calls, flops = [], 0
+    for rows, n_in, n_out in linear_shapes(preset, sequences):
+        x, w, g = random(rows, n_in), random(n_in, n_out), random(rows, n_out)
         calls += [lambda x=x, w=w: x @ w, lambda g=g, w=w: g @ w.T, lambda x=x, g=g: x.T @ g]
-    return calls
+        flops += 3 * 2 * rows * n_in * n_out
+    H, T = preset["n_head"], preset["context_length"]
+    D = preset["n_embd"] // H
+    for _ in range(preset["n_layer"]):
+        q, k, v, g = (random(sequences, H, T, D) for _ in range(4))
+        for q0, q1, k1 in _query_blocks(T, T, causal=True):
+            scores = random(sequences, H, q1 - q0, k1)  # stands for S, P, dP and dS alike
+            calls += [
+                lambda q=q[:, :, q0:q1], k=k[:, :, :k1]: q @ k.swapaxes(-1, -2),
+                lambda p=scores, v=v[:, :, :k1]: p @ v,
+                lambda p=scores, g=g[:, :, q0:q1]: p.swapaxes(-1, -2) @ g,
+                lambda g=g[:, :, q0:q1], v=v[:, :, :k1]: g @ v.swapaxes(-1, -2),
+                lambda s=scores, k=k[:, :, :k1]: s @ k,
+                lambda s=scores, q=q[:, :, q0:q1]: s.swapaxes(-1, -2) @ q,
+            ]
+            flops += 6 * 2 * sequences * H * (q1 - q0) * k1 * D
+    return calls, flops
 
 
 def run_all(calls):
@@ -88,36 +119,43 @@ def main(argv=None):
     parser.add_argument("--json", action="store_true", help="end with one JSON line of all figures")
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
-    shapes = step_product_shapes(preset)
-    flops = sum(3 * 2 * rows * n_in * n_out for rows, n_in, n_out in shapes)
     workers = cores()
-    shard_shapes = [[(rows // workers, n_in, n_out) for rows, n_in, n_out in shapes] for _ in range(workers)]
-    engines = {
-        "numpy": (run_all, product_calls(shapes, np.asarray)),
-        "numpy, one shard per core": (run_sharded, [product_calls(s, np.asarray, seed) for seed, s in
-                                                    enumerate(shard_shapes)]),
-    }
+    sequences = preset["batch_size"]
+    whole_batch, flops = step_products(preset, sequences, np.asarray)
+    shards = [step_products(preset, sequences // workers, np.asarray, seed)[0] for seed in range(workers)]
+    engines = {"numpy": (run_all, whole_batch), "numpy, one shard per core": (run_sharded, shards)}
     if args.compare_torch:
         import torch
 
         torch.set_num_threads(workers)
-        engines["torch"] = (run_all, product_calls(shapes, torch.from_numpy))
+        engines["torch"] = (run_all, step_products(preset, sequences, torch.from_numpy)[0])
+        torch_step, _ = torch_step_function(preset)
+        engines[WHOLE_TORCH_STEP] = (lambda step: step(), torch_step)
     seconds = {name: [] for name in engines}
     for _ in range(args.repeats):
         for name, (run, calls) in engines.items():
             seconds[name].append(median_seconds(lambda: run(calls)))
 
-    print(f"preset {args.preset}: the {3 * len(shapes)} parameter products of one training step"
+    print(f"preset {args.preset}: the matrix products of one training step"
           f" ({flops / 1e9:.1f} GFLOP), {workers} cores, median of {args.repeats} alternating rounds")
     summary = {"preset": args.preset, "gflop": flops / 1e9, "repeats": args.repeats}
     for name, times in seconds.items():
         ms = float(np.median(times)) * 1e3
-        summary[name] = {"ms": ms, "gflops": flops / ms / 1e6}
-        print(f"  {name:>26}: {ms:8.1f} ms  {flops / ms / 1e6:6.1f} GFLOP/s")
+        if name == WHOLE_TORCH_STEP:  # products and everything else: a GFLOP/s of products alone would mislead
+            summary[name] = {"ms": ms}
+            print(f"  {name:>27}: {ms:8.1f} ms")
+        else:
+            summary[name] = {"ms": ms, "gflops": flops / ms / 1e6}
+            print(f"  {name:>27}: {ms:8.1f} ms  {flops / ms / 1e6:6.1f} GFLOP/s of products")
     if args.compare_torch:
-        ratio = float(np.median([n / t for n, t in zip(seconds["numpy, one shard per core"], seconds["torch"])]))
+        ours = seconds["numpy, one shard per core"]
+        ratio = float(np.median([n / t for n, t in zip(ours, seconds["torch"])]))
+        ceiling = float(np.median([t / n for n, t in zip(ours, seconds[WHOLE_TORCH_STEP])]))
         summary["torch_speedup_over_numpy_sharded"] = ratio
+        summary["ceiling_vs_torch_step"] = ceiling
         print(f"  torch's products are {ratio:.2f}x as fast as npllm's (one shard per core)")
+        print(f"  ceiling: with everything but these products free, an npllm step would be {ceiling:.2f}x"
+              f" as fast as torch's whole step")
     if args.json:
         print(json.dumps(summary))
     return 0
