@@ -14,12 +14,14 @@ loss, optimizer) around them:
   multiplying its slice of the batch with single-threaded BLAS, all at once;
 - ``torch`` (``--compare-torch``): the same products in PyTorch, every core.
 
+and, in the same rounds, the whole training step of each (``npllm bench
+train``'s), so that a step less its products shows what all the rest costs.
 NumPy's products run in its bundled BLAS (OpenBLAS in the PyPI wheels),
-PyTorch's in its own (MKL on x86 CPUs).  With ``--compare-torch`` the
-benchmark also times PyTorch's whole training step (``npllm bench train``'s
-yardstick) in the same rounds and prints the ceiling: PyTorch's whole step
-over our products alone is the most a NumPy step could beat PyTorch by,
-were all the elementwise work free.  With ``--repeats N`` the runs
+PyTorch's in its own (MKL on x86 CPUs).  The ceiling printed with
+``--compare-torch``, PyTorch's whole step over our products alone, is the
+most a NumPy step could beat PyTorch by were all the elementwise work free.
+Everything runs in this one process (``npllm bench train`` keeps engines in
+separate ones, for their memory figures).  With ``--repeats N`` the runs
 alternate N times and the medians are printed.
 """
 
@@ -30,13 +32,15 @@ import time
 
 import numpy as np
 
-from npllm.benchmarks.train import PRESETS, torch_step_function
+from npllm.benchmarks.train import PRESETS, npllm_step_function, torch_step_function
 from npllm.blas_threads import blas_threads_limited
 from npllm.functional import _query_blocks
+from npllm.ops.memory import keep_freed_memory
 from npllm.ops.parallel import cores
 
 
-WHOLE_TORCH_STEP = "torch, whole training step"
+OURS = "numpy, one shard per core"
+WHOLE_STEP = {"npllm": "npllm, whole training step", "torch": "torch, whole training step"}
 
 
 def linear_shapes(preset, sequences) -> list:
@@ -101,6 +105,10 @@ def run_sharded(shards):
             thread.join()
 
 
+def _call(step):
+    step()
+
+
 def median_seconds(fn, repeats=5) -> float:
     fn()  # warm-up
     times = []
@@ -118,39 +126,47 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3, help="alternating rounds; medians reported (default 3)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of all figures")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as training does (see npllm.ops.memory)
     preset = PRESETS[args.preset]
     workers = cores()
     sequences = preset["batch_size"]
     whole_batch, flops = step_products(preset, sequences, np.asarray)
     shards = [step_products(preset, sequences // workers, np.asarray, seed)[0] for seed in range(workers)]
-    engines = {"numpy": (run_all, whole_batch), "numpy, one shard per core": (run_sharded, shards)}
+    npllm_step, _ = npllm_step_function(preset)
+    engines = {OURS: (run_sharded, shards), "numpy, whole batch": (run_all, whole_batch),
+               WHOLE_STEP["npllm"]: (_call, npllm_step)}
     if args.compare_torch:
         import torch
 
         torch.set_num_threads(workers)
         engines["torch"] = (run_all, step_products(preset, sequences, torch.from_numpy)[0])
         torch_step, _ = torch_step_function(preset)
-        engines[WHOLE_TORCH_STEP] = (lambda step: step(), torch_step)
+        engines[WHOLE_STEP["torch"]] = (_call, torch_step)
     seconds = {name: [] for name in engines}
     for _ in range(args.repeats):
-        for name, (run, calls) in engines.items():
-            seconds[name].append(median_seconds(lambda: run(calls)))
+        for name, (run, work) in engines.items():
+            seconds[name].append(median_seconds(lambda: run(work)))
 
     print(f"preset {args.preset}: the matrix products of one training step"
           f" ({flops / 1e9:.1f} GFLOP), {workers} cores, median of {args.repeats} alternating rounds")
     summary = {"preset": args.preset, "gflop": flops / 1e9, "repeats": args.repeats}
     for name, times in seconds.items():
         ms = float(np.median(times)) * 1e3
-        if name == WHOLE_TORCH_STEP:  # products and everything else: a GFLOP/s of products alone would mislead
+        if name in WHOLE_STEP.values():  # products and everything else: a GFLOP/s of products alone would mislead
             summary[name] = {"ms": ms}
             print(f"  {name:>27}: {ms:8.1f} ms")
         else:
             summary[name] = {"ms": ms, "gflops": flops / ms / 1e6}
             print(f"  {name:>27}: {ms:8.1f} ms  {flops / ms / 1e6:6.1f} GFLOP/s of products")
+    products_of = {"npllm": OURS, "torch": "torch"}
+    for engine in [e for e in ("npllm", "torch") if WHOLE_STEP[e] in seconds]:
+        rest = float(np.median(np.subtract(seconds[WHOLE_STEP[engine]], seconds[products_of[engine]]))) * 1e3
+        summary[f"{engine}_rest_ms"] = rest
+        print(f"  {engine}'s step less its products (softmax, norms, GELU, loss, optimizer, overhead): {rest:.1f} ms")
     if args.compare_torch:
-        ours = seconds["numpy, one shard per core"]
+        ours = seconds[OURS]
         ratio = float(np.median([n / t for n, t in zip(ours, seconds["torch"])]))
-        ceiling = float(np.median([t / n for n, t in zip(ours, seconds[WHOLE_TORCH_STEP])]))
+        ceiling = float(np.median([t / n for n, t in zip(ours, seconds[WHOLE_STEP["torch"]])]))
         summary["torch_speedup_over_numpy_sharded"] = ratio
         summary["ceiling_vs_torch_step"] = ceiling
         print(f"  torch's products are {ratio:.2f}x as fast as npllm's (one shard per core)")
