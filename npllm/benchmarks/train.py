@@ -123,7 +123,7 @@ def torch_step_function(preset, workers=None):
         loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1))
         loss.backward()
         optimizer.step()
-        return float(loss)
+        return loss.item()
 
     return step, flops_per_token
 
