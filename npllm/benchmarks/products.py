@@ -9,10 +9,10 @@ benchmark times those products alone, on random arrays of the step's
 shapes, with no autograd and no elementwise work (softmax, layer norm, GELU,
 loss, optimizer) around them:
 
-- ``numpy``: each product on the whole batch, BLAS using every core;
 - ``numpy, one shard per core``: what ``DataParallel`` does, each core
   multiplying its slice of the batch with single-threaded BLAS, all at once;
-- ``torch`` (``--compare-torch``): the same products in PyTorch, every core.
+- ``numpy, whole batch``: each product on the whole batch, BLAS using every core;
+- ``torch`` (``--compare-torch``): the same products in PyTorch, every core;
 
 and, in the same rounds, the whole training step of each (``npllm bench
 train``'s), so that a step less its products shows what all the rest costs.
@@ -58,7 +58,9 @@ def step_products(preset, sequences, to_array, seed=0):
     attention of each layer makes six per (sequence, head) and block of
     queries, on the same causal blocks as ``npllm.functional`` (scores
     S = q k^T, out = P v; dV = P^T g, dP = g v^T, dq = dS k, dk = dS^T q).
-    The data is random float32; ``to_array`` turns each NumPy array into the
+    The data is random float32 in contiguous arrays (in the model q, k, v
+    are strided views of one array, which if anything makes our products
+    slower there than here); ``to_array`` turns each NumPy array into the
     library's own (``np.asarray``, ``torch.from_numpy``).
     """
     rng = np.random.default_rng(seed)
