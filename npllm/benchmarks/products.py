@@ -28,11 +28,10 @@ alternate N times and the medians are printed.
 import argparse
 import json
 import threading
-import time
 
 import numpy as np
 
-from npllm.benchmarks.train import PRESETS, npllm_step_function, torch_step_function
+from npllm.benchmarks.train import PRESETS, _timed, npllm_step_function, torch_step_function
 from npllm.blas_threads import blas_threads_limited
 from npllm.functional import _query_blocks
 from npllm.ops.memory import keep_freed_memory
@@ -113,12 +112,7 @@ def _call(step):
 
 def median_seconds(fn, repeats=5) -> float:
     fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return float(np.median([_timed(fn) for _ in range(repeats)]))
 
 
 def main(argv=None):
@@ -160,9 +154,10 @@ def main(argv=None):
         else:
             summary[name] = {"ms": ms, "gflops": flops / ms / 1e6}
             print(f"  {name:>27}: {ms:8.1f} ms  {flops / ms / 1e6:6.1f} GFLOP/s of products")
-    products_of = {"npllm": OURS, "torch": "torch"}
-    for engine in [e for e in ("npllm", "torch") if WHOLE_STEP[e] in seconds]:
-        rest = float(np.median(np.subtract(seconds[WHOLE_STEP[engine]], seconds[products_of[engine]]))) * 1e3
+    for engine, products in (("npllm", OURS), ("torch", "torch")):
+        if WHOLE_STEP[engine] not in seconds:
+            continue
+        rest = float(np.median(np.subtract(seconds[WHOLE_STEP[engine]], seconds[products]))) * 1e3
         summary[f"{engine}_rest_ms"] = rest
         print(f"  {engine}'s step less its products (softmax, norms, GELU, loss, optimizer, overhead): {rest:.1f} ms")
     if args.compare_torch:
