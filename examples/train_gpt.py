@@ -11,9 +11,9 @@ Run:  python examples/train_gpt.py                      (docs corpus, a few minu
    fall below the unigram baseline (a model that ignores context).
 6. Write a sample, one token at a time, with the KV cache.
 
-npllm.train adds what a real run needs on top: checkpoints, resume, metrics.jsonl,
+npllm.training adds what a real run needs on top: checkpoints, resume, metrics.jsonl,
 Ctrl-C handling, gradient accumulation, a progress bar, and data-parallel steps
-(npllm.nn.DataParallel: one thread per core). Everything else is here.
+(npllm.runtime.data_parallel: one thread per core). Everything else is here.
 """
 
 import argparse
@@ -26,11 +26,11 @@ from npllm import no_grad
 from npllm.data.batches import RandomWindows, evaluation_batches
 from npllm.data.sources import load_corpus
 from npllm.data.tokens import load_or_encode, split_tokens
-from npllm.generate import generate_tokens
+from npllm.generation import generate_tokens
 from npllm.models import GPT, GPTConfig
 from npllm.optim import AdamW, WarmupCosineLR, clip_grad_norm, configure_param_groups, set_lr
 from npllm.tokenizer import BPETokenizer
-from npllm.train import unigram_loss
+from npllm.training.pretrain import unigram_loss
 
 END_OF_TEXT = "<|endoftext|>"
 
@@ -60,9 +60,9 @@ def validation_loss(model, tokens, context_length, batch_size, max_windows=32):
     model.eval()
     losses, windows = [], []
     with no_grad():
-        for inputs, targets in evaluation_batches(tokens, context_length, batch_size, max_windows):
-            losses.append(F.cross_entropy(model(inputs), targets).item())
-            windows.append(len(inputs))  # the last batch may be smaller: weight each by its windows
+        for batch in evaluation_batches(tokens, context_length, batch_size, max_windows):
+            losses.append(F.cross_entropy(model(batch["input_ids"]), batch["targets"]).item())
+            windows.append(len(batch["input_ids"]))  # the last batch may be smaller: weight each by its windows
     model.train()
     return float(np.average(losses, weights=windows))
 
@@ -101,8 +101,8 @@ def main(argv=None):
     batches = RandomWindows(train_tokens, args.context_length, args.batch_size, seed=args.seed)
     for step in range(args.steps):
         set_lr(optimizer, schedule(step))
-        inputs, targets = batches.next_batch()              # (B, T) each; targets are inputs shifted by one
-        loss = F.cross_entropy(model(inputs), targets)      # model(inputs): (B, T, V) logits
+        batch = batches.next_batch()                        # input_ids, targets: (B, T) each, shifted by one
+        loss = F.cross_entropy(model(batch["input_ids"]), batch["targets"])  # model(...): (B, T, V) logits
         optimizer.zero_grad()
         loss.backward()
         clip_grad_norm(model.parameters(), 1.0)

@@ -9,20 +9,30 @@ printed as one line, not a traceback, with exit status 2.
 import argparse
 import codecs
 import dataclasses
+import re
 import sys
 import typing
 
 def _user_errors():
-    """The exceptions that mean the user asked for something impossible (imported only when needed)."""
-    from npllm.checkpoint import CheckpointError
-    from npllm.data.download import DownloadError
-    from npllm.data.sources import DataSourceError
-    from npllm.tokenizer import TokenizerFileError
-    from npllm.train import TrainingError
+    """The exceptions that mean the user asked for something impossible, not a bug (imported only when needed).
 
-    # ValueError: a setting out of range (top_p 0, a context longer than the corpus, too small a vocabulary)
-    return (CheckpointError, DataSourceError, DownloadError, TokenizerFileError, TrainingError, ValueError,
-            FileExistsError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+    The project's own ``NpllmError``s, and ``OSError``: a file or folder that
+    is missing, unreadable or unwritable, or a full disk.
+    """
+    from npllm.errors import NpllmError
+
+    return NpllmError, OSError
+
+
+def _one_line(error) -> str:
+    """The error as its one line, with the settings it names (`` `lr` ``) shown as flags (``--lr``)."""
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{error.filename}: {error.strerror or error}"
+    return re.sub(r"`(\w+)`", lambda match: _flag(match.group(1)), str(error))
+
+
+def _flag(setting: str) -> str:
+    return "--out" if setting == "out_dir" else "--" + setting.replace("_", "-")
 
 
 # --- npllm train ------------------------------------------------------------
@@ -45,7 +55,7 @@ def flag_type(field) -> type:
 
 
 def _train(argv):
-    from npllm.train import TrainConfig, resume, train
+    from npllm.training.pretrain import TrainConfig, resume, train
 
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(prog="npllm train", description="Train a GPT on text (resumable).",
@@ -53,7 +63,7 @@ def _train(argv):
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     for field in dataclasses.fields(TrainConfig):
-        flag = "--out" if field.name == "out_dir" else "--" + field.name.replace("_", "-")
+        flag = _flag(field.name)
         default = getattr(defaults, field.name)
         kind = flag_type(field)
         parser.add_argument(flag, dest=field.name, type=kind, metavar=kind.__name__.upper(),
@@ -72,8 +82,9 @@ def _train(argv):
 
 # --- npllm generate ---------------------------------------------------------
 def _generate(argv):
-    from npllm.generate import generate_tokens, load_model
-    from npllm.train import END_OF_TEXT
+    from npllm.generation import generate_tokens
+    from npllm.training.checkpoint import load_model
+    from npllm.training.pretrain import END_OF_TEXT
 
     parser = argparse.ArgumentParser(prog="npllm generate", description="Write text with a trained GPT.")
     parser.add_argument("--checkpoint", default="runs/gpt", help="run folder written by npllm train")
@@ -104,6 +115,7 @@ def _generate(argv):
 # --- npllm tokenizer --------------------------------------------------------
 def _tokenizer(argv):
     from npllm.data.sources import load_corpus
+    from npllm.errors import NpllmError
     from npllm.tokenizer import BPETokenizer
 
     parser = argparse.ArgumentParser(prog="npllm tokenizer", description="Train and use a byte-level BPE tokenizer.")
@@ -134,18 +146,18 @@ def _tokenizer(argv):
         try:
             ids = [int(word) for word in given.split()]
         except ValueError as error:
-            raise ValueError(f"decode: token ids must be integers ({error})") from error
+            raise NpllmError(f"decode: token ids must be integers ({error})") from error
         print(tokenizer.decode(ids))
     return 0
 
 
 # --- npllm bench ------------------------------------------------------------
 BENCHMARKS = {
-    "generate": "npllm.benchmarks.generate",
-    "ops": "npllm.benchmarks.ops",
-    "products": "npllm.benchmarks.products",
-    "tokenizer": "npllm.tokenizer.bench",
-    "train": "npllm.benchmarks.train",
+    "generate": "npllm.bench.generate",
+    "ops": "npllm.bench.ops",
+    "products": "npllm.bench.products",
+    "tokenizer": "npllm.bench.tokenizer",
+    "train": "npllm.bench.train",
 }
 
 
@@ -181,7 +193,7 @@ def main(argv=None):
     try:
         return command(argv[1:]) or 0
     except _user_errors() as error:
-        print(f"npllm {argv[0]}: error: {error}", file=sys.stderr)
+        print(f"npllm {argv[0]}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"npllm {argv[0]}: interrupted", file=sys.stderr)

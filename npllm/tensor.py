@@ -31,40 +31,62 @@ recorded), in-place ops on tensors that require grad, and devices.
 from __future__ import annotations
 
 import contextlib
+import threading
 
-import npllm.blas_threads  # noqa: F401 (sets how long BLAS threads spin; must come before NumPy loads)
 import numpy as np
 
-_grad_enabled = True
+
+class _GradMode(threading.local):
+    """Whether ops record the graph, per thread: ``no_grad`` in one thread leaves the others recording.
+
+    Model code runs on pool threads too (data parallel training, evaluation),
+    so a process-wide flag would let one thread's ``no_grad`` switch off
+    another thread's backward.  ``saved`` holds the states that the open
+    ``no_grad`` blocks of this thread will restore.
+    """
+
+    def __init__(self):
+        self.enabled = True
+        self.saved = []
+
+
+_grad_mode = _GradMode()
 
 
 def is_grad_enabled() -> bool:
-    """True unless we are inside ``no_grad()``."""
-    return _grad_enabled
+    """True unless this thread is inside ``no_grad()``."""
+    return _grad_mode.enabled
+
+
+def as_array(x) -> np.ndarray:
+    """The array behind ``x``: a Tensor's ``.data``, or ``x`` itself made an array."""
+    return np.asarray(unwrap(x))
+
+
+def unwrap(x):
+    """A Tensor's array, or ``x`` unchanged (a Python number, None, an index): what an op's forward receives."""
+    return x.data if isinstance(x, Tensor) else x
 
 
 class no_grad(contextlib.ContextDecorator):
     """Context manager (and decorator) that stops the graph from being recorded.
 
     Inside it, ops compute values only: no Context is kept, so evaluation and
-    generation use no memory for backward and pay no bookkeeping.
+    generation use no memory for backward and pay no bookkeeping.  It holds
+    for the thread that entered it only (see ``_GradMode``).
 
     As a decorator the same instance is entered on every call, also by a call
-    nested in another (recursion), so the states to restore form a stack.
+    nested in another (recursion) or from another thread, so the states to
+    restore are kept per thread, as a stack.
     """
 
-    def __init__(self):
-        self._previous_states = []
-
     def __enter__(self):
-        global _grad_enabled
-        self._previous_states.append(_grad_enabled)
-        _grad_enabled = False
+        _grad_mode.saved.append(_grad_mode.enabled)
+        _grad_mode.enabled = False
         return self
 
     def __exit__(self, *exc):
-        global _grad_enabled
-        _grad_enabled = self._previous_states.pop()
+        _grad_mode.enabled = _grad_mode.saved.pop()
         return False
 
 
@@ -122,17 +144,18 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs, **options):
-        arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
+        arrays = [unwrap(x) for x in inputs]
         needs = ()
-        if _grad_enabled:
+        if _grad_mode.enabled:
             needs = tuple([isinstance(x, Tensor) and x.requires_grad for x in inputs])  # list, not generator: faster
         recording = any(needs)
         ctx = Context(cls, inputs if recording else (), needs)
         try:
             out = Tensor._wrap(cls.forward(ctx, *arrays, **options))
-        except ShapeError:
-            raise
-        except ValueError as error:  # NumPy's own message, given the op's name and shapes
+        except ValueError as error:
+            if type(error) is not ValueError:  # npllm's own errors (ShapeError and others) say what they mean
+                raise
+            # NumPy reports operands that do not fit as a plain ValueError: add the op's name and the shapes
             shapes = ", ".join(str(np.shape(a)) for a in arrays)
             raise ShapeError(f"{cls.__name__}: {error} (input shapes {shapes})") from error
         if recording:
@@ -164,7 +187,8 @@ class Tensor:
     ``data`` is the NumPy array; ``grad`` is filled by ``backward()`` for leaves
     that require a gradient.  Floating dtypes are kept as given (float32 by
     default for Python lists and scalars); only floating tensors may require a
-    gradient.  Operators and NumPy-named methods are attached in ``npllm.ops``.
+    gradient.  Operators and NumPy-named methods (``astype`` among them) are
+    attached in ``npllm.ops``, the fused ``gelu`` in ``npllm.functional``.
     """
 
     __slots__ = ("data", "grad", "requires_grad", "_ctx", "name", "__weakref__")
@@ -220,12 +244,6 @@ class Tensor:
         """The same values, cut from the graph (shares memory with this tensor)."""
         return Tensor._wrap(self.data)
 
-    def astype(self, dtype) -> "Tensor":
-        """A copy with another dtype; the gradient flows back cast to this dtype."""
-        from npllm.ops import cast
-
-        return cast(self, dtype)
-
     @property
     def is_leaf(self) -> bool:
         return self._ctx is None
@@ -254,7 +272,7 @@ class Tensor:
                 )
             grad = np.ones_like(self.data)
         else:
-            grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
+            grad = np.asarray(unwrap(grad), dtype=self.dtype)
             if grad.shape != self.shape:
                 raise ValueError(f"backward() grad has shape {grad.shape}, but the tensor has shape {self.shape}")
 

@@ -8,9 +8,9 @@ import struct
 import numpy as np
 import pytest
 
-from npllm.atomic import atomic_write, atomic_write_text
-from npllm.checkpoint import (CheckpointError, load_checkpoint, load_safetensors, safetensors_metadata,
-                              save_checkpoint, save_safetensors)
+from npllm.io.atomic import atomic_write, atomic_write_text
+from npllm.io.safetensors import CheckpointError, load_safetensors, safetensors_metadata, save_safetensors
+from npllm.training.checkpoint import load_checkpoint, save_checkpoint
 
 
 def safetensors_bytes(header: dict, data: bytes) -> bytes:

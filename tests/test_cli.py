@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from npllm.cli import main
-from npllm.generate import generate_tokens, load_model
-from npllm.train import END_OF_TEXT
+from npllm.generation import generate_tokens
+from npllm.training.checkpoint import load_model
+from npllm.training.pretrain import END_OF_TEXT
 
 TINY_FLAGS = ["--vocab-size", "300", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--context-length", "16",
               "--batch-size", "4", "--eval-windows", "4", "--warmup-steps", "1", "--quiet"]
@@ -133,13 +134,13 @@ BAD_INPUT = {
     "context longer than the corpus": (["train", "--data", "{w}/tiny.txt", "--out", "{w}/new", *TINY_FLAGS,
                                         "--context-length", "100000"], "too few for one window"),
     "batch size of zero": (["train", "--data", "{w}/tiny.txt", "--out", "{w}/new", *TINY_FLAGS, "--batch-size", "0"],
-                           "batch_size must be at least 1, got 0"),
+                           "--batch-size must be at least 1, got 0"),
     "eval interval of zero": (["train", "--data", "{w}/tiny.txt", "--out", "{w}/new", *TINY_FLAGS,
-                               "--eval-interval", "0"], "eval_interval must be at least 1, got 0"),
+                               "--eval-interval", "0"], "--eval-interval must be at least 1, got 0"),
     "no worker threads": (["train", "--data", "{w}/tiny.txt", "--out", "{w}/new", *TINY_FLAGS, "--workers", "0"],
-                          "workers must be at least 1, got 0"),
+                          "--workers must be at least 1, got 0"),
     "heads that do not divide the width": (["train", "--data", "{w}/tiny.txt", "--out", "{w}/new", *TINY_FLAGS,
-                                            "--n-head", "3"], "n_embd 16 is not divisible by n_head 3"),
+                                            "--n-head", "3"], "--n-embd 16 is not divisible by --n-head 3"),
     "run folder inside a file": (["train", "--data", "{w}/tiny.txt", "--out", "{w}/tiny.txt/run", *TINY_FLAGS],
                                  "Not a directory"),
     "run folder already used": (["train", "--data", "{w}/tiny.txt", "--out", "{w}/run", *TINY_FLAGS],
@@ -151,7 +152,7 @@ BAD_INPUT = {
     "corrupt checkpoint (resume)": (["train", "--resume", "--out", "{w}/corrupt"], "corrupt safetensors file"),
     "corrupt checkpoint (generate)": (["generate", "--checkpoint", "{w}/corrupt"], "corrupt safetensors file"),
     "empty prompt": (["generate", "--checkpoint", "{w}/run", "--prompt", ""], "prompt must hold at least one"),
-    "top-p of zero": (["generate", "--checkpoint", "{w}/run", "--top-p", "0"], "top_p must be in (0, 1]"),
+    "top-p of zero": (["generate", "--checkpoint", "{w}/run", "--top-p", "0"], "--top-p must be in (0, 1]"),
     "missing tokenizer file": (["tokenizer", "encode", "--tokenizer", "{w}/missing.tok", "hi"], "missing.tok"),
     "non-integer id": (["tokenizer", "decode", "--tokenizer", "{w}/run/checkpoint/tokenizer.txt", "1", "x"],
                        "token ids must be integers"),
@@ -171,8 +172,8 @@ def test_bad_input_is_one_line_on_stderr_with_status_2(workspace, argv, message,
 
 @pytest.mark.parametrize("preset", ["tiny", "small"])
 def test_bench_products_are_the_products_of_every_weight_matrix_and_of_attention(preset):
-    from npllm.benchmarks.products import linear_shapes, step_products
-    from npllm.benchmarks.train import PRESETS, _model_config
+    from npllm.bench.products import linear_shapes, step_products
+    from npllm.bench.train import PRESETS, _model_config
     from npllm.models import GPT
 
     settings = PRESETS[preset]

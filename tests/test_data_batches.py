@@ -12,7 +12,8 @@ TOKENS = np.arange(100, dtype=np.uint16)  # token i is i, so a window shows wher
 
 
 def test_inputs_and_targets_are_shifted_by_one():
-    inputs, targets = RandomWindows(TOKENS, context_length=8, batch_size=4, seed=0).next_batch()
+    batch = RandomWindows(TOKENS, context_length=8, batch_size=4, seed=0).next_batch()
+    inputs, targets = batch["input_ids"], batch["targets"]
     assert inputs.shape == targets.shape == (4, 8) and inputs.dtype == np.int64
     np.testing.assert_array_equal(targets, inputs + 1)
     np.testing.assert_array_equal(np.diff(inputs, axis=1), 1)  # consecutive tokens
@@ -22,14 +23,14 @@ def test_inputs_and_targets_are_shifted_by_one():
 def test_the_same_seed_gives_the_same_batches_and_another_seed_others():
     def draw(seed):
         windows = RandomWindows(TOKENS, context_length=8, batch_size=4, seed=seed)
-        return np.stack([windows.next_batch()[0] for _ in range(5)])
+        return np.stack([windows.next_batch()["input_ids"] for _ in range(5)])
     np.testing.assert_array_equal(draw(1), draw(1))
     assert not np.array_equal(draw(1), draw(2))
 
 
 def test_every_start_is_reachable_including_the_last():
     windows = RandomWindows(np.arange(12), context_length=8, batch_size=200, seed=0)
-    assert set(windows.next_batch()[0][:, 0]) == {0, 1, 2, 3}
+    assert set(windows.next_batch()["input_ids"][:, 0]) == {0, 1, 2, 3}
 
 
 def test_a_saved_state_resumes_bit_exactly_through_json():
@@ -40,17 +41,19 @@ def test_a_saved_state_resumes_bit_exactly_through_json():
     resumed = RandomWindows(TOKENS, context_length=8, batch_size=4, seed=12345)
     resumed.load_state_dict(saved)
     for _ in range(3):
-        for expected, got in zip(uninterrupted.next_batch(), resumed.next_batch()):
-            np.testing.assert_array_equal(got, expected)
+        expected, got = uninterrupted.next_batch(), resumed.next_batch()
+        assert expected.keys() == got.keys() == {"input_ids", "targets"}
+        for name in expected:
+            np.testing.assert_array_equal(got[name], expected[name])
 
 
 def test_sliding_windows_with_a_stride():
     dataset = SlidingWindows(np.arange(20), context_length=4, stride=3)
     assert len(dataset) == 6  # starts 0, 3, 6, 9, 12, 15; the window at 15 ends at token 19
-    inputs, targets = dataset[5]
-    np.testing.assert_array_equal(inputs, [15, 16, 17, 18])
-    np.testing.assert_array_equal(targets, [16, 17, 18, 19])
-    np.testing.assert_array_equal(dataset[-1][0], inputs)
+    window = dataset[5]
+    np.testing.assert_array_equal(window["input_ids"], [15, 16, 17, 18])
+    np.testing.assert_array_equal(window["targets"], [16, 17, 18, 19])
+    np.testing.assert_array_equal(dataset[-1]["input_ids"], window["input_ids"])
     with pytest.raises(IndexError, match="window 6 out of range for 6 windows"):
         dataset[6]
     assert len(SlidingWindows(np.arange(20), context_length=4)) == 4  # stride defaults to T: starts 0, 4, 8, 12
@@ -58,11 +61,11 @@ def test_sliding_windows_with_a_stride():
 
 def test_the_evaluation_sweep_is_fixed_disjoint_and_limited():
     batches = list(evaluation_batches(TOKENS, context_length=10, batch_size=4))
-    assert [len(inputs) for inputs, _ in batches] == [4, 4, 1]  # 9 windows: starts 0, 10, ..., 80
-    starts = np.concatenate([inputs[:, 0] for inputs, _ in batches])
+    assert [len(batch["input_ids"]) for batch in batches] == [4, 4, 1]  # 9 windows: starts 0, 10, ..., 80
+    starts = np.concatenate([batch["input_ids"][:, 0] for batch in batches])
     np.testing.assert_array_equal(starts, np.arange(0, 90, 10))
     limited = list(evaluation_batches(TOKENS, context_length=10, batch_size=4, max_windows=5))
-    assert [len(inputs) for inputs, _ in limited] == [4, 1]
+    assert [len(batch["input_ids"]) for batch in limited] == [4, 1]
 
 
 def test_too_few_tokens_for_one_window_is_a_clear_error():

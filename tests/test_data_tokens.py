@@ -78,5 +78,5 @@ def test_the_split_holds_out_the_last_tenth():
     np.testing.assert_array_equal(validation, np.arange(900, 1000))
     assert np.shares_memory(train, tokens)  # views, not copies of a memory-mapped file
     assert [len(part) for part in split_tokens(tokens, validation_fraction=0.25)] == [750, 250]
-    with pytest.raises(ValueError, match="validation_fraction must be between 0 and 1, got 1.5"):
+    with pytest.raises(ValueError, match="`validation_fraction` must be between 0 and 1, got 1.5"):
         split_tokens(tokens, 1.5)

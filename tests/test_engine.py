@@ -8,6 +8,8 @@ stays float32 all the way through, and misuse fails with a message that says
 what went wrong and where.
 """
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -144,6 +146,33 @@ def test_no_grad_restores_the_state_after_an_exception():
     with pytest.raises(KeyError), no_grad():
         raise KeyError("inside")
     assert is_grad_enabled()
+
+
+def test_no_grad_holds_for_its_own_thread_only():
+    inside, other_thread_sees = threading.Event(), []
+
+    def other_thread():
+        inside.wait()
+        other_thread_sees.append((is_grad_enabled(), (leaf([1.0]) * 2).requires_grad))
+
+    worker = threading.Thread(target=other_thread)
+    worker.start()
+    with no_grad():
+        inside.set()
+        worker.join()
+        assert not (leaf([1.0]) * 2).requires_grad
+    assert other_thread_sees == [(True, True)]
+
+
+def test_an_ops_own_value_error_is_not_relabelled_a_shape_error():
+    from npllm.nn.attention import KVCache, KVCacheError
+    import npllm.functional as F
+
+    cache = KVCache(1, 1, 2, capacity=1)
+    qkv = Tensor(np.zeros((1, 2, 6), dtype=np.float32))
+    with pytest.raises(KVCacheError, match="exceed its capacity of 1") as raised:
+        F.self_attention(qkv, 1, is_causal=True, kv_cache=cache)
+    assert not isinstance(raised.value, ShapeError)
 
 
 def test_detach_shares_values_and_stops_the_gradient():

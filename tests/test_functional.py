@@ -3,10 +3,19 @@
 import numpy as np
 import pytest
 
+from types import SimpleNamespace
+
 import npllm.functional as F
-import npllm.functional_reference as R
+from npllm.functional import (_kernels, activations, attention, lookup, losses, normalization, probabilities,
+                              projection, regularization)
 from npllm import ShapeError, Tensor, gradcheck, ops
 from npllm.nn import KVCache
+
+# Every composed reference (``softmax_composed``, ...), from the file of its fused op.
+R = SimpleNamespace(**{name: getattr(module, name)
+                       for module in (activations, attention, lookup, losses, normalization, probabilities, projection,
+                                      regularization)
+                       for name in dir(module) if name.endswith("_composed")})
 
 
 def randn(*shape, dtype=np.float64, seed=0, requires_grad=True):
@@ -138,7 +147,7 @@ CAUSAL_CASES = [case for case in CASES if "causal" in case[0] or "KV cache" in c
 @pytest.mark.parametrize("name, fused, composed, shapes", CAUSAL_CASES, ids=[case[0] for case in CAUSAL_CASES])
 def test_causal_attention_in_blocks_of_queries(name, fused, composed, shapes, blocks, monkeypatch):
     """Causal attention skips the scores right of each block of queries: the same values and gradients."""
-    monkeypatch.setattr(F, "CAUSAL_BLOCKS", blocks)
+    monkeypatch.setattr(attention, "CAUSAL_BLOCKS", blocks)
     test_gradcheck(name, fused, composed, shapes)
     test_fused_equals_composed(name, fused, composed, shapes)
 
@@ -177,8 +186,8 @@ def test_float32_stays_float32(name, fused, composed, shapes):
 
 def test_gradcheck_catches_a_wrong_backward(monkeypatch):
     """Negative control: break softmax's backward and the gradcheck must notice."""
-    true_backward = F.Softmax.backward
-    monkeypatch.setattr(F.Softmax, "backward", staticmethod(lambda ctx, grad: 1.01 * true_backward(ctx, grad)))
+    true_backward = probabilities.FusedSoftmax.backward
+    monkeypatch.setattr(probabilities.FusedSoftmax, "backward", staticmethod(lambda ctx, grad: 1.01 * true_backward(ctx, grad)))
     with pytest.raises(AssertionError):
         gradcheck(F.softmax, [randn(3, 4)])
 
@@ -194,12 +203,12 @@ def test_exp_needs_no_shift_only_inside_the_safe_range():
     n = 100
     high = np.float32(20.0 - np.log(n))
     inside = np.linspace(-39.9, high - 0.01, n, dtype=np.float32)[None]
-    assert F._exp_needs_no_shift(inside)
+    assert _kernels.exp_needs_no_shift(inside)
     for outside in (high, -40.0, np.nan, np.inf, -np.inf):  # too high, too low, not numbers
         edge = inside.copy()
         edge[0, 0] = outside
-        assert edge.dtype == np.float32 and not F._exp_needs_no_shift(edge)
-    assert F._exp_needs_no_shift(np.empty((0, 5), dtype=np.float32))
+        assert edge.dtype == np.float32 and not _kernels.exp_needs_no_shift(edge)
+    assert _kernels.exp_needs_no_shift(np.empty((0, 5), dtype=np.float32))
 
 
 def largest_unshifted_score(n):
@@ -207,7 +216,7 @@ def largest_unshifted_score(n):
     low, high = 0.0, 1000.0
     for _ in range(50):
         middle = (low + high) / 2
-        low, high = (middle, high) if F._exp_needs_no_shift(np.full((1, n), middle, np.float32)) else (low, middle)
+        low, high = (middle, high) if _kernels.exp_needs_no_shift(np.full((1, n), middle, np.float32)) else (low, middle)
     return low
 
 
@@ -215,7 +224,7 @@ def test_cross_entropy_near_the_no_shift_bound_is_float32_exact():
     """Logits just inside the bound, float32, a small upstream gradient: as exact as the shifted path."""
     n = 50
     data = (largest_unshifted_score(n) - np.random.default_rng(0).random((40, n))).astype(np.float32)
-    assert F._exp_needs_no_shift(data)
+    assert _kernels.exp_needs_no_shift(data)
     targets = np.arange(40) % n
     logits = Tensor(data, requires_grad=True)
     loss = F.cross_entropy(logits, targets)
@@ -236,7 +245,7 @@ def test_attention_near_the_no_shift_bound_is_float32_exact():
     k = np.ones((1, T, D)) - 0.01 * rng.random((1, T, D))
     qkv = np.concatenate([q, k, rng.standard_normal((1, T, D))], axis=2)
     scores = qkv[0, :, :D] @ qkv[0, :, D:2 * D].T / np.sqrt(D)
-    assert F._exp_needs_no_shift(scores.astype(np.float32)) and scores.max() > top - 1
+    assert _kernels.exp_needs_no_shift(scores.astype(np.float32)) and scores.max() > top - 1
     fused_input = Tensor(qkv.astype(np.float32), requires_grad=True)
     exact_input = Tensor(qkv, requires_grad=True)
     fused = F.self_attention(fused_input, 1, is_causal=True)
@@ -270,8 +279,8 @@ SHIFT_CASES = [
 def test_softmax_with_and_without_the_row_max_shift(name, fused, composed, shape, scale, shifted, monkeypatch):
     """Scores in the safe range skip the shift by the row max, large ones take it: both equal the oracle."""
     decisions = []
-    check = F._exp_needs_no_shift
-    monkeypatch.setattr(F, "_exp_needs_no_shift", lambda x: decisions.append(check(x)) or decisions[-1])
+    check = _kernels.exp_needs_no_shift
+    monkeypatch.setattr(_kernels, "exp_needs_no_shift", lambda x: decisions.append(check(x)) or decisions[-1])
     data = np.random.default_rng(3).standard_normal(shape) * scale
     fused_input, composed_input = Tensor(data, requires_grad=True), Tensor(data.copy(), requires_grad=True)
     fused_out = fused(fused_input)

@@ -13,7 +13,10 @@ import warnings
 import numpy as np
 import pytest
 
-from npllm.generate import filter_logits, generate_tokens, sample_token, softmax_1d
+from npllm.errors import NpllmError
+from npllm.generation import decoding
+from npllm.generation.decoding import generate_tokens
+from npllm.generation.sampling import filter_logits, sample_token, softmax_1d
 from npllm.models import GPT, GPTConfig
 
 CONTEXT = 16
@@ -68,11 +71,11 @@ def test_long_prompt_is_cropped_from_the_left_with_a_warning(model):
         assert cropped_run == generate(model, prompt[-CONTEXT:], 6, temperature=0)
 
 
-def test_gpt_generate_returns_the_cropped_prompt_then_the_new_tokens_and_keeps_training_mode(model):
+def test_generate_returns_the_cropped_prompt_then_the_new_tokens_and_keeps_training_mode(model):
     prompt = np.arange(CONTEXT + 2)
     model.train()
     with pytest.warns(UserWarning, match="using its last"):
-        ids = model.generate(prompt[None, :], 5, top_k=3, seed=7)
+        ids = decoding.generate(model, prompt[None, :], 5, top_k=3, seed=7)
     assert model.training
     with pytest.warns(UserWarning, match="using its last"):
         assert ids.tolist() == prompt[-CONTEXT:].tolist() + generate(model, prompt, 5, top_k=3, seed=7)
@@ -119,14 +122,14 @@ def test_sampling_frequencies_follow_softmax_of_logits_over_temperature(temperat
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (dict(top_p=0.0), r"top_p must be in \(0, 1\], got 0.0"),
-    (dict(top_p=1.5), r"top_p must be in \(0, 1\], got 1.5"),
-    (dict(top_k=0), "top_k must be at least 1, got 0"),
-    (dict(top_k=0, temperature=0), "top_k must be at least 1, got 0"),
-    (dict(temperature=-1.0), "temperature must be >= 0, got -1.0"),
+    (dict(top_p=0.0), r"`top_p` must be in \(0, 1\], got 0.0"),
+    (dict(top_p=1.5), r"`top_p` must be in \(0, 1\], got 1.5"),
+    (dict(top_k=0), "`top_k` must be at least 1, got 0"),
+    (dict(top_k=0, temperature=0), "`top_k` must be at least 1, got 0"),
+    (dict(temperature=-1.0), "`temperature` must be >= 0, got -1.0"),
     (dict(prompt_ids=[]), "the prompt must hold at least one token id"),
 ])
 def test_bad_arguments_are_refused_when_generation_is_asked_for(model, arguments, message):
     arguments = {"prompt_ids": [1, 2], "max_new_tokens": 5, **arguments}
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(NpllmError, match=message):
         generate_tokens(model, **arguments)  # no token drawn yet: the call itself refuses

@@ -115,7 +115,7 @@ def test_errors_name_the_values():
     model(token_ids(B=1, T=4), kv_cache=cache)
     with pytest.raises(ValueError, match=r"6 \(4 cached \+ 2 new\) exceeds context_length 5"):
         model(token_ids(B=1, T=2), kv_cache=cache)
-    with pytest.raises(ValueError, match="n_embd 10 is not divisible by n_head 3"):
+    with pytest.raises(ValueError, match="`n_embd` 10 is not divisible by `n_head` 3"):
         GPTConfig(n_embd=10, n_head=3)
     with pytest.raises(ValueError, match="integer token ids"):
         model(np.zeros((1, 2)))

@@ -17,9 +17,9 @@ import pytest
 
 PROGRAM = """
 import json, os, sys
-from npllm.ops.memory import keep_freed_memory
+from npllm.runtime.memory import keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == "on" else False
-from npllm.benchmarks.train import PRESETS, npllm_step_function
+from npllm.bench.train import PRESETS, npllm_step_function
 step, _ = npllm_step_function(PRESETS["tiny"])
 
 def faults_by_thread():

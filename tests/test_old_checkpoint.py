@@ -12,7 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
-from npllm.train import resume
+from npllm.training.pretrain import resume
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run-before-restructure"
 

@@ -9,7 +9,7 @@ import npllm.functional as F
 from npllm.models import GPT, GPTConfig
 from npllm.nn import Parameter
 from npllm.optim import (
-    SGD, Adam, AdamW, ConstantLR, WarmupCosineLR, clip_grad_norm, configure_param_groups, set_lr,
+    SGD, Adam, AdamW, ConstantLR, WarmupCosineLR, clip_grad_norm, configure_param_groups, param_groups_by_name, set_lr,
 )
 
 SHAPES = [(4, 3), (3,), (2, 2, 2)]
@@ -59,7 +59,7 @@ def test_model_state_dict_loads_into_the_optimizers_views():
     other = GPT(GPTConfig(vocab_size=11, context_length=5, n_layer=1, n_head=2, n_embd=8), seed=1)
     model.load_state_dict(other.state_dict())
     assert all(np.shares_memory(p.data, f.data) for f in optimizer.flat_groups for p, _, _ in f.views)
-    np.testing.assert_array_equal(optimizer.flat_groups[1].data[:88], other.wte.weight.data.reshape(-1))
+    np.testing.assert_array_equal(optimizer.flat_groups[0].data[:88], other.wte.weight.data.reshape(-1))
 
 
 def test_errors():
@@ -175,15 +175,61 @@ def test_clip_grad_norm_matches_torch():
     assert all(np.array_equal(p.grad, b) for p, b in zip(params, before))
 
 
-def test_configure_param_groups_decays_only_linear_matrices():
-    model = GPT(GPTConfig(vocab_size=11, context_length=5, n_layer=2, n_head=2, n_embd=8), seed=0)
+def tiny_gpt(seed=0):
+    return GPT(GPTConfig(vocab_size=11, context_length=5, n_layer=2, n_head=2, n_embd=8), seed=seed)
+
+
+def test_configure_param_groups_decays_the_matrices_by_shape_and_names_them():
+    model = tiny_gpt()
     decay, no_decay = configure_param_groups(model, 0.1)
     names = {id(p): name for name, p in model.named_parameters()}
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert sorted(names[id(p)] for p in decay["params"]) == sorted(
-        f"h.{i}.{layer}.weight" for i in range(2) for layer in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+        ["wte.weight", "wpe.weight"]
+        + [f"h.{i}.{layer}.weight" for i in range(2) for layer in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")]
     )
+    assert all(p.ndim == 1 for p in no_decay["params"])
+    assert [names[id(p)] for p in decay["params"]] == decay["names"]
     assert len(decay["params"]) + len(no_decay["params"]) == len(model.parameters())
+
+
+def test_frozen_parameters_get_no_gradient_no_moments_and_no_decay():
+    model = tiny_gpt()
+    model.h[0].requires_grad_(False)
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    assert frozen == {name for name, _ in model.named_parameters() if name.startswith("h.0.")}
+    groups = configure_param_groups(model, 0.1)
+    assert not frozen & {name for group in groups for name in group["names"]}
+    optimizer = AdamW(groups, lr=0.1)
+    assert sum(flat.data.size for flat in optimizer.flat_groups) == sum(p.size for p in model.parameters() if p.requires_grad)
+    before = {name: p.data.copy() for name, p in model.named_parameters()}
+    optimizer.zero_grad()
+    loss = F.cross_entropy(model(np.array([[1, 2, 3]])), np.array([[2, 3, 4]]))
+    loss.backward()
+    assert all(p.grad is None for name, p in model.named_parameters() if name in frozen)
+    optimizer.step()
+    for name, p in model.named_parameters():
+        assert np.array_equal(p.data, before[name]) == (name in frozen), name
+
+
+def test_an_optimizer_refuses_a_parameter_frozen_after_it_was_built():
+    model = tiny_gpt()
+    optimizer = SGD(model.parameters(), lr=0.1)
+    model.ln_f.requires_grad_(False)
+    with pytest.raises(RuntimeError, match="frozen after the optimizer was built"):
+        optimizer.step()
+
+
+def test_param_groups_by_name_rebuilds_the_saved_groups():
+    model = tiny_gpt()
+    embeddings = {"wte.weight", "wpe.weight"}
+    saved = AdamW(configure_param_groups(model, 0.1, decays=lambda name, p: p.ndim >= 2 and name not in embeddings),
+                  lr=0.1).state_dict()["param_groups"]
+    rebuilt = param_groups_by_name(tiny_gpt(seed=1), saved)
+    assert [group["names"] for group in rebuilt] == [group["names"] for group in saved]
+    assert "wte.weight" in rebuilt[1]["names"] and [g["weight_decay"] for g in rebuilt] == [0.1, 0.0]
+    with pytest.raises(KeyError, match="lacks: nowhere.weight"):
+        param_groups_by_name(model, [{"names": ["nowhere.weight"], "weight_decay": 0.0}])
 
 
 def test_schedules():

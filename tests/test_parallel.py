@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from npllm.ops.parallel import CHUNK_ELEMENTS, flat, map_rows
+from npllm.runtime.pool import CHUNK_ELEMENTS, flat, map_rows
 
 
 def row_softmax(x, out):

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 import npllm.data.tokens as tokens_module
-import npllm.train as train_module
-from npllm.checkpoint import CheckpointError
-from npllm.ops.parallel import cores
-from npllm.train import METRICS_FILE, TrainConfig, TrainingError, resume, train, unigram_loss
+import npllm.training.loop as loop_module
+from npllm.io.safetensors import CheckpointError
+from npllm.runtime.pool import cores
+from npllm.training.pretrain import METRICS_FILE, TrainConfig, TrainingError, resume, train, unigram_loss
 
 TINY = dict(vocab_size=300, n_layer=1, n_head=2, n_embd=16, context_length=16, batch_size=4, eval_windows=4,
             warmup_steps=2, max_steps=8, decay_steps=8, eval_interval=4)
@@ -75,7 +75,7 @@ def trained_state(out_dir) -> dict[str, bytes]:
 
 def fault_once_at_step(monkeypatch, step, fault):
     """Make ``fault()`` happen once, at the start of training step ``step`` (1-based)."""
-    original, fired = train_module._train_step, []
+    original, fired = loop_module._step, []
 
     def faulty_step(run, lr):
         if run.step + 1 == step and not fired:
@@ -83,7 +83,7 @@ def fault_once_at_step(monkeypatch, step, fault):
             fault()
         return original(run, lr)
 
-    monkeypatch.setattr(train_module, "_train_step", faulty_step)
+    monkeypatch.setattr(loop_module, "_step", faulty_step)
 
 
 def ctrl_c():
@@ -171,7 +171,7 @@ def test_nan_stops_the_run_and_leaves_the_last_checkpoint_intact(tiny_config, ev
     quiet_train(config)
     before = checkpoint_bytes(config.out_dir)
     promised = (rf"^{what} became (nan|inf|-inf) at step \d+; stopped without saving,"
-                rf" so the last good checkpoint in {config.out_dir} is intact \(try a lower --lr\)$")
+                rf" so the last good checkpoint in {config.out_dir} is intact \(try a lower `lr`\)$")
     with pytest.raises(TrainingError, match=promised):
         quiet_resume(config.out_dir, max_steps=8, lr=1e30, eval_interval=eval_interval)
     assert checkpoint_bytes(config.out_dir) == before
@@ -247,7 +247,7 @@ def test_new_run_over_an_existing_one_is_refused_and_changes_nothing(tiny_config
     if crashed_mid_save:  # the first of save_checkpoint's two renames happened, the second did not
         (Path(config.out_dir) / "checkpoint").rename(Path(config.out_dir) / "checkpoint.old")
     before = checkpoint_bytes(config.out_dir), read_metrics(config.out_dir)
-    with pytest.raises(TrainingError, match="already holds a run: continue it with --resume"):
+    with pytest.raises(TrainingError, match="already holds a run: continue it with `resume`"):
         quiet_train(config)
     assert (checkpoint_bytes(config.out_dir), read_metrics(config.out_dir)) == before
 

@@ -1,4 +1,4 @@
-"""Cutting a stream of token ids into (inputs, targets) windows for a language model.
+"""Cutting a stream of token ids into windows of inputs and targets for a language model.
 
 A GPT learns to predict every next token at once: from a window of ``T + 1``
 consecutive ids, the inputs are the first ``T`` and the targets the last ``T``::
@@ -22,8 +22,10 @@ Three ways to choose windows, for three jobs:
 
 All three gather a whole batch with one fancy-indexing call (``starts[:, None] +
 arange(T + 1)``), which also reads only those windows from a memory-mapped file.
-Windows come back as ``int64``, the index type embedding lookups and
-cross-entropy expect.
+A batch is a dict, ``{"input_ids": (B, T), "targets": (B, T)}``, as every
+batch of every objective is (``npllm.training.objectives``): named arrays
+whose first axis is the example.  Windows come back as ``int64``, the index
+type embedding lookups and cross-entropy expect.
 
 What this module leaves out on purpose: shuffling epochs without replacement,
 padding and attention masks (every window is full), and background prefetching.
@@ -33,14 +35,16 @@ from collections.abc import Iterator
 
 import numpy as np
 
-Batch = tuple[np.ndarray, np.ndarray]  # (inputs, targets), each (B, T) int64
+from npllm.errors import SettingError
+
+Batch = dict[str, np.ndarray]  # {"input_ids": (B, T), "targets": (B, T)}, int64
 
 
 def gather_windows(tokens: np.ndarray, starts: np.ndarray, context_length: int) -> Batch:
-    """The windows ``tokens[s : s + T + 1]`` for each start ``s``, split into inputs and targets."""
+    """The windows ``tokens[s : s + T + 1]`` for each start ``s``, as a batch of inputs and targets."""
     offsets = np.arange(context_length + 1)                       # (T+1,)
     windows = np.asarray(tokens[starts[:, None] + offsets], dtype=np.int64)  # (B, T+1)
-    return windows[:, :-1], windows[:, 1:]                        # (B, T), (B, T)
+    return {"input_ids": windows[:, :-1], "targets": windows[:, 1:]}  # (B, T) each
 
 
 def count_windows(n_tokens: int, context_length: int, stride: int) -> int:
@@ -51,10 +55,10 @@ def count_windows(n_tokens: int, context_length: int, stride: int) -> int:
 def require_windows(tokens: np.ndarray, context_length: int, what: str) -> None:
     """Raise a clear error when ``tokens`` is too short for even one window."""
     if context_length < 1:
-        raise ValueError(f"context_length must be at least 1, got {context_length}")
+        raise SettingError(f"`context_length` must be at least 1, got {context_length}")
     if len(tokens) < context_length + 1:
-        raise ValueError(f"the {what} tokens ({len(tokens):,}) are too few for one window of "
-                         f"context_length + 1 = {context_length + 1}; use more text or a shorter context")
+        raise SettingError(f"the {what} tokens ({len(tokens):,}) are too few for one window of "
+                           f"`context_length` + 1 = {context_length + 1}; use more text or a shorter context")
 
 
 class RandomWindows:
@@ -68,7 +72,7 @@ class RandomWindows:
         self.rng = np.random.default_rng(seed)
 
     def next_batch(self) -> Batch:
-        """The next (inputs, targets) pair, each (B, T) int64."""
+        """The next batch: ``input_ids`` and ``targets``, each (B, T) int64."""
         highest_start = len(self.tokens) - self.context_length - 1
         starts = self.rng.integers(0, highest_start, size=self.batch_size, endpoint=True)  # (B,)
         return gather_windows(self.tokens, starts, self.context_length)
@@ -83,13 +87,13 @@ class RandomWindows:
 
 
 class SlidingWindows:
-    """Window ``i`` is ``tokens[i * stride : i * stride + T + 1]``, split into (inputs, targets)."""
+    """Window ``i`` is ``tokens[i * stride : i * stride + T + 1]``, split into inputs and targets."""
 
     def __init__(self, tokens: np.ndarray, context_length: int, stride: int | None = None):
         require_windows(tokens, context_length, "dataset")
         self.stride = context_length if stride is None else stride
         if self.stride < 1:
-            raise ValueError(f"stride must be at least 1, got {self.stride}")
+            raise SettingError(f"`stride` must be at least 1, got {self.stride}")
         self.tokens = tokens
         self.context_length = context_length
 
@@ -97,14 +101,14 @@ class SlidingWindows:
         return count_windows(len(self.tokens), self.context_length, self.stride)
 
     def __getitem__(self, index: int) -> Batch:
-        """One window as (inputs, targets), each (T,) int64."""
+        """One window: ``input_ids`` and ``targets``, each (T,) int64."""
         if not -len(self) <= index < len(self):
             raise IndexError(f"window {index} out of range for {len(self)} windows")
-        inputs, targets = self.batch(np.array([index % len(self)]))
-        return inputs[0], targets[0]
+        batch = self.batch(np.array([index % len(self)]))
+        return {name: rows[0] for name, rows in batch.items()}
 
     def batch(self, indices: np.ndarray) -> Batch:
-        """The windows at ``indices`` stacked into (B, T) inputs and targets."""
+        """The windows at ``indices`` as one batch, (B, T) inputs and targets."""
         return gather_windows(self.tokens, np.asarray(indices) * self.stride, self.context_length)
 
     def batches(self, batch_size: int, max_windows: int | None = None) -> Iterator[Batch]:

@@ -27,7 +27,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from npllm.atomic import atomic_write
+from npllm.errors import NpllmError
+from npllm.io.atomic import atomic_write
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -35,7 +36,7 @@ SHAKESPEARE_FILENAME = "tinyshakespeare.txt"
 CHUNK_BYTES = 1 << 16
 
 
-class DownloadError(RuntimeError):
+class DownloadError(NpllmError, RuntimeError):
     """A download failed or delivered something other than the expected bytes."""
 
 

@@ -32,12 +32,13 @@ from pathlib import Path
 
 from npllm.data.corpus import docs_text, read_utf8_or_none, stdlib_text
 from npllm.data.download import shakespeare_path
+from npllm.errors import NpllmError
 
 DEFAULT_EXTENSIONS = (".txt", ".md", ".py", ".rst")
 FILE_SEPARATOR = "\n\n"
 
 
-class DataSourceError(ValueError):
+class DataSourceError(NpllmError, ValueError):
     """A ``--data`` value that cannot be turned into training text."""
 
 

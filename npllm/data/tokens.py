@@ -31,8 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from npllm.atomic import atomic_write
 from npllm.data.download import user_cache_dir
+from npllm.errors import SettingError
+from npllm.io.atomic import atomic_write
 
 UINT16_VOCABULARY_LIMIT = 1 << 16
 
@@ -82,6 +83,6 @@ def load_or_encode(text: str, tokenizer, cache_dir: str | os.PathLike | None = N
 def split_tokens(tokens: np.ndarray, validation_fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
     """(train, validation): the first tokens and the last ``validation_fraction`` of them, as views."""
     if not 0.0 < validation_fraction < 1.0:
-        raise ValueError(f"validation_fraction must be between 0 and 1, got {validation_fraction}")
+        raise SettingError(f"`validation_fraction` must be between 0 and 1, got {validation_fraction}")
     n_train = len(tokens) - int(len(tokens) * validation_fraction)
     return tokens[:n_train], tokens[n_train:]

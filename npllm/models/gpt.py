@@ -16,7 +16,8 @@ Names and layout are GPT-2's, without Hugging Face's ``transformer.`` prefix
 (wte.weight, wpe.weight, h.0.ln_1.weight, h.0.attn.c_attn.weight,
 h.0.attn.c_proj.bias, h.0.mlp.c_fc.weight, ..., ln_f.bias; no lm_head entry,
 since it is wte), with Linear weights stored (in, out) as GPT-2's Conv1D
-does, so GPT-2's own weights load by name.
+does: a GPT-2 checkpoint's tensors map onto this model one to one, by name
+(a loader for Hugging Face's folders is still to come).
 
 Initialisation is GPT-2's: every weight matrix and embedding ~ N(0, 0.02^2),
 biases zero, LayerNorm gains one; and the two projections that write into
@@ -26,8 +27,9 @@ each added a term of fixed variance the stream's variance would grow with
 depth, and the scaling keeps it the same at any depth.
 
 Symbols: B batch, T time (sequence length), C = n_embd channels, V vocabulary.
-Left out here: sampling (``npllm.generate``), loading GPT-2 checkpoints
-(``npllm.checkpoint``), weight sharing across layers, other position schemes.
+Left out here: sampling and the KV-cache loop (``npllm.generation``, which
+drives any decoder through ``forward(idx, kv_cache)`` and ``new_kv_cache``),
+weight sharing across layers, other position schemes.
 """
 
 import math
@@ -38,7 +40,8 @@ import numpy as np
 import npllm.functional as F
 from npllm.nn import Block, Dropout, Embedding, LayerNorm, Module, ModuleList
 from npllm.nn.layers import GPT2_INIT_STD
-from npllm.tensor import Tensor
+from npllm.errors import SettingError
+from npllm.tensor import as_array
 
 
 @dataclass
@@ -57,11 +60,11 @@ class GPTConfig:
     def __post_init__(self):
         for name in ("vocab_size", "context_length", "n_layer", "n_head", "n_embd"):
             if getattr(self, name) < 1:
-                raise ValueError(f"GPTConfig: {name} must be at least 1, got {getattr(self, name)}")
+                raise SettingError(f"GPTConfig: `{name}` must be at least 1, got {getattr(self, name)}")
         if self.n_embd % self.n_head:
-            raise ValueError(f"GPTConfig: n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
+            raise SettingError(f"GPTConfig: `n_embd` {self.n_embd} is not divisible by `n_head` {self.n_head}")
         if np.dtype(self.dtype).kind != "f":
-            raise ValueError(f"GPTConfig: dtype must be a floating type, got {self.dtype!r}")
+            raise SettingError(f"GPTConfig: `dtype` must be a floating type, got {self.dtype!r}")
         self.dtype = np.dtype(self.dtype).name  # a plain string ("float32"), whatever form was given
 
 
@@ -90,7 +93,7 @@ class GPT(Module):
         With ``kv_cache`` (from ``new_kv_cache``), ``idx`` holds only the new
         tokens; they take the positions after those already cached.
         """
-        idx = idx.data if isinstance(idx, Tensor) else np.asarray(idx)
+        idx = as_array(idx)
         start = kv_cache[0].length if kv_cache else 0
         self._check_input(idx, start)
         T = idx.shape[1]
@@ -124,19 +127,6 @@ class GPT(Module):
     def new_kv_cache(self, batch_size):
         """One empty KVCache per block, each with room for ``context_length`` positions."""
         return [block.attn.new_kv_cache(batch_size, self.config.context_length) for block in self.h]
-
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, seed=None,
-                 use_cache=True, stop_token=None) -> np.ndarray:
-        """Continue the token ids ``idx`` (1-D, or (1, T)) by up to ``max_new_tokens``; returns all ids.
-
-        Sampling and the KV cache are explained in ``npllm.generate``, which does
-        the work (imported here, at call time, because it sits above the models).
-        """
-        from npllm.generate import generate_tokens
-
-        prompt = np.asarray(idx.data if isinstance(idx, Tensor) else idx).reshape(-1)
-        new = generate_tokens(self, prompt, max_new_tokens, temperature, top_k, top_p, seed, use_cache, stop_token)
-        return np.concatenate([prompt[-self.config.context_length:], np.fromiter(new, dtype=prompt.dtype)])
 
     def num_parameters(self, include_position_embeddings=True) -> int:
         """Number of parameters, the tied wte/lm_head counted once; optionally without wpe."""

@@ -42,6 +42,10 @@ from npllm.nn.layers import GPT2_INIT_STD, Dropout, Linear, own_generator
 from npllm.nn.module import Module
 
 
+class KVCacheError(ValueError):
+    """Keys and values that do not fit the cache: too many positions for its capacity, or another shape."""
+
+
 class KVCache:
     """One layer's keys and values of the positions seen so far: (B, H, capacity, D) arrays filled from the left."""
 
@@ -55,11 +59,11 @@ class KVCache:
         T = k.shape[2]
         start, end = self.length, self.length + T
         if end > self.keys.shape[2]:
-            raise ValueError(
+            raise KVCacheError(
                 f"KVCache: {self.length} cached + {T} new positions exceed its capacity of {self.keys.shape[2]}"
             )
         if k.shape[:2] + k.shape[3:] != self.keys.shape[:2] + self.keys.shape[3:]:
-            raise ValueError(f"KVCache: keys of shape {k.shape} do not fit a cache of shape {self.keys.shape}")
+            raise KVCacheError(f"KVCache: keys of shape {k.shape} do not fit a cache of shape {self.keys.shape}")
         self.keys[:, :, start:end] = k
         self.values[:, :, start:end] = v
         self.length = end

@@ -22,6 +22,11 @@ copies new values *into* the existing arrays (``np.copyto``), never rebinds
 optimizers rely on both: they make every ``param.data`` and ``param.grad`` a
 view into one flat buffer (see ``npllm.optim``).
 
+Surgery, for fine-tuning: ``requires_grad_(False)`` freezes a sub-tree
+(its parameters get no gradient, and optimizers leave them out), and
+``get_submodule`` / ``set_submodule`` find and replace a piece by its
+dotted name (a new classification head, a Linear wrapped with LoRA).
+
 Left out on purpose: buffers (non-trainable state; GPT needs none), hooks,
 and devices.
 """
@@ -34,7 +39,11 @@ from npllm.tensor import Tensor
 
 
 class Parameter(Tensor):
-    """A Tensor that is a learnable weight of a Module (``requires_grad`` is always True)."""
+    """A Tensor that is a learnable weight of a Module: it requires a gradient unless frozen.
+
+    ``Module.requires_grad_(False)`` freezes it: the engine then records no
+    gradient for it and optimizers built afterwards leave it out.
+    """
 
     __slots__ = ()
 
@@ -42,7 +51,8 @@ class Parameter(Tensor):
         super().__init__(data, requires_grad=True, dtype=dtype)
 
     def __repr__(self):
-        return f"Parameter(shape={self.shape}, dtype={self.dtype})"
+        frozen = ", frozen" if not self.requires_grad else ""
+        return f"Parameter(shape={self.shape}, dtype={self.dtype}{frozen})"
 
 
 class Module:
@@ -105,6 +115,42 @@ class Module:
 
     def num_parameters(self) -> int:
         return sum(param.size for param in self.parameters())
+
+    # --- surgery: freezing, and replacing a piece ---------------------------
+    def requires_grad_(self, requires_grad=True):
+        """Freeze (False) or unfreeze every parameter of this module and the modules below it; returns self.
+
+        A frozen parameter takes part in forward as before but receives no
+        gradient, and an optimizer built afterwards neither moves nor decays
+        it (fine-tuning the last blocks only; LoRA, which freezes the base model).
+        """
+        for param in self.parameters():
+            param.requires_grad = bool(requires_grad)
+        return self
+
+    def get_submodule(self, name: str) -> "Module":
+        """The module at dotted path ``name`` (``"h.0.attn"``); ``""`` is this module."""
+        module = self
+        for part in name.split(".") if name else ():
+            if part not in module._modules:
+                raise KeyError(f"{type(self).__name__} has no sub-module {name!r} ({part!r} is not in"
+                               f" {type(module).__name__}: {', '.join(module._modules) or 'no sub-modules'})")
+            module = module._modules[part]
+        return module
+
+    def set_submodule(self, name: str, module: "Module"):
+        """Replace the module at dotted path ``name`` by ``module`` (a new head, a LoRA-wrapped layer).
+
+        The new module takes the old one's place in the order, so names
+        (``state_dict`` keys) stay as they were, now under the new module.
+        """
+        parent_name, _, child = name.rpartition(".")
+        parent = self.get_submodule(parent_name)
+        if child not in parent._modules:
+            raise KeyError(f"{type(self).__name__} has no sub-module {name!r} to replace")
+        if not isinstance(module, Module):
+            raise TypeError(f"set_submodule: {name!r} must be replaced by a Module, got {type(module).__name__}")
+        setattr(parent, child, module)
 
     # --- state ------------------------------------------------------------
     def state_dict(self) -> "OrderedDict[str, np.ndarray]":

@@ -13,7 +13,7 @@ NumPy's do; call them as ``ops.sum`` rather than importing them bare.
 
 import numpy as np
 
-from npllm.tensor import Tensor
+from npllm.tensor import Tensor, unwrap
 from npllm.ops.elementwise import (
     Add, Cast, Div, Exp, GELUErf, GELUTanh, Log, Mul, Neg, Pow, ReLU, Sigmoid, Sqrt, Sub, Tanh, Where,
 )
@@ -88,8 +88,7 @@ def gelu(x, approximate="tanh"):
 
 def where(condition, a, b):
     """``a`` where ``condition`` is true, else ``b`` (broadcasting all three)."""
-    condition = condition.data if isinstance(condition, Tensor) else condition
-    return Where.apply(condition, a, b)
+    return Where.apply(unwrap(condition), a, b)
 
 
 def masked_fill(x, mask, value):
@@ -142,10 +141,7 @@ def transpose(x, *axes):
 
 
 def getitem(x, index):
-    if isinstance(index, Tensor):
-        index = index.data
-    elif isinstance(index, tuple):
-        index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    index = tuple(unwrap(i) for i in index) if isinstance(index, tuple) else unwrap(index)
     return GetItem.apply(x, index)
 
 
@@ -186,8 +182,8 @@ Tensor.__neg__ = neg
 Tensor.__getitem__ = getitem
 
 Tensor.exp, Tensor.log, Tensor.sqrt, Tensor.tanh = exp, log, sqrt, tanh
-Tensor.sigmoid, Tensor.relu, Tensor.gelu = sigmoid, relu, gelu
+Tensor.sigmoid, Tensor.relu = sigmoid, relu  # (Tensor.gelu is the fused op: npllm.functional wires it)
 Tensor.sum, Tensor.mean, Tensor.max, Tensor.min, Tensor.var = sum, mean, max, min, var
 Tensor.reshape, Tensor.transpose, Tensor.permute = reshape, transpose, transpose
-Tensor.split, Tensor.masked_fill = split, masked_fill
+Tensor.split, Tensor.masked_fill, Tensor.astype = split, masked_fill, cast
 Tensor.T = property(transpose)

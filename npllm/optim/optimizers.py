@@ -17,7 +17,10 @@ These are PyTorch's formulas (``torch.optim.SGD/Adam/AdamW``, without
 dampening, amsgrad or maximize), so the tests can compare step by step.  As
 in PyTorch, every parameter an optimizer is given is decayed by its group's
 ``weight_decay``; ``configure_param_groups`` builds the usual two groups
-(decay the matrices of Linear layers; not biases, LayerNorm or embeddings).
+(decay the matrices; not biases or LayerNorm gains).  Frozen parameters
+(``requires_grad`` False, e.g. a base model under LoRA adapters) are left
+out when the optimizer is built: no buffers, no moments, no decay.  Freezing
+or unfreezing a parameter afterwards needs a new optimizer (``step`` says so).
 
 The speed design: flat buffers.
 A GPT has dozens of parameter arrays.  Updating them one by one costs a
@@ -33,7 +36,8 @@ into ``group.grad``; ``zero_grad`` is one ``fill(0)``; and ``step`` is a
 handful of vectorised in-place calls (``out=``) over whole buffers, with
 the moments (m, v) flat too and one scratch buffer reused for the
 temporaries.  Adam's step runs over cache-sized pieces of the buffers on
-all cores (``npllm.ops.parallel.map_rows``): its ten passes then read
+all cores (``map_rows``, from ``npllm.functional._kernels``): its fourteen
+passes (AdamW's; Adam's without decay, thirteen) then read
 cache, not memory.  Anything that rebinds ``param.data`` or ``param.grad`` (e.g.
 setting ``grad = None``) is noticed and re-attached, keeping the values,
 at the next ``step`` or ``zero_grad``; ``Module.load_state_dict`` copies
@@ -49,8 +53,7 @@ from functools import partial
 
 import numpy as np
 
-from npllm.nn.layers import Linear
-from npllm.ops.parallel import map_rows
+from npllm.functional._kernels import map_rows
 
 
 class FlatGroup:
@@ -101,7 +104,7 @@ class Optimizer:
         self.param_groups, self.flat_groups, self.state = [], [], []
         seen = set()
         for settings in groups:
-            group = {**defaults, **settings, "params": list(settings["params"])}
+            group = {**defaults, **settings, **_trainable(settings)}
             for p in group["params"]:
                 if id(p) in seen:
                     raise ValueError(f"a parameter of shape {p.shape} appears in more than one parameter group")
@@ -118,6 +121,9 @@ class Optimizer:
 
     def step(self):
         for group, flat, state in zip(self.param_groups, self.flat_groups, self.state):
+            if not all(p.requires_grad for p in group["params"]):
+                raise RuntimeError(f"{type(self).__name__}: a parameter was frozen after the optimizer was built;"
+                                   " build the optimizer after freezing (it leaves frozen parameters out)")
             flat.reattach()
             state["step"] += 1
             self._update(group, flat, state)
@@ -158,6 +164,16 @@ class Optimizer:
                     np.copyto(state[key], value)
                 else:
                     state[key] = value
+
+
+def _trainable(settings: dict) -> dict:
+    """A group's ``params`` (and their ``names``, if given) without the frozen ones."""
+    params = list(settings["params"])
+    keep = [p.requires_grad for p in params]
+    trainable = {"params": [p for p, kept in zip(params, keep) if kept]}
+    if "names" in settings:
+        trainable["names"] = [name for name, kept in zip(settings["names"], keep) if kept]
+    return trainable
 
 
 class SGD(Optimizer):
@@ -236,20 +252,41 @@ class AdamW(Adam):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
 
-def configure_param_groups(model, weight_decay):
-    """The usual two groups: decay the weight matrices of Linear layers; not biases, LayerNorm or embeddings.
+def decays_matrices(name: str, param) -> bool:
+    """The usual rule: decay every weight matrix (ndim >= 2), not biases or LayerNorm gains (ndim 1)."""
+    return param.ndim >= 2
 
-    Matrices that mix features are what overfit; a bias, a LayerNorm gain or
-    an embedding row shifts or scales one feature or token, and decaying it
-    towards zero only hurts.  Pass the result to an optimizer:
-    ``AdamW(configure_param_groups(model, 0.1), lr=...)``.
+
+def configure_param_groups(model, weight_decay, decays=decays_matrices):
+    """Two groups of the trainable parameters: those ``decays(name, param)`` picks, with ``weight_decay``; the rest without.
+
+    Matrices (Linear weights, embedding tables) mix or place features and are
+    what overfits; a bias or a LayerNorm gain shifts or scales one feature,
+    and decaying it towards zero only hurts.  Deciding by shape rather than
+    by layer type keeps the rule true for any layer, a LoRA adapter or a new
+    head included.  Frozen parameters are left out (nothing trains them).
+    Each group lists its parameters' ``names``, which the optimizer's state
+    keeps, so ``param_groups_by_name`` can rebuild the same groups later.
+    Pass the result to an optimizer: ``AdamW(configure_param_groups(model, 0.1), lr=...)``.
     """
-    decayed = {id(module.weight) for module in model.modules() if isinstance(module, Linear)}
-    params = model.parameters()
-    return [
-        {"params": [p for p in params if id(p) in decayed], "weight_decay": weight_decay},
-        {"params": [p for p in params if id(p) not in decayed], "weight_decay": 0.0},
-    ]
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    decayed = [(name, p) for name, p in trainable if decays(name, p)]
+    kept = [(name, p) for name, p in trainable if not decays(name, p)]
+    return [_group(decayed, weight_decay), _group(kept, 0.0)]
+
+
+def param_groups_by_name(model, saved_groups) -> list[dict]:
+    """Groups holding the parameters that ``saved_groups`` (an optimizer state's ``param_groups``) name."""
+    named = dict(model.named_parameters())
+    unknown = [name for group in saved_groups for name in group["names"] if name not in named]
+    if unknown:
+        raise KeyError(f"the optimizer state names parameters this model lacks: {', '.join(unknown)}")
+    return [_group([(name, named[name]) for name in group["names"]], group["weight_decay"]) for group in saved_groups]
+
+
+def _group(named_params, weight_decay) -> dict:
+    return {"params": [p for _, p in named_params], "names": [name for name, _ in named_params],
+            "weight_decay": weight_decay}
 
 
 def clip_grad_norm(parameters, max_norm) -> float:

@@ -38,13 +38,14 @@ import binascii
 import json
 from pathlib import Path
 
-from npllm.atomic import atomic_write_text
+from npllm.errors import NpllmError
+from npllm.io.atomic import atomic_write_text
 
 FORMAT_MAGIC = "npllm-bpe"
 FORMAT_VERSION = 1
 
 
-class TokenizerFileError(ValueError):
+class TokenizerFileError(NpllmError, ValueError):
     """A tokenizer file that cannot be read; the message names the file and, when known, the line."""
 
     def __init__(self, path, problem: str, line_number: int | None = None):

@@ -33,6 +33,8 @@ string can be passed instead of a name.
 
 import regex
 
+from npllm.errors import SettingError
+
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
 
 GPT4_PATTERN = (
@@ -50,11 +52,11 @@ def resolve_pattern(pattern: str) -> str:
     rather than on the first encode.
     """
     if not isinstance(pattern, str) or not pattern:
-        raise ValueError(f"pattern must be one of {sorted(PATTERNS)} or a non-empty regex string, got {pattern!r}")
+        raise SettingError(f"`pattern` must be one of {sorted(PATTERNS)} or a non-empty regex string, got {pattern!r}")
     if pattern in PATTERNS:
         return PATTERNS[pattern]
     try:
         regex.compile(pattern)
     except regex.error as error:
-        raise ValueError(f"pattern {pattern!r} is not a valid regex: {error}") from error
+        raise SettingError(f"`pattern` {pattern!r} is not a valid regex: {error}") from error
     return pattern

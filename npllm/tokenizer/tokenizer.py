@@ -36,6 +36,7 @@ import gc
 import re
 from itertools import chain
 
+from npllm.errors import SettingError
 from npllm.tokenizer import files
 from npllm.tokenizer.encode import PairLookup, encode_chunk, encode_chunks, pair_table
 from npllm.tokenizer.naive import NUM_BYTES, count_chunks, token_bytes, without_lone_surrogates
@@ -74,8 +75,8 @@ class BPETokenizer:
         special_list = list(special_tokens or ())
         num_merges = vocab_size - NUM_BYTES - len(special_list) if isinstance(vocab_size, int) else -1
         if num_merges < 0:
-            raise ValueError(
-                f"vocab_size must be an integer of at least 256 (the bytes) + {len(special_list)} (special tokens)"
+            raise SettingError(
+                f"`vocab_size` must be an integer of at least 256 (the bytes) + {len(special_list)} (special tokens)"
                 f" = {NUM_BYTES + len(special_list)}, got {vocab_size!r}"
             )
         pattern = resolve_pattern(pattern)
@@ -161,7 +162,7 @@ class BPETokenizer:
         if disallowed:
             found = special_token_regex(disallowed).search(text)
             if found:
-                raise ValueError(
+                raise SettingError(
                     f"the text contains the special token {found.group()!r}, which is disallowed; pass "
                     f"allowed_special={{{found.group()!r}}} to encode it as that token, or "
                     f"disallowed_special='none' to encode it as ordinary text"
@@ -198,7 +199,7 @@ class BPETokenizer:
         try:
             return b"".join([self._id_to_bytes[token_id] for token_id in ids])
         except KeyError as error:
-            raise ValueError(f"unknown token id {error.args[0]!r}: this tokenizer has no such id") from None
+            raise SettingError(f"unknown token id {error.args[0]!r}: this tokenizer has no such id") from None
 
     def decode(self, ids, errors: str = "replace") -> str:
         """The text the ids stand for; invalid UTF-8 (a character cut between tokens) becomes U+FFFD."""

@@ -16,25 +16,18 @@ Wall-clock timings on a shared machine wobble, so each encoder runs ``--repeats`
 once. What this script offers is a like-for-like comparison in one process, not a precise
 number. Speed is never asserted in tests.
 
-Run as ``python -m npllm.tokenizer.bench`` or ``npllm bench tokenizer``; ``--json`` makes the
+Run as ``python -m npllm.bench.tokenizer`` or ``npllm bench tokenizer``; ``--json`` makes the
 last line one JSON object with every figure.
 """
 
 import argparse
 import json
-import time
 
+from npllm.bench.timing import timed
 from npllm.data import stdlib_text
 from npllm.tokenizer.tokenizer import BPETokenizer
 
 MEGABYTE = 1_000_000
-
-
-def timed(function, *args):
-    """(result, seconds) of one call."""
-    start = time.perf_counter()
-    result = function(*args)
-    return result, time.perf_counter() - start
 
 
 def fastest(repeats: int, make_encoder, text: str):

@@ -19,7 +19,7 @@ writes 200 MB.  Two cheap remedies, both used by ``map_rows``:
 Small arrays (fewer than two pieces) are processed directly in the calling
 thread: below that, the pool's overhead would cost more than it saves.
 Inside ``working_alone()`` the calling thread does every piece itself:
-data-parallel training (``npllm.nn.data_parallel``) already keeps one
+data-parallel training (``npllm.runtime.data_parallel``) already keeps one
 thread busy per core, each with its own slice of the batch, and must not
 hand pieces to helpers too (a pool thread that did would wait for a task
 queued behind itself: a deadlock).

@@ -21,7 +21,7 @@ still mapped fresh each time; ops that can avoid one reuse a buffer instead
 One more setting makes this hold for every thread.  glibc gives a thread
 other than the main one an "arena" of its own to allocate from, and
 unmaps an arena's emptied heaps whatever the trim threshold says; the
-thread that trains the second slice of each batch (``npllm.nn.data_parallel``)
+thread that trains the second slice of each batch (``npllm.runtime.data_parallel``)
 then paid some 1,800 page faults (7 MB of fresh pages) per step of the
 tiny preset.  With a single arena for all threads (``M_ARENA_MAX`` = 1) it
 pays none; the price, threads taking turns inside ``malloc`` itself, is

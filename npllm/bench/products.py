@@ -31,11 +31,12 @@ import threading
 
 import numpy as np
 
-from npllm.benchmarks.train import PRESETS, _timed, npllm_step_function, torch_step_function
-from npllm.blas_threads import blas_threads_limited
-from npllm.functional import _query_blocks
-from npllm.ops.memory import keep_freed_memory
-from npllm.ops.parallel import cores
+from npllm.bench.timing import seconds
+from npllm.bench.train import PRESETS, npllm_step_function, torch_step_function
+from npllm.functional.attention import _query_blocks
+from npllm.runtime.blas import blas_threads_limited
+from npllm.runtime.memory import keep_freed_memory
+from npllm.runtime.pool import cores
 
 
 OURS = "numpy, one shard per core"
@@ -112,7 +113,7 @@ def _call(step):
 
 def median_seconds(fn, repeats=5) -> float:
     fn()  # warm-up
-    return float(np.median([_timed(fn) for _ in range(repeats)]))
+    return float(np.median([seconds(fn) for _ in range(repeats)]))
 
 
 def main(argv=None):
@@ -122,7 +123,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3, help="alternating rounds; medians reported (default 3)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of all figures")
     args = parser.parse_args(argv)
-    keep_freed_memory()  # as training does (see npllm.ops.memory)
+    keep_freed_memory()  # as training does (see npllm.runtime.memory)
     preset = PRESETS[args.preset]
     workers = cores()
     sequences = preset["batch_size"]

@@ -1,16 +1,21 @@
 """Data parallelism on one machine: every core trains on its own slice of the batch.
 
-A training step on a batch computes the mean loss over its n targets (the
-tokens to predict) and its gradient.  Both are averages, so the batch can be
-cut along its examples into slices ("shards"), each shard's mean loss and
-gradient computed on its own, and the results combined, weighting shard i
-by its share n_i / n of the targets:
+A training step on a batch computes the mean loss over the targets it
+counts (the tokens to predict, the masked positions, the labelled examples:
+the *objective* decides, ``npllm.training.objectives``) and its gradient.
+Both are averages, so the batch can be cut along its examples into slices
+("shards"), each shard's mean loss and gradient computed on its own, and the
+results combined, weighting shard i by its share n_i / n of the counted
+targets:
 
     L = sum_i (n_i / n) L_i,        dL/dw = sum_i (n_i / n) dL_i/dw
 
-A target equal to ``ignore_index`` (-100 unless told otherwise, as in
-``cross_entropy``: padding, a prompt not to be learned) counts for nothing,
-here as in the loss; a shard with no target left is skipped.
+A batch is a dict of arrays (``input_ids``, ``targets``, an attention mask,
+a teacher's logits, ...) whose first axis is the example; every array is cut
+at the same places.  The objective counts each shard's targets
+(``objective.count(shard)``), so a target it ignores (padding, a prompt not
+to be learned) weighs nothing, here as in the loss; a shard with nothing to
+count is skipped.
 
 This is how large models are trained on many machines (each holds a copy
 of the model, a "replica", and the gradients are summed over the network
@@ -28,13 +33,15 @@ product?  Because much of a small model's step is not large products: the
 attention of every head is a stack of little products too small to split
 well, and elementwise ops split into pieces pay for handing the pieces out.
 One thread per core, each doing whole ops with single-threaded BLAS
-(``npllm.blas_threads``), keeps both cores busy with no coordination until
+(``npllm.runtime.blas``), keeps both cores busy with no coordination until
 the gradients are added.  Measured on the 2-core machine this was built on
 (``npllm bench train``), the preset ``tiny`` trained ~1.3x faster and
 ``small`` ~1.1x.
 
-The loss function must return the *mean* over the targets it counts (as
-``cross_entropy`` does), so that the shards combine by the weights above.
+The objective's loss must be the *mean* over the targets its ``count``
+counts (as ``cross_entropy`` is), so that the shards combine by the weights
+above.  Frozen parameters (``requires_grad`` False) stay frozen in every
+replica.
 Each replica has dropout generators of its own (spawned from the model's),
 so two shards never share a mask.  More workers than cores is allowed (the
 threads then take turns) and gives the same numbers as on a machine with
@@ -45,19 +52,18 @@ import copy
 
 import numpy as np
 
-from npllm.blas_threads import blas_threads_limited
-from npllm.functional import IGNORE_INDEX, cross_entropy
-from npllm.ops.parallel import cores, executor, working_alone
-from npllm.tensor import no_grad
 from npllm.nn.layers import own_generator
+from npllm.runtime.blas import blas_threads_limited
+from npllm.runtime.pool import cores, executor, working_alone
+from npllm.tensor import no_grad
 
 
 class DataParallel:
     """``model`` trained on ``workers`` threads (default: one per core), each on a slice of the batch.
 
     >>> parallel = DataParallel(model)
-    >>> loss = parallel.forward_backward(inputs, targets)   # model's .grad += d mean loss / d w
-    >>> loss = parallel.loss(inputs, targets)               # forward only, for validation
+    >>> loss = parallel.forward_backward(batch, objective)   # model's .grad += d mean loss / d w
+    >>> loss = parallel.loss(batch, objective)               # forward only, for validation
 
     ``replicas[0]`` is ``model`` itself; the others share its weights.
     """
@@ -73,48 +79,46 @@ class DataParallel:
     def workers(self) -> int:
         return len(self.replicas)
 
-    def forward_backward(self, inputs, targets, loss_fn=cross_entropy, scale=1.0, ignore_index=IGNORE_INDEX) -> float:
-        """Mean loss of ``loss_fn(model(inputs), targets)``; adds ``scale`` x its gradient into the model's ``.grad``.
+    def forward_backward(self, batch: dict, objective, scale=1.0) -> float:
+        """The objective's mean loss on ``batch``; adds ``scale`` x its gradient into the model's ``.grad``.
 
-        ``inputs`` and ``targets`` are cut along their first axis (examples)
-        into at most ``workers`` shards of nearly equal size; ``ignore_index``
-        must be the one ``loss_fn`` skips (it weighs the shards).  If a shard
-        raises, the error reaches the caller and the model's gradients hold
-        only part of the batch: zero them before trying again.
+        Every array of ``batch`` is cut along its first axis (examples) into
+        at most ``workers`` shards of nearly equal size.  If a shard raises,
+        the error reaches the caller and the model's gradients hold only part
+        of the batch: zero them before trying again.
         """
-        def shard_step(replica, inputs, targets, share):
-            loss = loss_fn(replica(inputs), targets)
+        def shard_step(replica, shard, share):
+            loss = objective.loss(replica, shard)
             loss.backward(np.asarray(scale * share, dtype=loss.dtype))  # this shard's part of the batch's mean
             return loss.item()
 
-        loss = self._map_shards(shard_step, inputs, targets, ignore_index)
+        loss = self._map_shards(shard_step, batch, objective)
         self._add_replica_gradients()
         return loss
 
-    def loss(self, inputs, targets, loss_fn=cross_entropy, ignore_index=IGNORE_INDEX) -> float:
-        """Mean loss of ``loss_fn(model(inputs), targets)``, forward only (no graph): evaluation on every core."""
-        with no_grad():
-            return self._map_shards(lambda replica, inputs, targets, share: loss_fn(replica(inputs), targets).item(),
-                                    inputs, targets, ignore_index)
+    def loss(self, batch: dict, objective) -> float:
+        """The objective's mean loss on ``batch``, forward only (no graph): evaluation on every core."""
+        def shard_loss(replica, shard, share):
+            with no_grad():  # (grad mode is per thread: each shard's thread switches it off for itself)
+                return objective.loss(replica, shard).item()
 
-    def _map_shards(self, work, inputs, targets, ignore_index):
-        """Run ``work(replica, inputs, targets, share)`` on each shard; return its results' mean weighted by share.
+        return self._map_shards(shard_loss, batch, objective)
+
+    def _map_shards(self, work, batch, objective):
+        """Run ``work(replica, shard, share)`` on each shard; return its results' mean weighted by share.
 
         Shard i always runs on replica i (its dropout generators), whichever
         thread takes it: each thread takes the next shard until none is left.
         """
-        if len(inputs) != len(targets):
-            raise ValueError(f"DataParallel: {len(inputs)} inputs but {len(targets)} targets")
-        if len(inputs) == 0:
-            raise ValueError("DataParallel: the batch is empty")
-        bounds = np.linspace(0, len(inputs), min(self.workers, len(inputs)) + 1).round().astype(int)
-        counted = np.array([np.count_nonzero(np.asarray(targets[start:stop]) != ignore_index)
-                            for start, stop in zip(bounds[:-1], bounds[1:])])
-        if counted.sum() == 0:  # nothing to learn from: let the model itself say what that means for loss_fn
-            counted, bounds = np.array([1]), bounds[[0, -1]]
+        size = _batch_size(batch)
+        bounds = np.linspace(0, size, min(self.workers, size) + 1).round().astype(int)
+        shards = [{key: value[start:stop] for key, value in batch.items()}
+                  for start, stop in zip(bounds[:-1], bounds[1:])]
+        counted = np.array([objective.count(shard) for shard in shards])
+        if counted.sum() == 0:  # nothing to learn from: let the objective itself say what that means
+            shards, counted = [batch], np.array([1])
         shares = counted / counted.sum()
-        jobs = [(replica, inputs[start:stop], targets[start:stop], share)
-                for replica, start, stop, share in zip(self.replicas, bounds[:-1], bounds[1:], shares) if share > 0]
+        jobs = [(replica, shard, share) for replica, shard, share in zip(self.replicas, shards, shares) if share > 0]
         self._share_weights()
         if len(jobs) == 1:
             return work(*jobs[0])
@@ -135,10 +139,10 @@ class DataParallel:
                     helper.exception()  # wait for every thread, even after an error, before BLAS gets its threads back
         for helper in helpers:
             helper.result()  # re-raises a thread's error
-        return float(np.dot(losses, [job[3] for job in jobs]))
+        return float(np.dot(losses, [job[2] for job in jobs]))
 
     def _share_weights(self):
-        """Point every replica's parameters at the model's current arrays; clear their gradients.
+        """Point every replica's parameters at the model's current arrays, frozen where they are; clear their gradients.
 
         Done before each step, so it holds even after an optimizer or
         ``load_state_dict`` gave the model's parameters new arrays.
@@ -148,7 +152,7 @@ class DataParallel:
             if replica.training != self.model.training:
                 replica.train(self.model.training)
             for param, twin in zip(params, replica.parameters()):
-                twin.data, twin.grad = param.data, None
+                twin.data, twin.grad, twin.requires_grad = param.data, None, param.requires_grad
 
     def _add_replica_gradients(self):
         """model.grad += each replica's gradient, replica by replica (a fixed order: reproducible sums)."""
@@ -171,3 +175,14 @@ def _replica(model):
     for (_, original), (_, copied) in zip(model.named_generators(), replica.named_generators()):
         copied.bit_generator.state = own_generator(original).bit_generator.state  # a stream of its own
     return replica
+
+
+def _batch_size(batch: dict) -> int:
+    """The number of examples in ``batch``: the common length of its arrays' first axes."""
+    sizes = {key: len(value) for key, value in batch.items()}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"DataParallel: a batch's arrays must hold the same number of examples, got {sizes}")
+    size = next(iter(sizes.values()))
+    if size == 0:
+        raise ValueError("DataParallel: the batch is empty")
+    return size

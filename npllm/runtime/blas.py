@@ -7,7 +7,7 @@ per core.  Two settings of that pool matter to training speed.
 spin for 2^28 CPU cycles by default (about a tenth of a second), ready for
 the next product.  Between two products a training step runs elementwise
 work (GELU, softmax, layer norm, AdamW) for milliseconds, some of it on a
-helper thread of our own (``npllm.ops.parallel``), and a spinning BLAS
+helper thread of our own (``npllm.runtime.pool``), and a spinning BLAS
 thread takes the core from it.  Not spinning at all costs too, where
 products follow each other within microseconds (generating with a KV cache:
 some forty small products per token), since every product must then wake a
@@ -17,12 +17,12 @@ core for elementwise work.  Measured on the 2-core machine this was tuned on
 (medians of alternating runs): tiny-preset training 8,164 tokens/s with
 2^28, 9,285 with 2^4, 9,725 with 2^17; cached generation on the small
 preset 212, 168 and 214 tokens/s.  OpenBLAS reads ``OPENBLAS_THREAD_TIMEOUT``
-once, when NumPy is first imported, so ``npllm.tensor`` imports this module
+once, when NumPy is first imported, so ``npllm`` (the package's ``__init__``) imports this module
 before NumPy.  If NumPy is already loaded, or the variable is already set,
 nothing changes.
 
 **How many threads.**  When our own threads already keep every core busy
-(data-parallel training, ``npllm.nn.data_parallel``: one thread per core,
+(data-parallel training, ``npllm.runtime.data_parallel``: one thread per core,
 each on its slice of the batch), a product must not split itself over the
 cores as well: two threads each starting a two-thread product would make
 four threads fight over two cores.  ``blas_threads_limited(1)`` makes every

@@ -30,12 +30,12 @@ import os
 import resource
 import subprocess
 import sys
-import time
 
 import numpy as np
 
-from npllm.ops.memory import keep_freed_memory
-from npllm.ops.parallel import cores
+from npllm.bench.timing import seconds
+from npllm.runtime.memory import keep_freed_memory
+from npllm.runtime.pool import cores
 
 PRESETS = {
     # the two configurations issue 6 measures PyTorch on
@@ -50,14 +50,8 @@ def matmul_peak_gflops(sizes=(1024, 2048), repeats=5) -> float:
     for n in sizes:
         a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
         a @ a  # warm up BLAS threads
-        best = max(best, 2 * n**3 / min(_timed(lambda: a @ a) for _ in range(repeats)) / 1e9)
+        best = max(best, 2 * n**3 / min(seconds(np.matmul, a, a) for _ in range(repeats)) / 1e9)
     return best
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def _resident_mb() -> float:
@@ -84,17 +78,20 @@ def _model_config(preset):
 def npllm_step_function(preset, workers=None):
     """Our GPT + AdamW on ``workers`` threads (default: one per core); return (one training step, FLOPs per token)."""
     from npllm.models import GPT
-    from npllm.nn import DataParallel
     from npllm.optim import AdamW
+    from npllm.runtime.data_parallel import DataParallel
+    from npllm.training.objectives import NextToken
 
     model = GPT(_model_config(preset), seed=0)
     optimizer = AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
-    parallel = DataParallel(model, workers)  # as npllm.train trains
+    parallel = DataParallel(model, workers)  # as npllm train trains
+    objective = NextToken()
     inputs, targets = _batch(preset)
+    batch = {"input_ids": inputs, "targets": targets}
 
     def step():
         optimizer.zero_grad()
-        loss = parallel.forward_backward(inputs, targets)
+        loss = parallel.forward_backward(batch, objective)
         optimizer.step()
         return loss
 
@@ -105,7 +102,7 @@ def torch_step_function(preset, workers=None):
     """The same model, weights and batch in eager PyTorch (on every core: ``workers`` is npllm's setting)."""
     import torch
 
-    from npllm.benchmarks.torch_gpt import TorchGPT
+    from npllm.bench.torch_gpt import TorchGPT
     from npllm.models import GPT
 
     torch.set_num_threads(cores())
@@ -134,29 +131,26 @@ ENGINES = {"npllm": npllm_step_function, "torch": torch_step_function}
 def measure(engine, preset_name, steps, warmup, workers=None) -> dict:
     """Run in this process: warm-up steps, then timed steps; return the figures."""
     preset = PRESETS[preset_name]
-    keep_freed_memory()  # as training does (see npllm.ops.memory)
+    keep_freed_memory()  # as training does (see npllm.runtime.memory)
     baseline_mb = _resident_mb()
     step, flops_per_token = ENGINES[engine](preset, workers)
     for _ in range(warmup):
         step()
-    times = []
-    for _ in range(steps):
-        times.append(_timed(step))
-    seconds = float(np.median(times))
+    step_seconds = float(np.median([seconds(step) for _ in range(steps)]))
     tokens = preset["batch_size"] * preset["context_length"]
     return {
         "engine": engine,
         "preset": preset_name,
-        "ms_per_step": seconds * 1e3,
-        "tokens_per_s": tokens / seconds,
-        "gflops": flops_per_token * tokens / seconds / 1e9,
+        "ms_per_step": step_seconds * 1e3,
+        "tokens_per_s": tokens / step_seconds,
+        "gflops": flops_per_token * tokens / step_seconds / 1e9,
         "peak_memory_mb": _peak_resident_mb() - baseline_mb,
     }
 
 
 def measure_in_child(engine, preset, steps, warmup, workers=None) -> dict:
     """Run ``measure`` in a fresh Python so engines never share memory or threads."""
-    command = [sys.executable, "-m", "npllm.benchmarks.train", "--child", engine,
+    command = [sys.executable, "-m", "npllm.bench.train", "--child", engine,
                "--preset", preset, "--steps", str(steps), "--warmup", str(warmup)]
     if workers is not None:
         command += ["--workers", str(workers)]

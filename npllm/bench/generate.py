@@ -11,20 +11,20 @@ median of each.
 
 import argparse
 import json
-import time
 
 import numpy as np
 
-from npllm.benchmarks.train import PRESETS
-from npllm.generate import generate_tokens
+from npllm.bench.train import PRESETS
+from npllm.bench.timing import timed
+from npllm.generation import generate_tokens
 from npllm.models import GPT, GPTConfig
-from npllm.ops.memory import keep_freed_memory
+from npllm.runtime.memory import keep_freed_memory
 
 
 def tokens_per_second(model, prompt, new_tokens, use_cache) -> float:
-    started = time.perf_counter()
-    produced = sum(1 for _ in generate_tokens(model, prompt, new_tokens, temperature=0, use_cache=use_cache))
-    return produced / (time.perf_counter() - started)
+    produced, elapsed = timed(lambda: sum(1 for _ in generate_tokens(model, prompt, new_tokens, temperature=0,
+                                                                    use_cache=use_cache)))
+    return produced / elapsed
 
 
 def main(argv=None):
@@ -34,7 +34,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=1, help="alternate the two paths this many times (default 1)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     args = parser.parse_args(argv)
-    keep_freed_memory()  # as training does (see npllm.ops.memory)
+    keep_freed_memory()  # as training does (see npllm.runtime.memory)
     preset = {k: v for k, v in PRESETS[args.preset].items() if k != "batch_size"}
     model = GPT(GPTConfig(**preset), seed=0)
     prompt = np.random.default_rng(0).integers(0, preset["vocab_size"], size=1)

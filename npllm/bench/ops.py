@@ -14,7 +14,7 @@ Two chains are timed, each the best of a few repeats:
 - ``mixed``: a repeating cycle of multiply, add, tanh, reshape, transpose,
   reshape, slicing, subtract and divide by a Python number (the mix a layer makes).
 
-Run ``npllm bench ops`` (or ``python -m npllm.benchmarks.ops``); ``--json``
+Run ``npllm bench ops`` (or ``python -m npllm.bench.ops``); ``--json``
 makes the last line a JSON object of the figures.
 """
 
@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from npllm import Tensor
+from npllm.tensor import Tensor
 
 SIZE = 4  # elements per tensor: small enough that NumPy's own work is negligible
 

@@ -1,0 +1,10 @@
+"""Generation: from a trained model's logits to text.
+
+- ``sampling``: greedy, temperature, top-k and top-p choices of one token;
+- ``decoding``: the token-by-token loop of a decoder-only model, with its KV cache.
+"""
+
+from npllm.generation.decoding import generate, generate_tokens
+from npllm.generation.sampling import filter_logits, sample_token
+
+__all__ = ["generate", "generate_tokens", "sample_token", "filter_logits"]

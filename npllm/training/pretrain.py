@@ -1,0 +1,247 @@
+"""Pre-training a GPT: the recipe that turns a corpus into a language model.
+
+What this recipe decides, and hands to the shared loop (``loop.py``) as a
+``TrainingRun``:
+
+    corpus       the standard library's source (default), the docs, a download, or the user's files
+    tokenizer    a byte-level BPE learned from the corpus's first characters, <|endoftext|> last
+    model        a GPT-2 in miniature (``GPTConfig`` from ``TrainConfig``)
+    objective    next-token prediction (``NextToken``) on random windows of T tokens
+    optimizer    AdamW, decaying the weight matrices (``configure_param_groups``)
+    schedule     linear warm-up, then cosine decay to a floor
+    evaluation   the same windows of the held-out last 5% of the tokens, every time
+
+``train(config)`` starts a run in ``config.out_dir``; ``resume(out_dir)``
+rebuilds it from its checkpoint and continues bit for bit.  Settings that
+decide what is learned (``FIXED_ON_RESUME``) must match the checkpoint's;
+the rest (``max_steps``, ``eval_interval``, ...) may change on resume.
+
+Left out on purpose: sequence packing with document boundaries.
+"""
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from npllm.data.batches import RandomWindows, evaluation_batches, require_windows
+from npllm.data.sources import load_corpus
+from npllm.data.tokens import load_or_encode, split_tokens, text_sha256
+from npllm.errors import SettingError
+from npllm.io.safetensors import CheckpointError
+from npllm.models import GPT, GPTConfig
+from npllm.optim import AdamW, WarmupCosineLR, configure_param_groups, param_groups_by_name
+from npllm.runtime.data_parallel import DataParallel
+from npllm.runtime.memory import keep_freed_memory
+from npllm.runtime.pool import cores
+from npllm.tokenizer import BPETokenizer
+from npllm.training import loop
+from npllm.training.checkpoint import load_checkpoint
+from npllm.training.loop import METRICS_FILE, LoopSettings, TrainingError, TrainingRun
+from npllm.training.objectives import NextToken
+
+END_OF_TEXT = "<|endoftext|>"
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; the defaults train in about six minutes on two CPU cores."""
+
+    # data and tokenizer
+    data: str = "stdlib"                    # "stdlib", "docs", "shakespeare", or a text file / folder
+    vocab_size: int = 2048                  # BPE vocabulary: 256 bytes + merges + <|endoftext|>
+    tokenizer_chars: int = 4_000_000        # the tokenizer learns its merges from this many characters
+    validation_fraction: float = 0.05       # the last 5% of the tokens are held out
+    # model (a GPT-2 in miniature)
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    context_length: int = 128
+    dropout: float = 0.0                    # little data is seen twice in a short run: no need to regularise
+    # optimisation
+    batch_size: int = 16
+    grad_accum: int = 1                     # micro-batches per step
+    workers: int | None = None              # threads, each on a slice of every batch (default: one per core;
+                                            # recorded in the checkpoint: a resumed run keeps its count)
+    max_steps: int = 2000
+    lr: float = 2e-3                        # peak learning rate (small models like large rates)
+    min_lr: float = 2e-4                    # the cosine decays to this floor
+    warmup_steps: int = 100
+    decay_steps: int | None = None          # the cosine reaches min_lr here (default: max_steps)
+    weight_decay: float = 0.1
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    # bookkeeping
+    eval_interval: int = 250                # validate and checkpoint every this many steps
+    eval_windows: int = 64                  # validation windows per evaluation
+    seed: int = 1337
+    out_dir: str = "runs/gpt"
+
+    def __post_init__(self):
+        """Refuse a setting that cannot train, naming it, before the corpus is read."""
+        for name in ("batch_size", "grad_accum", "eval_interval", "eval_windows", "workers"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise SettingError(f"`{name}` must be at least 1, got {getattr(self, name)}")
+        self.model_config(self.vocab_size)  # GPTConfig checks the model's shape (n_embd divisible by n_head, ...)
+
+    def model_config(self, vocab_size) -> GPTConfig:
+        return GPTConfig(vocab_size=vocab_size, context_length=self.context_length, n_layer=self.n_layer,
+                         n_head=self.n_head, n_embd=self.n_embd, dropout=self.dropout)
+
+
+# The settings a resumed run must share with its checkpoint (the rest, like max_steps, may change).
+# weight_decay and beta2 live in the optimizer state the checkpoint restores, so a new value would be
+# ignored; validation_fraction decides which tokens are trained on.
+FIXED_ON_RESUME = ("data", "vocab_size", "validation_fraction", "n_layer", "n_head", "n_embd", "context_length",
+                   "dropout", "batch_size", "grad_accum", "weight_decay", "beta2", "seed")
+
+
+# What this recipe adds to the loop's state.json, all of which ``restore_run`` needs.
+RECIPE_STATE_KEYS = ("config", "model_config", "corpus_sha256")
+
+
+@dataclass
+class Run(TrainingRun):
+    """A pre-training run: the loop's ``TrainingRun`` and what this recipe keeps beside it."""
+
+    config: TrainConfig = None
+    validation_tokens: np.ndarray = None  # the held-out end of the corpus
+    corpus_sha256: str = ""  # the training text's fingerprint: a resumed run must read the same text
+
+    def recipe_state(self) -> dict:
+        return {"config": dataclasses.asdict(self.config), "model_config": dataclasses.asdict(self.model.config),
+                "corpus_sha256": self.corpus_sha256}
+
+
+def train(config: TrainConfig, progress=True, log=print) -> Run:
+    """Start a new run in ``config.out_dir`` and train it for ``config.max_steps`` steps."""
+    keep_freed_memory()  # reuse freed memory for the step's large arrays (a process-wide setting: see npllm.runtime.memory)
+    return loop.train(start_run(config, log), progress, log)
+
+
+def resume(out_dir, changes=None, progress=True, log=print) -> Run:
+    """Continue the run saved in ``out_dir``, exactly where it stopped.
+
+    ``changes`` holds settings the user gave explicitly: ``max_steps``,
+    ``eval_interval`` and the like may change; the model, data and batch
+    settings (``FIXED_ON_RESUME``) must match the checkpoint's.
+    """
+    keep_freed_memory()  # reuse freed memory for the step's large arrays (a process-wide setting: see npllm.runtime.memory)
+    return loop.train(restore_run(out_dir, changes or {}, log), progress, log)
+
+
+def start_run(config: TrainConfig, log) -> Run:
+    config = _with_workers_fixed(config)
+    out_dir = Path(config.out_dir)
+    if (out_dir / "checkpoint").exists() or (out_dir / "checkpoint.old").exists():  # .old: a crash mid-save
+        raise TrainingError(f"{out_dir} already holds a run: continue it with `resume`, or choose another `out_dir`")
+    corpus = load_corpus(config.data)
+    log(f"corpus: {corpus.description}, {len(corpus.text) / 1e6:.1f} M characters")
+    started = time.perf_counter()
+    tokenizer = train_tokenizer(corpus.text, config)
+    log(f"tokenizer: {tokenizer.vocab_size} tokens learned in {time.perf_counter() - started:.1f} s")
+    run = _build_run(config, tokenizer, corpus.text, log)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / METRICS_FILE).unlink(missing_ok=True)
+    return run
+
+
+def _with_workers_fixed(config: TrainConfig) -> TrainConfig:
+    """``workers`` made a number (default: this machine's cores), so the checkpoint records it.
+
+    The shards a batch is cut into decide the order of the gradient's sums, so a
+    run resumed elsewhere keeps its worker count (and stays bit-identical) unless
+    told otherwise.
+    """
+    return config if config.workers is not None else dataclasses.replace(config, workers=cores())
+
+
+def train_tokenizer(text: str, config: TrainConfig) -> BPETokenizer:
+    """A byte-level BPE with ``vocab_size`` ids, the last one being <|endoftext|>."""
+    sample = text[: config.tokenizer_chars]
+    return BPETokenizer.train(sample, vocab_size=config.vocab_size, pattern="gpt4",
+                              special_tokens={END_OF_TEXT: config.vocab_size - 1})
+
+
+def restore_run(out_dir, changes: dict, log) -> Run:
+    """Rebuild the run saved in ``out_dir``, with the allowed ``changes`` applied."""
+    fixed = {key: value for key, value in changes.items() if key in FIXED_ON_RESUME}
+    checkpoint = load_checkpoint(out_dir, require_config=fixed)
+    missing = [key for key in RECIPE_STATE_KEYS if key not in checkpoint.train_state]
+    if missing:
+        raise CheckpointError(f"{checkpoint.folder}: not a checkpoint written by npllm train"
+                              f" (state.json lacks {', '.join(missing)})")
+    saved = {"workers": 1, **checkpoint.train_state["config"]}  # (a checkpoint from before workers existed ran on one)
+    config = _with_workers_fixed(TrainConfig(**{**saved, **changes, "out_dir": str(out_dir)}))
+    if checkpoint.tokenizer_path is None:
+        raise CheckpointError(f"{checkpoint.folder}: the checkpoint has no tokenizer file")
+    tokenizer = BPETokenizer.load(checkpoint.tokenizer_path)
+    text = load_corpus(config.data).text
+    if text_sha256(text) != checkpoint.train_state["corpus_sha256"]:
+        raise CheckpointError(f"{checkpoint.folder}: the text of `data` {config.data} is not the text this run"
+                              " was trained on (changed, or a relative path read from another folder)")
+    run = _build_run(config, tokenizer, text, log)
+    run.optimizer = _optimizer(config, _saved_param_groups(run.model, checkpoint.train_state["optimizer"], config))
+    loop.restore(run, checkpoint)
+    log(f"resumed {out_dir} at step {run.step}")
+    return run
+
+
+def _saved_param_groups(model: GPT, saved_optimizer: dict, config: TrainConfig) -> list[dict]:
+    """The parameter groups the checkpoint's optimizer had, by name.
+
+    A checkpoint from before groups were saved by name (npllm 0.1) decayed the
+    Linear layers' matrices only, not the embeddings: its groups are rebuilt
+    by that rule, so that it resumes exactly as it was trained.
+    """
+    groups = saved_optimizer["param_groups"]
+    if all("names" in group for group in groups):
+        return param_groups_by_name(model, groups)
+    embeddings = {"wte.weight", "wpe.weight"}
+    return configure_param_groups(model, config.weight_decay,
+                                  decays=lambda name, param: param.ndim >= 2 and name not in embeddings)
+
+
+def _optimizer(config: TrainConfig, param_groups: list[dict]) -> AdamW:
+    return AdamW(param_groups, lr=config.lr, betas=(0.9, config.beta2))
+
+
+def _build_run(config: TrainConfig, tokenizer: BPETokenizer, text: str, log) -> Run:
+    tokens = load_or_encode(text, tokenizer)
+    train_tokens, validation_tokens = split_tokens(tokens, config.validation_fraction)
+    require_windows(validation_tokens, config.context_length, "validation")  # now, not at the first evaluation
+    log(f"tokens: {len(train_tokens):,} for training, {len(validation_tokens):,} for validation;"
+        f" unigram baseline loss {unigram_loss(train_tokens, validation_tokens, tokenizer.vocab_size):.3f}")
+    model = GPT(config.model_config(tokenizer.vocab_size), seed=config.seed)
+    decay_steps = config.decay_steps or config.max_steps
+    log(f"model: {model.num_parameters():,} parameters, {model.flops_per_token() / 1e6:.1f} MFLOP per token;"
+        f" each batch shared by {config.workers} worker thread{'s' * (config.workers > 1)}")
+    return Run(
+        model=model,
+        objective=NextToken(),
+        optimizer=_optimizer(config, configure_param_groups(model, config.weight_decay)),
+        schedule=WarmupCosineLR(config.lr, min(config.warmup_steps, decay_steps), decay_steps, config.min_lr),
+        batches=RandomWindows(train_tokens, config.context_length, config.batch_size, seed=config.seed),
+        evaluation_batches=lambda: evaluation_batches(validation_tokens, config.context_length, config.batch_size,
+                                                      config.eval_windows),
+        parallel=DataParallel(model, config.workers),
+        settings=LoopSettings(max_steps=config.max_steps, grad_accum=config.grad_accum, grad_clip=config.grad_clip,
+                              eval_interval=config.eval_interval),
+        out_dir=Path(config.out_dir),
+        tokenizer=tokenizer,
+        config=config,
+        validation_tokens=validation_tokens,
+        corpus_sha256=text_sha256(text),
+    )
+
+
+def unigram_loss(train_tokens, validation_tokens, vocab_size) -> float:
+    """Cross-entropy on validation of the best model that ignores context: token frequencies.
+
+    The number any trained model must beat; add-one smoothing keeps unseen tokens finite.
+    """
+    counts = np.bincount(train_tokens, minlength=vocab_size) + 1.0
+    log_probs = np.log(counts / counts.sum())
+    return float(-log_probs[validation_tokens].mean())
