@@ -28,7 +28,17 @@ def _one_line(error) -> str:
     """The error as its one line, with the settings it names (`` `lr` ``) shown as flags (``--lr``)."""
     if isinstance(error, OSError) and error.filename is not None:
         return f"{error.filename}: {error.strerror or error}"
-    return re.sub(r"`(\w+)`", lambda match: _flag(match.group(1)), str(error))
+    return _as_flags(str(error))
+
+
+def _as_flags(text: str) -> str:
+    """``text`` with every setting named in backquotes (`` `max_steps` ``) shown as its flag (``--max-steps``)."""
+    return re.sub(r"`(\w+)`", lambda match: _flag(match.group(1)), text)
+
+
+def _log(line: str):
+    """What the library logs, as the command line says it."""
+    print(_as_flags(line))
 
 
 def _flag(setting: str) -> str:
@@ -72,9 +82,9 @@ def _train(argv):
     is_resume, quiet = args.pop("resume", False), args.pop("quiet", False)
     if is_resume:
         out_dir = args.pop("out_dir", defaults.out_dir)
-        run = resume(out_dir, changes=args, progress=not quiet)
+        run = resume(out_dir, changes=args, progress=not quiet, log=_log)
     else:
-        run = train(TrainConfig(**args), progress=not quiet)
+        run = train(TrainConfig(**args), progress=not quiet, log=_log)
     print(f"done: step {run.step}; checkpoint in {run.config.out_dir}/checkpoint;"
           f" try: npllm generate --checkpoint {run.config.out_dir} --prompt 'def '")
     return 0
@@ -83,8 +93,7 @@ def _train(argv):
 # --- npllm generate ---------------------------------------------------------
 def _generate(argv):
     from npllm.generation import generate_tokens
-    from npllm.training.checkpoint import load_model
-    from npllm.training.pretrain import END_OF_TEXT
+    from npllm.training.pretrain import END_OF_TEXT, load_model
 
     parser = argparse.ArgumentParser(prog="npllm generate", description="Write text with a trained GPT.")
     parser.add_argument("--checkpoint", default="runs/gpt", help="run folder written by npllm train")

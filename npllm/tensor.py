@@ -153,9 +153,9 @@ class Function:
         try:
             out = Tensor._wrap(cls.forward(ctx, *arrays, **options))
         except ValueError as error:
-            if type(error) is not ValueError:  # npllm's own errors (ShapeError and others) say what they mean
+            if type(error).__module__.startswith("npllm."):  # npllm's own errors say what they mean
                 raise
-            # NumPy reports operands that do not fit as a plain ValueError: add the op's name and the shapes
+            # NumPy's (operands that do not fit, an axis out of range): add the op's name and the shapes
             shapes = ", ".join(str(np.shape(a)) for a in arrays)
             raise ShapeError(f"{cls.__name__}: {error} (input shapes {shapes})") from error
         if recording:

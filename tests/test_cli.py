@@ -14,8 +14,7 @@ import pytest
 
 from npllm.cli import main
 from npllm.generation import generate_tokens
-from npllm.training.checkpoint import load_model
-from npllm.training.pretrain import END_OF_TEXT
+from npllm.training.pretrain import END_OF_TEXT, load_model
 
 TINY_FLAGS = ["--vocab-size", "300", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--context-length", "16",
               "--batch-size", "4", "--eval-windows", "4", "--warmup-steps", "1", "--quiet"]
@@ -82,11 +81,14 @@ def test_tokenizer_train_encode_decode_round_trip(tiny_corpus, tmp_path, capsys,
     (["train", "--preset", "tiny", "--steps", "1", "--warmup", "0", "--workers", "1"], "npllm on 1 worker thread "),
     (["products", "--preset", "tiny", "--repeats", "1"], "numpy, one shard per core:"),
 ], ids=["ops", "generate", "tokenizer", "train", "train on one thread", "products"])
+@pytest.mark.bench
 def test_bench_runs_with_tiny_settings(argv, printed, capsys):
     assert main(["bench", *argv]) == 0
     assert printed in capsys.readouterr().out
 
 
+@pytest.mark.bench
+@pytest.mark.parity
 def test_bench_train_compares_with_torch_and_ends_with_json(capsys):
     pytest.importorskip("torch")
     assert main(["bench", "train", "--preset", "tiny", "--steps", "1", "--warmup", "0", "--compare-torch", "--json"]) == 0
@@ -95,6 +97,8 @@ def test_bench_train_compares_with_torch_and_ends_with_json(capsys):
     assert summary["speedup_vs_torch"] == pytest.approx(summary["tokens_per_s"] / summary["torch"]["tokens_per_s"])
 
 
+@pytest.mark.bench
+@pytest.mark.parity
 def test_bench_products_compares_with_torch_and_ends_with_json(capsys):
     pytest.importorskip("torch")
     assert main(["bench", "products", "--preset", "tiny", "--repeats", "1", "--compare-torch", "--json"]) == 0
@@ -103,6 +107,7 @@ def test_bench_products_compares_with_torch_and_ends_with_json(capsys):
     assert summary["torch_speedup_over_numpy_sharded"] == pytest.approx(sharded["ms"] / torch_figures["ms"])
 
 
+@pytest.mark.bench
 @pytest.mark.parametrize("what", ["generate", "ops", "products", "tokenizer", "train"])
 def test_bench_help_is_the_benchmarks_own(what, capsys):
     with pytest.raises(SystemExit) as exit_status:
@@ -188,3 +193,27 @@ def test_bench_products_are_the_products_of_every_weight_matrix_and_of_attention
     attention = 12 * settings["n_layer"] * settings["n_embd"] * settings["context_length"] * tokens
     assert flops == 6 * sum(matrices) * tokens + attention * 3 // 4  # two causal blocks skip a quarter
     assert len(calls) == 3 * len(shapes) + 6 * 2 * settings["n_layer"]
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    """Only errors a user can fix become one line: anything else is a bug, and must show where it happened."""
+    import npllm.training.pretrain as pretrain
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(pretrain, "train", broken)
+    with pytest.raises(ZeroDivisionError, match="a bug"):
+        main(["train", "--max-steps", "1"])
+
+
+def test_settings_named_in_errors_are_shown_as_the_flags_that_set_them(capsys, monkeypatch):
+    import npllm.training.pretrain as pretrain
+    from npllm.errors import SettingError
+
+    def refuse(*args, **kwargs):
+        raise SettingError("`out_dir` and `max_steps` disagree with `lr`")
+
+    monkeypatch.setattr(pretrain, "train", refuse)
+    assert main(["train"]) == 2
+    assert capsys.readouterr().err == "npllm train: error: --out and --max-steps disagree with --lr\n"

@@ -39,16 +39,20 @@ def import_in_fresh_interpreter(scope, excluded=()):
     return report["modules"], report["optional"]
 
 
+@pytest.mark.slow
 def test_import_npllm_needs_no_optional_package():
     assert import_in_fresh_interpreter("package") == ([], [])
 
 
+@pytest.mark.slow
 def test_every_module_imports_without_optional_packages():
     modules, optional = import_in_fresh_interpreter("every", excluded=[TORCH_YARDSTICK])
     assert {"npllm.training.pretrain", "npllm.generation.decoding", "npllm.cli", "npllm.bench.tokenizer"} <= set(modules)
     assert optional == []
 
 
+@pytest.mark.slow
+@pytest.mark.parity
 def test_the_check_sees_torch_when_the_yardstick_is_imported():
     pytest.importorskip("torch")
     _, optional = import_in_fresh_interpreter("every")

@@ -1,1 +1,19 @@
-"""Micro-benchmarks, run as ``npllm bench <name>``; each module has ``main(argv)`` and prints its figures."""
+"""Benchmarks, run as ``npllm bench <name>``; each module has ``main(argv)`` and prints its figures.
+
+Every benchmark times with ``timing.py``'s one stopwatch, and its counts (steps,
+repeats, tokens) are flags of type ``at_least_one``, so a zero or negative count
+is refused by argparse in one line before anything runs.
+"""
+
+import argparse
+
+
+def at_least_one(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value

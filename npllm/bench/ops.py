@@ -20,10 +20,11 @@ makes the last line a JSON object of the figures.
 
 import argparse
 import json
-import time
 
 import numpy as np
 
+from npllm.bench import at_least_one
+from npllm.bench.timing import timed
 from npllm.tensor import Tensor
 
 SIZE = 4  # elements per tensor: small enough that NumPy's own work is negligible
@@ -64,20 +65,17 @@ def time_chain(build, repeats):
     """Best forward and backward seconds over ``repeats`` runs of ``build() -> (output, op_count)``."""
     best_forward = best_backward = float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
-        y, count = build()
-        middle = time.perf_counter()
-        y.backward(np.ones(y.shape, dtype=y.dtype))
-        end = time.perf_counter()
-        best_forward = min(best_forward, (middle - start) / count)
-        best_backward = min(best_backward, (end - middle) / count)
+        (y, count), forward_seconds = timed(build)
+        _, backward_seconds = timed(y.backward, np.ones(y.shape, dtype=y.dtype))
+        best_forward = min(best_forward, forward_seconds / count)
+        best_backward = min(best_backward, backward_seconds / count)
     return best_forward, best_backward
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="npllm bench ops", description=__doc__.splitlines()[0])
-    parser.add_argument("--length", type=int, default=10_000, help="ops per chain (default 10000)")
-    parser.add_argument("--repeats", type=int, default=5, help="runs per chain; the best is reported (default 5)")
+    parser.add_argument("--length", type=at_least_one, default=10_000, help="ops per chain (default 10000)")
+    parser.add_argument("--repeats", type=at_least_one, default=5, help="runs per chain; the best is reported (default 5)")
     parser.add_argument("--json", action="store_true", help="end with one line of JSON")
     args = parser.parse_args(argv)
 

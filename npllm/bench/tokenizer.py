@@ -23,6 +23,7 @@ last line one JSON object with every figure.
 import argparse
 import json
 
+from npllm.bench import at_least_one
 from npllm.bench.timing import timed
 from npllm.data import stdlib_text
 from npllm.tokenizer.tokenizer import BPETokenizer
@@ -107,7 +108,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--megabytes", type=float, default=5.0, help="how much of the corpus to use (default 5)")
     parser.add_argument("--vocab-size", type=int, default=4096, help="vocabulary size to train (default 4096)")
     parser.add_argument("--pattern", default="gpt4", help="split pattern: gpt2, gpt4 or a regex (default gpt4)")
-    parser.add_argument("--repeats", type=int, default=3, help="encoding runs per encoder; the fastest counts (default 3)")
+    parser.add_argument("--repeats", type=at_least_one, default=3, help="encoding runs per encoder; the fastest counts (default 3)")
     parser.add_argument("--json", action="store_true", help="print every figure as one JSON object on the last line")
     args = parser.parse_args(argv)
     text = stdlib_text(max_bytes=int(args.megabytes * MEGABYTE))

@@ -33,12 +33,13 @@ import sys
 
 import numpy as np
 
+from npllm.bench import at_least_one
 from npllm.bench.timing import seconds
 from npllm.runtime.memory import keep_freed_memory
 from npllm.runtime.pool import cores
 
 PRESETS = {
-    # the two configurations issue 6 measures PyTorch on
+    # tiny: the default run's GPT with half its vocabulary; small: the shape of nanoGPT's Shakespeare GPT
     "tiny": dict(n_layer=4, n_head=4, n_embd=128, context_length=128, vocab_size=1024, batch_size=16),
     "small": dict(n_layer=6, n_head=6, n_embd=384, context_length=256, vocab_size=4096, batch_size=8),
 }
@@ -169,12 +170,12 @@ def _median_run(runs) -> dict:
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="npllm bench train", description=__doc__.split("\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 10 tiny, 5 small)")
+    parser.add_argument("--steps", type=at_least_one, default=None, help="timed steps (default: 10 tiny, 5 small)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--workers", type=int, default=None,
                         help="npllm's data-parallel threads (default: one per core; 1 = the whole batch on one thread)")
     parser.add_argument("--compare-torch", action="store_true", help="also run eager PyTorch and print ratios")
-    parser.add_argument("--repeats", type=int, default=1,
+    parser.add_argument("--repeats", type=at_least_one, default=1,
                         help="alternate the engines this many times and report medians (default 1)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of all figures")
     parser.add_argument("--child", choices=sorted(ENGINES), help=argparse.SUPPRESS)

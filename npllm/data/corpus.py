@@ -23,6 +23,8 @@ import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
+from npllm.errors import SettingError
+
 EXCLUDED_DIRECTORIES = frozenset({"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"})
 
 
@@ -56,7 +58,7 @@ def stdlib_text(max_bytes: int | None = None) -> str:
     The cut never splits a character: the text returned encodes to at most ``max_bytes`` bytes.
     """
     if max_bytes is not None and max_bytes < 0:
-        raise ValueError(f"max_bytes must be non-negative or None, got {max_bytes}")
+        raise SettingError(f"`max_bytes` must be non-negative or None, got {max_bytes}")
     pieces, total_bytes = [], 0
     for path in iter_stdlib_files():
         text = read_utf8_or_none(path)

@@ -24,8 +24,9 @@ class FusedLinear(Function):
     is one 2-D BLAS call:
         dX = g W^T,   dW = X^T g,   db = sum over rows of g = 1^T g.
     The bias gradient is taken as that product with a row of N ones: BLAS
-    streams g once on all cores, where NumPy's ``g.sum(axis=0)`` was ~4x
-    slower here.  dW is computed in W's own memory layout: when W is a
+    streams g once (on as many threads as BLAS may use: one per shard under
+    data parallel training), where NumPy's ``g.sum(axis=0)`` was ~4x slower
+    here.  dW is computed in W's own memory layout: when W is a
     transposed view (GPT's tied output projection W = wte^T, wte of shape
     (V, C)), the product computed is dW^T = g^T X, of wte's shape, so that
     adding it into wte's gradient reads memory in order, not across a

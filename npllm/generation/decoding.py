@@ -59,14 +59,15 @@ def _generate(model, ids, max_new_tokens, temperature, top_k, top_p, rng, use_ca
     was_training = model.training
     model.eval()
     try:
-        with no_grad():
-            next_logits = _cached_logits(model) if use_cache else _uncached_logits(model)
-            for _ in range(max_new_tokens):
-                token = sample_token(next_logits(ids), rng, temperature, top_k, top_p)
-                ids.append(token)
-                yield token
-                if token == stop_token:
-                    return
+        next_logits = _cached_logits(model) if use_cache else _uncached_logits(model)
+        for _ in range(max_new_tokens):
+            with no_grad():  # around the model call only: the caller's code between tokens keeps its own mode
+                logits = next_logits(ids)
+            token = sample_token(logits, rng, temperature, top_k, top_p)
+            ids.append(token)
+            yield token
+            if token == stop_token:
+                return
     finally:
         model.train(was_training)
 

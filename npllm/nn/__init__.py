@@ -2,10 +2,10 @@
 
 from npllm.nn.module import Module, ModuleList, Parameter
 from npllm.nn.layers import Dropout, Embedding, LayerNorm, Linear
-from npllm.nn.attention import KVCache, MultiHeadAttention
+from npllm.nn.attention import KVCache, KVCacheError, MultiHeadAttention
 from npllm.nn.transformer import MLP, Block
 
 __all__ = [
     "Module", "ModuleList", "Parameter", "Linear", "Embedding", "LayerNorm", "Dropout",
-    "KVCache", "MultiHeadAttention", "MLP", "Block",
+    "KVCache", "KVCacheError", "MultiHeadAttention", "MLP", "Block",
 ]

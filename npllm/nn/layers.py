@@ -19,6 +19,7 @@ GPT-2's checkpoints call Conv1D, so they load without transposing.
 import numpy as np
 
 import npllm.functional as F
+from npllm.errors import SettingError
 from npllm.nn.module import Module, Parameter
 
 GPT2_INIT_STD = 0.02
@@ -93,7 +94,7 @@ class Dropout(Module):
     def __init__(self, p=0.0, rng=None):
         super().__init__()
         if not 0.0 <= p < 1.0:
-            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
+            raise SettingError(f"Dropout: `dropout` must be in [0, 1), got {p}")
         self.p = p
         self.rng = own_generator(rng)
 

@@ -126,6 +126,8 @@ class Module:
         """
         for param in self.parameters():
             param.requires_grad = bool(requires_grad)
+            if not requires_grad:
+                param.grad = None  # a stale gradient would still count in clipping
         return self
 
     def get_submodule(self, name: str) -> "Module":

@@ -11,10 +11,12 @@ NumPy's matmul also multiplies stacks of matrices, broadcasting the leading
 input was broadcast along (``unbroadcast``).  A 1-D operand is a vector: it is
 promoted to a matrix for the computation and the added axis removed again.
 
-One fast path: a stack of rows times one matrix, (..., k) @ (k, n), which is
-how every Linear layer is called.  NumPy runs that as many small products; we
-reshape the rows into one (rows, k) matrix first, which is one large BLAS call
-(about twice as fast here), and the weight's gradient becomes one product too.
+One fast path: a stack of rows times one matrix, (..., k) @ (k, n), as in
+``x @ W`` for activations x of shape (B, T, k).  NumPy runs that as many
+small products; we reshape the rows into one (rows, k) matrix first, which
+is one large BLAS call (about twice as fast here), and the weight's gradient
+becomes one product too.  (The ``nn.Linear`` layer does not come through
+here: it calls the fused ``F.linear``, which flattens its rows the same way.)
 """
 
 import numpy as np

@@ -20,7 +20,9 @@ in PyTorch, every parameter an optimizer is given is decayed by its group's
 (decay the matrices; not biases or LayerNorm gains).  Frozen parameters
 (``requires_grad`` False, e.g. a base model under LoRA adapters) are left
 out when the optimizer is built: no buffers, no moments, no decay.  Freezing
-or unfreezing a parameter afterwards needs a new optimizer (``step`` says so).
+or unfreezing a parameter afterwards needs a new optimizer: ``step`` refuses
+to run with a parameter frozen since, and one unfrozen since is simply not
+among those it trains.
 
 The speed design: flat buffers.
 A GPT has dozens of parameter arrays.  Updating them one by one costs a
@@ -120,10 +122,10 @@ class Optimizer:
             flat.grad.fill(0)
 
     def step(self):
+        if not all(p.requires_grad for group in self.param_groups for p in group["params"]):
+            raise RuntimeError(f"{type(self).__name__}: a parameter was frozen after the optimizer was built;"
+                               " build the optimizer after freezing (it leaves frozen parameters out)")
         for group, flat, state in zip(self.param_groups, self.flat_groups, self.state):
-            if not all(p.requires_grad for p in group["params"]):
-                raise RuntimeError(f"{type(self).__name__}: a parameter was frozen after the optimizer was built;"
-                                   " build the optimizer after freezing (it leaves frozen parameters out)")
             flat.reattach()
             state["step"] += 1
             self._update(group, flat, state)

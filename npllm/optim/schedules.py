@@ -22,6 +22,8 @@ Left out: step decay, restarts, per-group multipliers (set each group's
 
 import math
 
+from npllm.errors import SettingError
+
 
 class ConstantLR:
     """The same learning rate at every step."""
@@ -43,7 +45,7 @@ class WarmupCosineLR:
 
     def __init__(self, max_lr, warmup_steps, total_steps, min_lr=0.0):
         if not 0 <= warmup_steps <= total_steps:
-            raise ValueError(
+            raise SettingError(
                 f"WarmupCosineLR: need 0 <= warmup_steps <= total_steps, got {warmup_steps} and {total_steps}"
             )
         self.max_lr, self.min_lr = max_lr, min_lr

@@ -7,6 +7,7 @@
 
 Nothing here changes a result, only how fast it comes.  The textbook floors
 (tensor, ops, functional, nn, models, optim) import none of it, except the
-fused ops' ``functional/_kernels.py``, which runs pieces on the pool.  This
+fused ops' ``functional/_kernels.py``, which runs pieces on the pool (and
+through which the optimizers reach ``map_rows`` too: one door, not two).  This
 ``__init__`` imports nothing, so ``npllm`` can load ``blas`` before NumPy.
 """

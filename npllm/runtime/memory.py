@@ -30,8 +30,8 @@ have not allocated yet, which is why the entry points call it first.
 
 It is a setting of the whole process, so importing npllm does not make
 it: the entry points that train or benchmark call ``keep_freed_memory``
-(``npllm.train.train`` and ``resume``, ``npllm bench train`` and ``bench
-generate``); a notebook or another program that imports npllm keeps its
+(``npllm.training.pretrain.train`` and ``resume``, ``npllm bench train`` and
+``bench generate``); a notebook or another program that imports npllm keeps its
 C library's defaults unless it calls it too.
 
 Nothing changes on other C libraries, where ``mallopt`` is not available.

@@ -34,8 +34,6 @@ import numpy as np
 
 from npllm.io.atomic import atomic_write_text, fsync_directory
 from npllm.io.safetensors import CheckpointError, load_safetensors, save_safetensors
-from npllm.models import GPT, GPTConfig
-from npllm.tokenizer import BPETokenizer
 
 CHECKPOINT_FOLDER = "checkpoint"
 MODEL_FILE = "model.safetensors"
@@ -134,15 +132,3 @@ def check_config(saved: dict, required: dict, path: Path) -> None:
     if differences:
         raise CheckpointError(f"{path}: checkpoint is from another configuration: {', '.join(differences)}")
 
-
-def load_model(run_dir):
-    """The GPT and tokenizer saved by ``npllm train`` in ``run_dir`` (a run folder, or its checkpoint folder)."""
-    checkpoint = load_checkpoint(run_dir)
-    if checkpoint.tokenizer_path is None or "model_config" not in checkpoint.train_state:
-        raise CheckpointError(f"{checkpoint.folder}: not a checkpoint written by npllm train (no tokenizer or config)")
-    model = GPT(GPTConfig(**checkpoint.train_state["model_config"]))
-    try:
-        model.load_state_dict(checkpoint.model_state)
-    except (KeyError, ValueError) as error:
-        raise CheckpointError(f"{checkpoint.folder}: weights do not fit the saved config ({error})") from error
-    return model, BPETokenizer.load(checkpoint.tokenizer_path)

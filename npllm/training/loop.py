@@ -29,7 +29,7 @@ rather than a demo:
 Gradient accumulation runs ``grad_accum`` micro-batches per step and
 averages their gradients, training with an effective batch ``grad_accum``
 times larger in the memory of one.  Each micro-batch is shared by the
-threads of ``npllm.runtime.DataParallel``, weighted by the targets each
+threads of ``npllm.runtime.data_parallel.DataParallel``, weighted by the targets each
 slice counts.
 
 Errors name settings in backquotes (`` `lr` ``), as ``npllm.errors`` says;
@@ -140,7 +140,7 @@ def _loop(run: TrainingRun, stop, progress, log):
     bar.close()
     if stop.requested and run.step < settings.max_steps:
         save(run)
-        log(f"interrupted: saved step {run.step} in {run.out_dir}; continue with --resume")
+        log(f"interrupted: saved step {run.step} in {run.out_dir}; continue it with `resume`")
 
 
 def _step(run: TrainingRun, lr: float) -> tuple[float, int]:
@@ -155,7 +155,7 @@ def _step(run: TrainingRun, lr: float) -> tuple[float, int]:
         _stop_unless_finite("loss", loss, run.step + 1, run.out_dir)
         total += loss
         counted += run.objective.count(batch)
-    clip_grad_norm(run.model.parameters(), run.settings.grad_clip)
+    clip_grad_norm([p for p in run.model.parameters() if p.requires_grad], run.settings.grad_clip)
     run.optimizer.step()
     return total / accumulate, counted
 
@@ -192,12 +192,17 @@ def save(run: TrainingRun):
     save_checkpoint(run.out_dir, run.model.state_dict(), optimizer_arrays, state, run.tokenizer)
 
 
-def restore(run: TrainingRun, checkpoint: Checkpoint):
-    """Put ``run`` where ``checkpoint`` left it: weights, optimizer, step, every generator, metrics."""
+def require_loop_state(checkpoint: Checkpoint):
+    """Refuse, in one line, a checkpoint whose state.json lacks what ``restore`` reads."""
     missing = [key for key in LOOP_STATE_KEYS if key not in checkpoint.train_state]
     if missing:
         raise CheckpointError(f"{checkpoint.folder}: not a checkpoint written by npllm's training loop"
                               f" (state.json lacks {', '.join(missing)})")
+
+
+def restore(run: TrainingRun, checkpoint: Checkpoint):
+    """Put ``run`` where ``checkpoint`` left it: weights, optimizer, step, every generator, metrics."""
+    require_loop_state(checkpoint)
     state = checkpoint.train_state
     try:
         run.model.load_state_dict(checkpoint.model_state)

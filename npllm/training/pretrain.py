@@ -20,6 +20,7 @@ Left out on purpose: sequence packing with document boundaries.
 """
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,10 +81,29 @@ class TrainConfig:
     out_dir: str = "runs/gpt"
 
     def __post_init__(self):
-        """Refuse a setting that cannot train, naming it, before the corpus is read."""
-        for name in ("batch_size", "grad_accum", "eval_interval", "eval_windows", "workers"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
+        """Refuse a setting that cannot train, naming it, before the corpus is read.
+
+        A comparison with NaN is false, so a NaN is refused by every check.
+        """
+        for name in ("batch_size", "grad_accum", "eval_interval", "eval_windows", "workers", "max_steps",
+                     "tokenizer_chars", "decay_steps"):
+            if getattr(self, name) is not None and not getattr(self, name) >= 1:
                 raise SettingError(f"`{name}` must be at least 1, got {getattr(self, name)}")
+        checks = [
+            ("vocab_size", self.vocab_size >= 257, "at least 257 (the 256 bytes and <|endoftext|>)"),
+            ("warmup_steps", self.warmup_steps >= 0, "at least 0"),
+            ("seed", self.seed >= 0, "at least 0"),
+            ("lr", 0 < self.lr < math.inf, "a positive number"),
+            ("min_lr", 0 <= self.min_lr <= self.lr, f"between 0 and `lr` ({self.lr})"),
+            ("weight_decay", 0 <= self.weight_decay < math.inf, "at least 0"),
+            ("beta2", 0 <= self.beta2 < 1, "in [0, 1)"),
+            ("grad_clip", self.grad_clip > 0, "a positive number (inf: no clipping)"),
+            ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
+            ("validation_fraction", 0 < self.validation_fraction < 1, "between 0 and 1"),
+        ]
+        for name, holds, requirement in checks:
+            if not holds:
+                raise SettingError(f"`{name}` must be {requirement}, got {getattr(self, name)}")
         self.model_config(self.vocab_size)  # GPTConfig checks the model's shape (n_embd divisible by n_head, ...)
 
     def model_config(self, vocab_size) -> GPTConfig:
@@ -169,6 +189,7 @@ def restore_run(out_dir, changes: dict, log) -> Run:
     """Rebuild the run saved in ``out_dir``, with the allowed ``changes`` applied."""
     fixed = {key: value for key, value in changes.items() if key in FIXED_ON_RESUME}
     checkpoint = load_checkpoint(out_dir, require_config=fixed)
+    loop.require_loop_state(checkpoint)
     missing = [key for key in RECIPE_STATE_KEYS if key not in checkpoint.train_state]
     if missing:
         raise CheckpointError(f"{checkpoint.folder}: not a checkpoint written by npllm train"
@@ -182,8 +203,13 @@ def restore_run(out_dir, changes: dict, log) -> Run:
     if text_sha256(text) != checkpoint.train_state["corpus_sha256"]:
         raise CheckpointError(f"{checkpoint.folder}: the text of `data` {config.data} is not the text this run"
                               " was trained on (changed, or a relative path read from another folder)")
-    run = _build_run(config, tokenizer, text, log)
-    run.optimizer = _optimizer(config, _saved_param_groups(run.model, checkpoint.train_state["optimizer"], config))
+    def saved_groups(model, config):
+        try:
+            return _saved_param_groups(model, checkpoint.train_state["optimizer"], config)
+        except (KeyError, TypeError) as error:
+            raise CheckpointError(f"{checkpoint.folder}: its optimizer state does not fit this model ({error})") from error
+
+    run = _build_run(config, tokenizer, text, log, param_groups=saved_groups)
     loop.restore(run, checkpoint)
     log(f"resumed {out_dir} at step {run.step}")
     return run
@@ -194,7 +220,8 @@ def _saved_param_groups(model: GPT, saved_optimizer: dict, config: TrainConfig) 
 
     A checkpoint from before groups were saved by name (npllm 0.1) decayed the
     Linear layers' matrices only, not the embeddings: its groups are rebuilt
-    by that rule, so that it resumes exactly as it was trained.
+    by that rule, so that it resumes exactly as it was trained.  (In a GPT the
+    matrices that are not Linear weights are exactly the two embedding tables.)
     """
     groups = saved_optimizer["param_groups"]
     if all("names" in group for group in groups):
@@ -208,7 +235,12 @@ def _optimizer(config: TrainConfig, param_groups: list[dict]) -> AdamW:
     return AdamW(param_groups, lr=config.lr, betas=(0.9, config.beta2))
 
 
-def _build_run(config: TrainConfig, tokenizer: BPETokenizer, text: str, log) -> Run:
+def _new_param_groups(model: GPT, config: TrainConfig) -> list[dict]:
+    return configure_param_groups(model, config.weight_decay)
+
+
+def _build_run(config: TrainConfig, tokenizer: BPETokenizer, text: str, log, param_groups=_new_param_groups) -> Run:
+    """The run's objects; ``param_groups(model, config)`` chooses the optimizer's groups (a resume: the saved ones)."""
     tokens = load_or_encode(text, tokenizer)
     train_tokens, validation_tokens = split_tokens(tokens, config.validation_fraction)
     require_windows(validation_tokens, config.context_length, "validation")  # now, not at the first evaluation
@@ -221,7 +253,7 @@ def _build_run(config: TrainConfig, tokenizer: BPETokenizer, text: str, log) -> 
     return Run(
         model=model,
         objective=NextToken(),
-        optimizer=_optimizer(config, configure_param_groups(model, config.weight_decay)),
+        optimizer=_optimizer(config, param_groups(model, config=config)),
         schedule=WarmupCosineLR(config.lr, min(config.warmup_steps, decay_steps), decay_steps, config.min_lr),
         batches=RandomWindows(train_tokens, config.context_length, config.batch_size, seed=config.seed),
         evaluation_batches=lambda: evaluation_batches(validation_tokens, config.context_length, config.batch_size,
@@ -245,3 +277,16 @@ def unigram_loss(train_tokens, validation_tokens, vocab_size) -> float:
     counts = np.bincount(train_tokens, minlength=vocab_size) + 1.0
     log_probs = np.log(counts / counts.sum())
     return float(-log_probs[validation_tokens].mean())
+
+
+def load_model(run_dir):
+    """The GPT and tokenizer saved by ``npllm train`` in ``run_dir`` (a run folder, or its checkpoint folder)."""
+    checkpoint = load_checkpoint(run_dir)
+    if checkpoint.tokenizer_path is None or "model_config" not in checkpoint.train_state:
+        raise CheckpointError(f"{checkpoint.folder}: not a checkpoint written by npllm train (no tokenizer or config)")
+    model = GPT(GPTConfig(**checkpoint.train_state["model_config"]))
+    try:
+        model.load_state_dict(checkpoint.model_state)
+    except (KeyError, ValueError) as error:
+        raise CheckpointError(f"{checkpoint.folder}: weights do not fit the saved config ({error})") from error
+    return model, BPETokenizer.load(checkpoint.tokenizer_path)

@@ -45,6 +45,7 @@ def test_tiktoken_rank_file_round_trip(tokenizer, tmp_path):
     assert first_line == "AA== 0"  # base64 of the byte 0x00, rank 0
 
 
+@pytest.mark.parity
 def test_tiktoken_reads_our_rank_file(tokenizer, tmp_path):
     tiktoken_load = pytest.importorskip("tiktoken.load")
     path = tmp_path / "tok.tiktoken"
@@ -114,6 +115,7 @@ def test_gpt2_files_give_gpt2s_exact_ids(tmp_path):
     assert gpt2.encode("<|endoftext|>", allowed_special="all") == [encoder["<|endoftext|>"]]
 
 
+@pytest.mark.parity
 def test_gpt2_files_match_tiktokens_reader(tmp_path):
     tiktoken_load = pytest.importorskip("tiktoken.load")
     encoder_path, vocab_path, _, _ = write_gpt2_files(tmp_path)

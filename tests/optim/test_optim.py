@@ -89,6 +89,7 @@ CASES = [
 ]
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("name, options, group_settings", CASES)
 def test_matches_torch_optim_over_several_steps(name, options, group_settings):
     torch = pytest.importorskip("torch")
@@ -158,6 +159,7 @@ def test_optimizer_state_dict_round_trip_resumes_bit_identically(make):
 
 
 # --- clipping, groups, schedules --------------------------------------------
+@pytest.mark.parity
 def test_clip_grad_norm_matches_torch():
     torch = pytest.importorskip("torch")
     params = make_params()

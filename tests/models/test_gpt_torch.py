@@ -23,6 +23,7 @@ import pytest
 import npllm.functional as F
 from npllm.models import GPT, GPTConfig
 
+pytestmark = pytest.mark.parity
 torch = pytest.importorskip("torch")
 TF = torch.nn.functional
 

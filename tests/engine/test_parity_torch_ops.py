@@ -18,6 +18,7 @@ import pytest
 
 from npllm import Tensor, ops
 
+pytestmark = pytest.mark.parity
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 

@@ -226,3 +226,32 @@ def test_attention_errors():
         MultiHeadAttention(6, 4)
     with pytest.raises(ValueError, match="causal=False"):
         MultiHeadAttention(6, 3, cross=True)
+
+
+# --- surgery: freezing and replacing sub-modules -----------------------------
+def test_requires_grad_freezes_a_sub_tree_and_its_parameters_get_no_gradient():
+    block = Block(8, 2, rng=np.random.default_rng(0))
+    assert block.attn.requires_grad_(False) is block.attn
+    x = Tensor(np.random.default_rng(1).standard_normal((2, 3, 8)).astype(np.float32), requires_grad=True)
+    block(x).sum().backward()
+    for name, param in block.named_parameters():
+        assert (param.grad is None) == name.startswith("attn."), name
+    assert "frozen" in repr(block.attn.c_attn.weight)
+    block.requires_grad_(True)
+    assert all(param.requires_grad for param in block.parameters())
+
+
+def test_set_submodule_replaces_a_piece_in_place_and_keeps_the_names():
+    block = Block(8, 2, rng=np.random.default_rng(0))
+    names = [name for name, _ in block.named_parameters()]
+    new = Linear(32, 8, rng=np.random.default_rng(2))
+    block.set_submodule("mlp.c_proj", new)
+    assert block.get_submodule("mlp.c_proj") is new and block.mlp.c_proj is new
+    assert [name for name, _ in block.named_parameters()] == names
+    assert block.get_submodule("") is block
+    with pytest.raises(KeyError, match="no sub-module 'mlp.nowhere'"):
+        block.get_submodule("mlp.nowhere")
+    with pytest.raises(KeyError, match="no sub-module 'mlp.extra' to replace"):
+        block.set_submodule("mlp.extra", new)
+    with pytest.raises(TypeError, match="must be replaced by a Module"):
+        block.set_submodule("mlp.c_proj", np.zeros(3))

@@ -152,7 +152,7 @@ def test_ctrl_c_reports_where_it_saved(tiny_config, monkeypatch):
     messages = []
     run = train(config, progress=False, log=messages.append)
     assert run.step == 3
-    assert messages[-1] == f"interrupted: saved step 3 in {config.out_dir}; continue with --resume"
+    assert messages[-1] == f"interrupted: saved step 3 in {config.out_dir}; continue it with `resume`"
     assert json.loads((Path(config.out_dir) / "checkpoint" / "state.json").read_text())["step"] == 3
 
 

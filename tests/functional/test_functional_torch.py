@@ -14,6 +14,7 @@ import pytest
 import npllm.functional as F
 from npllm import Tensor
 
+pytestmark = pytest.mark.parity
 torch = pytest.importorskip("torch")
 TF = torch.nn.functional
 

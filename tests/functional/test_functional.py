@@ -327,6 +327,14 @@ def test_causal_mask_aligns_to_the_last_keys():
     np.testing.assert_array_equal(F.causal_mask(3, 3), np.tril(np.ones((3, 3), bool)))
 
 
+def test_tensor_methods_and_reprs_name_the_fused_ops():
+    x = Tensor(np.linspace(-3, 3, 12).reshape(3, 4), requires_grad=True)
+    y = x.gelu()
+    assert y._ctx.function is activations.FusedGELU
+    np.testing.assert_allclose(y.data, R.gelu_composed(x).data, rtol=1e-6)
+    assert "op=FusedLayerNorm" in repr(F.layer_norm(x))  # not mistaken for the nn.LayerNorm layer
+
+
 def test_gelu_none_is_the_exact_form():
     x = Tensor(np.array([-1.0, 0.5, 2.0]))
     from math import erf, sqrt

@@ -124,6 +124,7 @@ def tiktoken_twin(tokenizer):
     )
 
 
+@pytest.mark.parity
 def test_ids_equal_tiktoken_on_a_varied_corpus(tokenizer):
     twin = tiktoken_twin(tokenizer)
     for text in [*ROUND_TRIP_TEXTS, stdlib_text(max_bytes=300_000)[200_000:], VARIED_TEXT * 3]:
@@ -131,6 +132,7 @@ def test_ids_equal_tiktoken_on_a_varied_corpus(tokenizer):
     assert tokenizer.encode(TEXT_WITH_SPECIAL, allowed_special="all") == twin.encode(TEXT_WITH_SPECIAL, allowed_special="all")
 
 
+@pytest.mark.parity
 @settings(max_examples=150, deadline=None)
 @given(text=st.text(max_size=80))
 def test_ids_equal_tiktoken_on_arbitrary_unicode(tokenizer, text):
@@ -179,6 +181,7 @@ def test_pair_lookup_answers_like_the_pair_table(tokenizer):
     assert PairLookup({}, list(range(256)))(np.array([1]), np.array([2])).tolist() == [NOT_A_TOKEN]
 
 
+@pytest.mark.parity
 def test_a_cold_encode_of_many_chunks_takes_the_lockstep_path_and_equals_tiktoken(tokenizer):
     twin = tiktoken_twin(tokenizer)
     text = stdlib_text(max_bytes=600_000)[300_000:] + "\r\n".join(LOCKSTEP_CHUNKS) + VARIED_TEXT
