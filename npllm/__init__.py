@@ -15,10 +15,11 @@ from npllm.tensor import Tensor, ShapeError, is_grad_enabled, no_grad
 from npllm import ops
 from npllm import functional  # noqa: F401 (wires the fused GELU into Tensor.gelu)
 from npllm.gradcheck import GradcheckError, gradcheck
+from npllm.pretrained import load_pretrained, save_pretrained
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Tensor", "ShapeError", "no_grad", "is_grad_enabled",
-    "ops", "gradcheck", "GradcheckError", "__version__",
+    "ops", "gradcheck", "GradcheckError", "load_pretrained", "save_pretrained", "__version__",
 ]

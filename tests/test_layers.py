@@ -29,6 +29,7 @@ FLOORS = [  # bottom first; a module may import from its own floor or below
     ("npllm.optim",),
     ("npllm.models",),                     # the top of the textbook
     ("npllm.runtime",),
+    ("npllm.pretrained",),                 # Hugging Face folders <-> models and tokenizers
     ("npllm.generation",),
     ("npllm.training",),
     ("npllm.bench",),

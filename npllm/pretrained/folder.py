@@ -1,0 +1,68 @@
+"""What every Hugging Face format shares: ``config.json`` and the weights, read with one-line errors.
+
+Weights come as one ``model.safetensors`` or as shards: ``model.safetensors.index.json``
+maps each tensor name to the shard file holding it (``{"weight_map": {name: file}}``).
+``read_weights`` returns one name -> array dict either way.  A format module
+then calls ``take_tensors`` to check that the names it needs are all there.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from npllm.errors import NpllmError
+from npllm.io.safetensors import load_safetensors
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
+
+
+class PretrainedError(NpllmError):
+    """A Hugging Face folder that npllm cannot read or write: one line naming the file and the problem."""
+
+
+def read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PretrainedError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise PretrainedError(f"{path}: not a readable JSON file ({error})") from error
+    if not isinstance(value, dict):
+        raise PretrainedError(f"{path}: expected a JSON object, got a {type(value).__name__}")
+    return value
+
+
+def read_config(folder: Path) -> dict:
+    """The folder's config.json as a dict."""
+    if not folder.is_dir():
+        raise PretrainedError(f"{folder}: not a folder (a Hugging Face model is a folder with {CONFIG_FILE})")
+    return read_json(folder / CONFIG_FILE)
+
+
+def read_weights(folder: Path) -> dict[str, np.ndarray]:
+    """Every tensor of the folder's weights, from ``model.safetensors`` or from the shards its index lists."""
+    index_path = folder / WEIGHTS_INDEX_FILE
+    if not index_path.is_file():
+        return load_safetensors(folder / WEIGHTS_FILE)
+    weight_map = read_json(index_path).get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise PretrainedError(f"{index_path}: has no \"weight_map\" object")
+    tensors = {}
+    for shard in sorted(set(weight_map.values())):
+        tensors.update(load_safetensors(folder / shard))
+    missing = sorted(name for name in weight_map if name not in tensors)
+    if missing:
+        raise PretrainedError(f"{index_path}: lists tensors its shards do not hold: {', '.join(missing[:5])}")
+    return tensors
+
+
+def take_tensors(tensors: dict, names, where: Path) -> dict[str, np.ndarray]:
+    """``{name: tensors[name]}`` for ``names``, or one line listing the names missing from ``where``."""
+    missing = [name for name in names if name not in tensors]
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise PretrainedError(f"{where}: missing tensor{'s' * (len(missing) > 1)} {', '.join(missing[:5])}{more}")
+    return {name: tensors[name] for name in names}
