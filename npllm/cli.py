@@ -41,20 +41,41 @@ def _log(line: str):
     print(_as_flags(line))
 
 
+def _warn(line: str):
+    """A warning, on standard error (standard output may be the text a command writes)."""
+    print(f"npllm: warning: {_as_flags(line)}", file=sys.stderr)
+
+
 def _flag(setting: str) -> str:
     return "--out" if setting == "out_dir" else "--" + setting.replace("_", "-")
 
 
 # --- npllm train ------------------------------------------------------------
-TRAIN_FLAG_HELP = {
-    "data": "training text: stdlib (default), docs, shakespeare, or a text file or folder",
-    "out_dir": "run folder for checkpoints and metrics.jsonl",
-    "max_steps": "optimizer steps to train for",
-    "eval_interval": "validate and checkpoint every this many steps",
-    "lr": "peak learning rate",
-    "decay_steps": "step where the cosine reaches --min-lr (None: --max-steps)",
+TRAIN_FLAG_HELP = {  # one sentence per TrainConfig field (a test checks that none is missing)
+    "data": "training text: stdlib, docs, shakespeare, or a text file or folder",
+    "vocab_size": "tokens in the BPE vocabulary: 256 bytes, the merges, and <|endoftext|>",
+    "tokenizer_chars": "the tokenizer learns its merges from this many characters of the corpus",
+    "validation_fraction": "the share of the corpus, at its end, held out to measure the validation loss",
+    "n_layer": "transformer blocks",
+    "n_head": "attention heads per block (must divide --n-embd)",
+    "n_embd": "width of the residual stream",
+    "context_length": "tokens the model reads at once",
+    "dropout": "dropout probability in training",
+    "batch_size": "windows of --context-length tokens per micro-batch",
+    "grad_accum": "micro-batches whose gradients are averaged into one step",
     "workers": "threads, each training on a slice of every batch (None: one per core; a resumed run keeps its count)",
-    "seed": "seed for weights and batches",
+    "max_steps": "optimizer steps to train for",
+    "lr": "peak learning rate, reached after the warm-up",
+    "min_lr": "the learning rate the cosine decays to (at most --lr)",
+    "warmup_steps": "steps of linear warm-up from 0 to --lr",
+    "decay_steps": "step where the cosine reaches --min-lr (None: --max-steps)",
+    "weight_decay": "AdamW's decoupled weight decay of the weight matrices",
+    "beta2": "AdamW's decay rate of the squared-gradient average, in [0, 1)",
+    "grad_clip": "the gradient's global norm is scaled down to at most this",
+    "eval_interval": "validate and checkpoint every this many steps",
+    "eval_windows": "validation windows per evaluation",
+    "seed": "seed for the weights, the batches and dropout",
+    "out_dir": "run folder for checkpoints and metrics.jsonl",
 }
 
 
@@ -77,7 +98,7 @@ def _train(argv):
         default = getattr(defaults, field.name)
         kind = flag_type(field)
         parser.add_argument(flag, dest=field.name, type=kind, metavar=kind.__name__.upper(),
-                            help=f"{TRAIN_FLAG_HELP.get(field.name, field.name.replace('_', ' '))} (default {default})")
+                            help=f"{TRAIN_FLAG_HELP[field.name]} (default {default})")
     args = vars(parser.parse_args(argv))
     is_resume, quiet = args.pop("resume", False), args.pop("quiet", False)
     if is_resume:
@@ -95,24 +116,28 @@ def _generate(argv):
     from npllm.generation import generate_tokens
     from npllm.training.pretrain import END_OF_TEXT, load_model
 
-    parser = argparse.ArgumentParser(prog="npllm generate", description="Write text with a trained GPT.")
+    parser = argparse.ArgumentParser(prog="npllm generate", description="Write text with a trained GPT.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--checkpoint", default="runs/gpt", help="run folder written by npllm train")
     parser.add_argument("--prompt", default="\n", help="text to continue")
-    parser.add_argument("--max-new-tokens", type=int, default=200)
-    parser.add_argument("--temperature", type=float, default=0.8, help="0 means greedy")
-    parser.add_argument("--top-k", type=int, default=None)
-    parser.add_argument("--top-p", type=float, default=None)
-    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--max-new-tokens", type=int, default=200, help="tokens to write after the prompt, at most")
+    parser.add_argument("--temperature", type=float, default=0.8,
+                        help="divides the logits before sampling: below 1 sharper, above 1 flatter; 0 means greedy")
+    parser.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens only")
+    parser.add_argument("--top-p", type=float, default=None,
+                        help="sample among the fewest tokens whose probabilities add up to p")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the sampler, for a repeatable text")
     parser.add_argument("--no-cache", action="store_true", help="recompute the whole context for every token")
     args = parser.parse_args(argv)
 
-    model, tokenizer = load_model(args.checkpoint)
+    model, tokenizer = load_model(args.checkpoint, log=_warn)
     prompt_ids = tokenizer.encode(args.prompt, allowed_special="all")
     stop_token = tokenizer.special_tokens.get(END_OF_TEXT)
+    tokens = generate_tokens(model, prompt_ids, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
+                             args.seed, use_cache=not args.no_cache, stop_token=stop_token)  # checks every setting
     sys.stdout.write(args.prompt)
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character may span tokens
-    for token in generate_tokens(model, prompt_ids, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
-                                 args.seed, use_cache=not args.no_cache, stop_token=stop_token):
+    for token in tokens:
         if token == stop_token:
             break
         sys.stdout.write(decoder.decode(tokenizer.decode_bytes([token])))
@@ -129,16 +154,18 @@ def _tokenizer(argv):
 
     parser = argparse.ArgumentParser(prog="npllm tokenizer", description="Train and use a byte-level BPE tokenizer.")
     commands = parser.add_subparsers(dest="action", required=True)
-    train = commands.add_parser("train", help="learn merges from text")
+    defaults = argparse.ArgumentDefaultsHelpFormatter
+    train = commands.add_parser("train", help="learn merges from text", formatter_class=defaults)
     train.add_argument("--data", default="stdlib", help="stdlib, docs, shakespeare, or a text file or folder")
-    train.add_argument("--vocab-size", type=int, default=4096)
-    train.add_argument("--pattern", default="gpt4", help="gpt2, gpt4, or a regex")
+    train.add_argument("--vocab-size", type=int, default=4096, help="tokens in the vocabulary: 256 bytes + merges")
+    train.add_argument("--pattern", default="gpt4", help="how text is split before merging: gpt2, gpt4, or a regex")
     train.add_argument("--max-chars", type=int, default=None, help="learn from at most this many characters")
     train.add_argument("--out", required=True, help="tokenizer file to write")
-    for name, what in (("encode", "text to token ids"), ("decode", "token ids to text")):
-        command = commands.add_parser(name, help=what)
+    for name, what, given in (("encode", "text to token ids", "the text to encode"),
+                              ("decode", "token ids to text", "the token ids to decode, separated by spaces")):
+        command = commands.add_parser(name, help=what, formatter_class=defaults)
         command.add_argument("--tokenizer", required=True, help="file written by npllm tokenizer train")
-        command.add_argument("input", nargs="*", help="the text (encode) or ids (decode); standard input if absent")
+        command.add_argument("input", nargs="*", help=f"{given} (read from standard input if absent)")
     args = parser.parse_args(argv)
 
     if args.action == "train":

@@ -147,17 +147,43 @@ BAD_INPUT = {
     "heads that do not divide the width": (["train", "--data", "{w}/tiny.txt", "--out", "{w}/new", *TINY_FLAGS,
                                             "--n-head", "3"], "--n-embd 16 is not divisible by --n-head 3"),
     "run folder inside a file": (["train", "--data", "{w}/tiny.txt", "--out", "{w}/tiny.txt/run", *TINY_FLAGS],
-                                 "Not a directory"),
+                                 "--out {w}/tiny.txt/run: {w}/tiny.txt is a file, not a folder"),
+    "run folder that is a file": (["train", "--data", "{w}/tiny.txt", "--out", "{w}/tiny.txt", *TINY_FLAGS],
+                                  "--out {w}/tiny.txt: {w}/tiny.txt is a file, not a folder"),
+    "resume into the checkpoint folder": (["train", "--resume", "--out", "{w}/run/checkpoint"],
+                                          "--out {w}/run/checkpoint is a checkpoint folder; resume its run folder"),
+    "gradient ascent": (["train", *TINY_FLAGS, "--grad-clip", "-1"], "--grad-clip must be a positive number"),
+    "no clipping room": (["train", *TINY_FLAGS, "--grad-clip", "0"], "--grad-clip must be a positive number"),
+    "negative learning rate": (["train", *TINY_FLAGS, "--lr", "-0.1"], "--lr must be a positive number, got -0.1"),
+    "nan learning rate": (["train", *TINY_FLAGS, "--lr", "nan"], "--lr must be a positive number, got nan"),
+    "floor above the peak": (["train", *TINY_FLAGS, "--lr", "0.01", "--min-lr", "0.1"],
+                             "--min-lr must be between 0 and --lr (0.01), got 0.1"),
+    "beta2 of 1.5": (["train", *TINY_FLAGS, "--beta2", "1.5"], "--beta2 must be in [0, 1), got 1.5"),
+    "negative steps": (["train", *TINY_FLAGS, "--max-steps", "-5"], "--max-steps must be at least 1, got -5"),
+    "zero steps": (["train", *TINY_FLAGS, "--max-steps", "0"], "--max-steps must be at least 1, got 0"),
+    "negative warm-up": (["train", *TINY_FLAGS, "--warmup-steps", "-5"], "--warmup-steps must be at least 0, got -5"),
+    "no characters for the tokenizer": (["train", *TINY_FLAGS, "--tokenizer-chars", "0"],
+                                        "--tokenizer-chars must be at least 1, got 0"),
+    "dropout of one": (["train", *TINY_FLAGS, "--dropout", "1"], "--dropout must be in [0, 1), got 1.0"),
+    "vocabulary below the bytes": (["train", "--vocab-size", "100"], "--vocab-size must be at least 257"),
+    "negative new tokens": (["generate", "--checkpoint", "{w}/run", "--max-new-tokens", "-1"],
+                            "--max-new-tokens must be at least 0, got -1"),
+    "nan temperature": (["generate", "--checkpoint", "{w}/run", "--temperature", "nan"],
+                        "--temperature must be a number >= 0 (0: greedy), got nan"),
+    "negative seed": (["generate", "--checkpoint", "{w}/run", "--seed", "-1"], "--seed must be at least 0, got -1"),
     "run folder already used": (["train", "--data", "{w}/tiny.txt", "--out", "{w}/run", *TINY_FLAGS],
                                 "{w}/run already holds a run"),
     "checkpoint from another config": (["train", "--resume", "--out", "{w}/run", "--n-embd", "32"],
                                        "checkpoint is from another configuration: n_embd=16 (this run: 32)"),
     "missing checkpoint (resume)": (["train", "--resume", "--out", "{w}/nowhere"], "{w}/nowhere: no checkpoint here"),
     "missing checkpoint (generate)": (["generate", "--checkpoint", "{w}/nowhere"], "{w}/nowhere: no checkpoint here"),
-    "corrupt checkpoint (resume)": (["train", "--resume", "--out", "{w}/corrupt"], "corrupt safetensors file"),
-    "corrupt checkpoint (generate)": (["generate", "--checkpoint", "{w}/corrupt"], "corrupt safetensors file"),
+    "corrupt checkpoint (resume)": (["train", "--resume", "--out", "{w}/corrupt"],
+                                    "{w}/corrupt/checkpoint/model.safetensors: damaged: its SHA-256 is not"),
+    "corrupt checkpoint (generate)": (["generate", "--checkpoint", "{w}/corrupt"],
+                                      "{w}/corrupt/checkpoint/model.safetensors: damaged"),
     "empty prompt": (["generate", "--checkpoint", "{w}/run", "--prompt", ""], "prompt must hold at least one"),
     "top-p of zero": (["generate", "--checkpoint", "{w}/run", "--top-p", "0"], "--top-p must be in (0, 1]"),
+    "top-k of zero": (["generate", "--checkpoint", "{w}/run", "--top-k", "0"], "--top-k must be at least 1"),
     "missing tokenizer file": (["tokenizer", "encode", "--tokenizer", "{w}/missing.tok", "hi"], "missing.tok"),
     "non-integer id": (["tokenizer", "decode", "--tokenizer", "{w}/run/checkpoint/tokenizer.txt", "1", "x"],
                        "token ids must be integers"),
@@ -170,9 +196,11 @@ BAD_INPUT = {
 def test_bad_input_is_one_line_on_stderr_with_status_2(workspace, argv, message, capsys):
     argv = [part.replace("{w}", str(workspace)) for part in argv]
     assert main(argv) == 2
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert err.startswith(f"npllm {argv[0]}: error: ") and err.count("\n") == 1
     assert message.replace("{w}", str(workspace)) in err
+    if argv[0] == "generate":
+        assert out == ""  # it checks every setting before it prints the prompt
 
 
 @pytest.mark.parametrize("preset", ["tiny", "small"])

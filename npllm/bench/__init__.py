@@ -6,6 +6,7 @@ is refused by argparse in one line before anything runs.
 """
 
 import argparse
+import re
 
 
 def at_least_one(text: str) -> int:
@@ -17,3 +18,9 @@ def at_least_one(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def description(docstring: str) -> str:
+    """A benchmark's ``--help`` description: its docstring's first paragraph, as plain text (no ``markup``)."""
+    first_paragraph = docstring.strip().split("\n\n")[0]
+    return re.sub(r"``([^`]*)``", r"\1", " ".join(first_paragraph.split()))

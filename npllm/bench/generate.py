@@ -14,7 +14,7 @@ import json
 
 import numpy as np
 
-from npllm.bench import at_least_one
+from npllm.bench import at_least_one, description
 from npllm.bench.train import PRESETS
 from npllm.bench.timing import timed
 from npllm.generation import generate_tokens
@@ -29,7 +29,7 @@ def tokens_per_second(model, prompt, new_tokens, use_cache) -> float:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="npllm bench generate", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="npllm bench generate", description=description(__doc__))
     parser.add_argument("--preset", choices=sorted(PRESETS), default="small")
     parser.add_argument("--new-tokens", type=at_least_one, default=256)
     parser.add_argument("--repeats", type=at_least_one, default=1, help="alternate the two paths this many times (default 1)")

@@ -23,7 +23,7 @@ import json
 
 import numpy as np
 
-from npllm.bench import at_least_one
+from npllm.bench import at_least_one, description
 from npllm.bench.timing import timed
 from npllm.tensor import Tensor
 
@@ -73,7 +73,7 @@ def time_chain(build, repeats):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="npllm bench ops", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="npllm bench ops", description=description(__doc__))
     parser.add_argument("--length", type=at_least_one, default=10_000, help="ops per chain (default 10000)")
     parser.add_argument("--repeats", type=at_least_one, default=5, help="runs per chain; the best is reported (default 5)")
     parser.add_argument("--json", action="store_true", help="end with one line of JSON")

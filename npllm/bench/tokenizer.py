@@ -23,7 +23,7 @@ last line one JSON object with every figure.
 import argparse
 import json
 
-from npllm.bench import at_least_one
+from npllm.bench import at_least_one, description
 from npllm.bench.timing import timed
 from npllm.data import stdlib_text
 from npllm.tokenizer.tokenizer import BPETokenizer
@@ -104,7 +104,7 @@ def ratios(results: dict) -> dict:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(prog="npllm bench tokenizer", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="npllm bench tokenizer", description=description(__doc__))
     parser.add_argument("--megabytes", type=float, default=5.0, help="how much of the corpus to use (default 5)")
     parser.add_argument("--vocab-size", type=int, default=4096, help="vocabulary size to train (default 4096)")
     parser.add_argument("--pattern", default="gpt4", help="split pattern: gpt2, gpt4 or a regex (default gpt4)")

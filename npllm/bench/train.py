@@ -33,7 +33,7 @@ import sys
 
 import numpy as np
 
-from npllm.bench import at_least_one
+from npllm.bench import at_least_one, description
 from npllm.bench.timing import seconds
 from npllm.runtime.memory import keep_freed_memory
 from npllm.runtime.pool import cores
@@ -168,7 +168,7 @@ def _median_run(runs) -> dict:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="npllm bench train", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="npllm bench train", description=description(__doc__))
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     parser.add_argument("--steps", type=at_least_one, default=None, help="timed steps (default: 10 tiny, 5 small)")
     parser.add_argument("--warmup", type=int, default=2)

@@ -20,7 +20,7 @@ import warnings
 
 import numpy as np
 
-from npllm.errors import NpllmError
+from npllm.errors import NpllmError, SettingError
 from npllm.generation.sampling import check_sampling_settings, sample_token
 from npllm.tensor import as_array, no_grad
 
@@ -34,6 +34,10 @@ def generate_tokens(model, prompt_ids, max_new_tokens, temperature=1.0, top_k=No
     Bad arguments raise ``SettingError`` at the call, before the first token.
     """
     check_sampling_settings(temperature, top_k, top_p)
+    if not max_new_tokens >= 0:
+        raise SettingError(f"`max_new_tokens` must be at least 0, got {max_new_tokens}")
+    if seed is not None and not seed >= 0:
+        raise SettingError(f"`seed` must be at least 0, got {seed}")
     ids = [int(i) for i in prompt_ids]
     if not ids:
         raise NpllmError("generate: the prompt must hold at least one token id")

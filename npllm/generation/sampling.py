@@ -17,9 +17,11 @@ How the token is picked decides the character of the text:
 The loops that call these, token by token, are in ``decoding.py``.
 """
 
+import math
+
 import numpy as np
 
-from npllm.errors import SettingError
+from npllm.errors import NpllmError, SettingError
 
 
 def filter_logits(logits: np.ndarray, top_k=None, top_p=None) -> np.ndarray:
@@ -41,9 +43,9 @@ def filter_logits(logits: np.ndarray, top_k=None, top_p=None) -> np.ndarray:
 
 
 def check_sampling_settings(temperature=1.0, top_k=None, top_p=None):
-    """Raise SettingError for a setting that leaves no token to pick."""
-    if temperature < 0:
-        raise SettingError(f"`temperature` must be >= 0, got {temperature}")
+    """Raise SettingError for a setting that leaves no token to pick (NaN fails every comparison: refused too)."""
+    if not 0 <= temperature < math.inf:
+        raise SettingError(f"`temperature` must be a number >= 0 (0: greedy), got {temperature}")
     if top_k is not None and top_k < 1:
         raise SettingError(f"`top_k` must be at least 1, got {top_k}")
     if top_p is not None and not 0.0 < top_p <= 1.0:
@@ -58,6 +60,8 @@ def softmax_1d(logits: np.ndarray) -> np.ndarray:
 def sample_token(logits, rng: np.random.Generator, temperature=1.0, top_k=None, top_p=None) -> int:
     """Pick the next token id from one position's logits (1-D array of size V)."""
     check_sampling_settings(temperature, top_k, top_p)
+    if not np.isfinite(logits).all():
+        raise NpllmError("the model's logits hold NaN or an infinity: its weights are damaged or overflowed")
     if temperature == 0:
         return int(np.argmax(logits))
     filtered = filter_logits(np.asarray(logits, dtype=np.float64) / temperature, top_k, top_p)

@@ -28,6 +28,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from npllm.errors import NpllmError
+
+
+class FileWriteError(NpllmError):
+    """A file the file system would not let us write: a full disk, no permission, a read-only folder."""
+
+    @classmethod
+    def of(cls, path: Path, error: OSError) -> "FileWriteError":
+        return cls(f"{path}: cannot write it ({error.strerror or error}); nothing already saved was changed")
+
 
 def fsync_directory(directory: Path) -> None:
     """Flush a folder's entries (new names, renames) to disk, where the OS allows it."""
@@ -59,19 +69,26 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_options) -> I
     ...     f.write(data)
 
     If the block raises, the temporary file is deleted and ``path`` keeps its old content.
+    A failure of the file system itself (a full disk, no permission, a read-only
+    folder) becomes a ``FileWriteError`` naming ``path`` and the reason.
     ``open_options`` (``encoding``, ``newline``) go to ``open`` as they are.
     """
     path = Path(path)
-    descriptor, temporary_name = create_temporary_beside(path)
+    try:
+        descriptor, temporary_name = create_temporary_beside(path)
+    except OSError as error:
+        raise FileWriteError.of(path, error) from error
     try:
         with os.fdopen(descriptor, mode, **open_options) as file:
             yield file
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as error:
+        with contextlib.suppress(OSError):
             os.remove(temporary_name)
+        if isinstance(error, OSError):
+            raise FileWriteError.of(path, error) from error
         raise
     fsync_directory(path.parent)
 

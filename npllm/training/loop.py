@@ -51,7 +51,7 @@ import numpy as np
 from tqdm import tqdm
 
 from npllm.errors import NpllmError
-from npllm.io.atomic import atomic_write_text
+from npllm.io.atomic import FileWriteError, atomic_write_text
 from npllm.io.safetensors import CheckpointError
 from npllm.optim import clip_grad_norm, set_lr
 from npllm.runtime.data_parallel import DataParallel
@@ -268,8 +268,11 @@ def _named_generators(parallel: DataParallel):
 
 
 def _append_metrics(path: Path, record: dict):
-    with open(path, "a", encoding="utf-8") as file:
-        file.write(json.dumps(record) + "\n")
+    try:
+        with open(path, "a", encoding="utf-8") as file:
+            file.write(json.dumps(record) + "\n")
+    except OSError as error:
+        raise FileWriteError.of(path, error) from error
 
 
 def _drop_metrics_after(path: Path, step: int):

@@ -21,6 +21,7 @@ Left out on purpose: sequence packing with document boundaries.
 
 import dataclasses
 import math
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,7 @@ from npllm.runtime.memory import keep_freed_memory
 from npllm.runtime.pool import cores
 from npllm.tokenizer import BPETokenizer
 from npllm.training import loop
-from npllm.training.checkpoint import load_checkpoint
+from npllm.training.checkpoint import STATE_FILE, load_checkpoint
 from npllm.training.loop import METRICS_FILE, LoopSettings, TrainingError, TrainingRun
 from npllm.training.objectives import NextToken
 
@@ -157,6 +158,7 @@ def start_run(config: TrainConfig, log) -> Run:
     out_dir = Path(config.out_dir)
     if (out_dir / "checkpoint").exists() or (out_dir / "checkpoint.old").exists():  # .old: a crash mid-save
         raise TrainingError(f"{out_dir} already holds a run: continue it with `resume`, or choose another `out_dir`")
+    require_writable_folder(out_dir)  # before the corpus, the tokenizer and the encoding are paid for
     corpus = load_corpus(config.data)
     log(f"corpus: {corpus.description}, {len(corpus.text) / 1e6:.1f} M characters")
     started = time.perf_counter()
@@ -166,6 +168,25 @@ def start_run(config: TrainConfig, log) -> Run:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / METRICS_FILE).unlink(missing_ok=True)
     return run
+
+
+def require_writable_folder(folder: Path):
+    """Refuse, in one line, an ``out_dir`` that is a file or sits where nothing can be written.
+
+    The test writes a nameless temporary file in the nearest folder that
+    exists (``folder`` itself, or the ancestor it would be created in), so it
+    leaves nothing behind, not even an empty run folder.
+    """
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise SettingError(f"`out_dir` {folder}: {existing} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise SettingError(f"`out_dir` {folder}: cannot write in {existing} ({error.strerror or error})") from error
 
 
 def _with_workers_fixed(config: TrainConfig) -> TrainConfig:
@@ -188,7 +209,11 @@ def train_tokenizer(text: str, config: TrainConfig) -> BPETokenizer:
 def restore_run(out_dir, changes: dict, log) -> Run:
     """Rebuild the run saved in ``out_dir``, with the allowed ``changes`` applied."""
     fixed = {key: value for key, value in changes.items() if key in FIXED_ON_RESUME}
+    if (Path(out_dir) / STATE_FILE).is_file():
+        raise SettingError(f"`out_dir` {out_dir} is a checkpoint folder; resume its run folder, {Path(out_dir).parent}")
     checkpoint = load_checkpoint(out_dir, require_config=fixed)
+    if checkpoint.fallback:
+        log(checkpoint.fallback)
     loop.require_loop_state(checkpoint)
     missing = [key for key in RECIPE_STATE_KEYS if key not in checkpoint.train_state]
     if missing:
@@ -279,9 +304,16 @@ def unigram_loss(train_tokens, validation_tokens, vocab_size) -> float:
     return float(-log_probs[validation_tokens].mean())
 
 
-def load_model(run_dir):
-    """The GPT and tokenizer saved by ``npllm train`` in ``run_dir`` (a run folder, or its checkpoint folder)."""
-    checkpoint = load_checkpoint(run_dir)
+def load_model(run_dir, log=print):
+    """The GPT and tokenizer saved by ``npllm train`` in ``run_dir`` (a run folder, or its checkpoint folder).
+
+    Only the weights, the state and the tokenizer are read (and checked): the
+    optimizer's file does not matter here.  A fallback to the checkpoint before
+    a damaged one is told to ``log``.
+    """
+    checkpoint = load_checkpoint(run_dir, with_optimizer=False)
+    if checkpoint.fallback:
+        log(checkpoint.fallback)
     if checkpoint.tokenizer_path is None or "model_config" not in checkpoint.train_state:
         raise CheckpointError(f"{checkpoint.folder}: not a checkpoint written by npllm train (no tokenizer or config)")
     model = GPT(GPTConfig(**checkpoint.train_state["model_config"]))

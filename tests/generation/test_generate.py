@@ -126,7 +126,11 @@ def test_sampling_frequencies_follow_softmax_of_logits_over_temperature(temperat
     (dict(top_p=1.5), r"`top_p` must be in \(0, 1\], got 1.5"),
     (dict(top_k=0), "`top_k` must be at least 1, got 0"),
     (dict(top_k=0, temperature=0), "`top_k` must be at least 1, got 0"),
-    (dict(temperature=-1.0), "`temperature` must be >= 0, got -1.0"),
+    (dict(temperature=-1.0), r"`temperature` must be a number >= 0 \(0: greedy\), got -1.0"),
+    (dict(temperature=float("nan")), "`temperature` must be a number >= 0 .*, got nan"),
+    (dict(temperature=float("inf")), "`temperature` must be a number >= 0 .*, got inf"),
+    (dict(max_new_tokens=-1), "`max_new_tokens` must be at least 0, got -1"),
+    (dict(seed=-1), "`seed` must be at least 0, got -1"),
     (dict(prompt_ids=[]), "the prompt must hold at least one token id"),
 ])
 def test_bad_arguments_are_refused_when_generation_is_asked_for(model, arguments, message):

@@ -8,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 
-from npllm.io.atomic import atomic_write, atomic_write_text
+from npllm.io.atomic import FileWriteError, atomic_write, atomic_write_text
 from npllm.io.safetensors import CheckpointError, load_safetensors, safetensors_metadata, save_safetensors
 from npllm.training.checkpoint import load_checkpoint, save_checkpoint
 
@@ -155,7 +155,7 @@ def test_checkpoint_round_trip(tmp_path):
     rng_state = np.random.default_rng(3).bit_generator.state
     state = {"config": CONFIG, "step": 7, "data_rng": rng_state, "tokens_seen": 1234}
     folder = save_checkpoint(tmp_path / "run", model, optimizer, state, tokenizer=SavingTokenizer())
-    assert sorted(p.name for p in folder.iterdir()) == ["model.safetensors", "optimizer.safetensors",
+    assert sorted(p.name for p in folder.iterdir()) == ["checksums.json", "model.safetensors", "optimizer.safetensors",
                                                         "state.json", "tokenizer.txt"]
     for where in (tmp_path / "run", folder):  # the run folder or the checkpoint folder itself
         loaded = load_checkpoint(where, require_config={"n_layer": 2, "vocab_size": 5})
@@ -175,7 +175,8 @@ def test_a_new_checkpoint_replaces_the_old_one_whole(tmp_path):
     loaded = load_checkpoint(tmp_path)
     assert loaded.train_state["step"] == 2 and loaded.model_state["wte.weight"][0, 0] == 2.0
     assert loaded.tokenizer_path is None
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "checkpoint.old"]  # one step back
+    assert load_checkpoint(tmp_path / "checkpoint.old").train_state["step"] == 1
 
 
 class FailingTokenizer:
@@ -189,7 +190,7 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path):
         save_checkpoint(tmp_path, *model_and_optimizer(2.0), {"step": 2}, tokenizer=FailingTokenizer())
     loaded = load_checkpoint(tmp_path)
     assert loaded.train_state["step"] == 1 and loaded.model_state["wte.weight"][0, 0] == 1.0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]  # no staging folder left behind
 
 
 def test_a_crash_between_the_two_renames_falls_back_to_the_old_folder(tmp_path):
@@ -198,7 +199,7 @@ def test_a_crash_between_the_two_renames_falls_back_to_the_old_folder(tmp_path):
     assert load_checkpoint(tmp_path).train_state["step"] == 1
     save_checkpoint(tmp_path, *model_and_optimizer(2.0), {"step": 2})
     assert load_checkpoint(tmp_path).train_state["step"] == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "checkpoint.old"]
 
 
 def test_a_checkpoint_from_another_config_is_refused(tmp_path):
@@ -213,6 +214,9 @@ def test_missing_or_corrupt_checkpoints_give_one_line(tmp_path):
         load_checkpoint(tmp_path)
     folder = save_checkpoint(tmp_path, *model_and_optimizer(1.0), {"step": 1})
     (folder / "model.safetensors").write_bytes(b"garbage!garbage!")
+    with pytest.raises(CheckpointError, match="model.safetensors: damaged: its SHA-256 is not the one written"):
+        load_checkpoint(tmp_path)
+    (folder / "checksums.json").unlink()  # as a checkpoint from before checksums: the format check still speaks
     with pytest.raises(CheckpointError, match="model.safetensors: corrupt safetensors file"):
         load_checkpoint(tmp_path)
     (folder / "state.json").write_text("{not json")
@@ -224,3 +228,76 @@ def test_state_that_is_not_json_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(TypeError):
         save_checkpoint(tmp_path / "run", *model_and_optimizer(1.0), {"step": np.int64(3)})
     assert not (tmp_path / "run").exists()
+
+
+# --- integrity: checksums, the fallback one step back, weights that are not numbers ---------------
+class TextTokenizer:
+    def save(self, path):
+        path.write_text("a tokenizer\n")
+
+
+CHECKPOINT_FILES = ["model.safetensors", "optimizer.safetensors", "state.json", "tokenizer.txt"]
+
+
+@pytest.mark.parametrize("name", CHECKPOINT_FILES)
+def test_any_changed_byte_of_any_file_is_caught_by_its_checksum(tmp_path, name):
+    """Bytes flipped at random offsets, ten times per file: each time the checksum names the damaged file."""
+    rng = np.random.default_rng(sum(map(ord, name)))
+    folder = save_checkpoint(tmp_path, *model_and_optimizer(1.0), {"step": 1}, tokenizer=TextTokenizer())
+    path = folder / name
+    original = path.read_bytes()
+    for _ in range(10):
+        damaged = bytearray(original)
+        for offset in rng.choice(len(damaged), size=rng.integers(1, 4), replace=False):
+            damaged[offset] ^= int(rng.integers(1, 256))
+        path.write_bytes(bytes(damaged))
+        with pytest.raises(CheckpointError, match=f"{name}: damaged: its SHA-256 is not the one written with it"):
+            load_checkpoint(folder)
+    path.write_bytes(original)
+    assert load_checkpoint(folder).train_state["step"] == 1
+
+
+def test_a_damaged_checkpoint_falls_back_to_the_intact_one_before_it_and_says_so(tmp_path):
+    save_checkpoint(tmp_path, *model_and_optimizer(1.0), {"step": 1})
+    newest = save_checkpoint(tmp_path, *model_and_optimizer(2.0), {"step": 2})
+    (newest / "model.safetensors").write_bytes(b"\0" * 64)
+    loaded = load_checkpoint(tmp_path)
+    assert loaded.train_state["step"] == 1 and loaded.folder == tmp_path / "checkpoint.old"
+    assert loaded.fallback.startswith(f"{newest / 'model.safetensors'}: damaged")
+    assert loaded.fallback.endswith(f"using the checkpoint before it, {tmp_path / 'checkpoint.old'} (step 1)")
+    (tmp_path / "checkpoint.old" / "state.json").write_text("{}")
+    with pytest.raises(CheckpointError, match=r"checkpoint/model.safetensors: damaged"):  # both damaged: the newest
+        load_checkpoint(tmp_path)
+
+
+def test_generation_needs_no_optimizer_file(tmp_path):
+    folder = save_checkpoint(tmp_path, *model_and_optimizer(1.0), {"step": 1})
+    (folder / "optimizer.safetensors").write_bytes(b"cut")
+    assert load_checkpoint(tmp_path, with_optimizer=False).optimizer_state == {}
+    with pytest.raises(CheckpointError, match="optimizer.safetensors: damaged"):
+        load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("value, named", [(np.nan, "NaN"), (np.inf, "an infinity")])
+def test_weights_holding_nan_or_infinity_are_refused_by_name(tmp_path, value, named):
+    model, optimizer = model_and_optimizer(1.0)
+    model["ln_f.bias"][1] = value
+    save_checkpoint(tmp_path, model, optimizer, {"step": 1})
+    with pytest.raises(CheckpointError, match=f"model.safetensors: tensor 'ln_f.bias' holds {named}"):
+        load_checkpoint(tmp_path)
+
+
+def test_a_full_disk_during_a_save_is_one_line_naming_the_file_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    import errno
+
+    save_checkpoint(tmp_path, *model_and_optimizer(1.0), {"step": 1})
+
+    def full(descriptor):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(FileWriteError, match=r"checkpoint.tmp/model.safetensors: cannot write it \(No space left"):
+        save_checkpoint(tmp_path, *model_and_optimizer(2.0), {"step": 2})
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path).train_state["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]

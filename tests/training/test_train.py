@@ -18,6 +18,7 @@ import pytest
 import npllm.data.tokens as tokens_module
 import npllm.training.loop as loop_module
 from npllm.io.safetensors import CheckpointError
+from npllm.training.checkpoint import file_sha256
 from npllm.runtime.pool import cores
 from npllm.training.pretrain import METRICS_FILE, TrainConfig, TrainingError, resume, train, unigram_loss
 
@@ -73,6 +74,15 @@ def trained_state(out_dir) -> dict[str, bytes]:
     return {name: files[f"checkpoint/{name}"] for name in ("model.safetensors", "optimizer.safetensors")}
 
 
+def rewrite_state(state_path, state):
+    """Replace state.json, and its checksum in checksums.json, as an earlier npllm might have written it."""
+    state_path.write_text(json.dumps(state))
+    checksums_path = state_path.parent / "checksums.json"
+    checksums = json.loads(checksums_path.read_text())
+    checksums["state.json"] = file_sha256(state_path)
+    checksums_path.write_text(json.dumps(checksums))
+
+
 def fault_once_at_step(monkeypatch, step, fault):
     """Make ``fault()`` happen once, at the start of training step ``step`` (1-based)."""
     original, fired = loop_module._step, []
@@ -112,7 +122,7 @@ def test_the_worker_count_is_recorded_and_kept_on_resume(tiny_config):
     state = json.loads(state_path.read_text())
     assert state["config"]["workers"] == cores()
     state["config"]["workers"] = 3  # as if this run had started on a 3-core machine
-    state_path.write_text(json.dumps(state))
+    rewrite_state(state_path, state)
     resumed = quiet_resume(first.config.out_dir, max_steps=8)
     assert resumed.config.workers == resumed.parallel.workers == 3  # (bit-identity with 3: see the test above)
     assert quiet_resume(first.config.out_dir, max_steps=9, workers=1).parallel.workers == 1  # told otherwise
@@ -123,7 +133,7 @@ def test_a_checkpoint_from_before_workers_resumes_on_one(tiny_config):
     state_path = Path(first.config.out_dir) / "checkpoint" / "state.json"
     state = json.loads(state_path.read_text())
     del state["config"]["workers"]
-    state_path.write_text(json.dumps(state))
+    rewrite_state(state_path, state)
     assert quiet_resume(first.config.out_dir, max_steps=5).parallel.workers == 1
 
 
