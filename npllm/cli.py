@@ -189,6 +189,7 @@ def _tokenizer(argv):
 
 # --- npllm bench ------------------------------------------------------------
 BENCHMARKS = {
+    "checkpoint": "npllm.bench.checkpoint",
     "generate": "npllm.bench.generate",
     "ops": "npllm.bench.ops",
     "products": "npllm.bench.products",

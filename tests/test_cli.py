@@ -80,7 +80,8 @@ def test_tokenizer_train_encode_decode_round_trip(tiny_corpus, tmp_path, capsys,
     (["train", "--preset", "tiny", "--steps", "1", "--warmup", "0"], "tokens/s"),
     (["train", "--preset", "tiny", "--steps", "1", "--warmup", "0", "--workers", "1"], "npllm on 1 worker thread "),
     (["products", "--preset", "tiny", "--repeats", "1"], "numpy, one shard per core:"),
-], ids=["ops", "generate", "tokenizer", "train", "train on one thread", "products"])
+    (["checkpoint", "--shape", "tiny", "--repeats", "1"], "SHA-256 of the weights file alone"),
+], ids=["ops", "generate", "tokenizer", "train", "train on one thread", "products", "checkpoint"])
 @pytest.mark.bench
 def test_bench_runs_with_tiny_settings(argv, printed, capsys):
     assert main(["bench", *argv]) == 0
@@ -108,7 +109,7 @@ def test_bench_products_compares_with_torch_and_ends_with_json(capsys):
 
 
 @pytest.mark.bench
-@pytest.mark.parametrize("what", ["generate", "ops", "products", "tokenizer", "train"])
+@pytest.mark.parametrize("what", ["checkpoint", "generate", "ops", "products", "tokenizer", "train"])
 def test_bench_help_is_the_benchmarks_own(what, capsys):
     with pytest.raises(SystemExit) as exit_status:
         main(["bench", what, "--help"])

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from npllm.errors import NpllmError
 from npllm.io.atomic import atomic_write
+from npllm.io.checksums import file_sha256
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -50,15 +51,6 @@ def user_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     return cache_dir
-
-
-def file_sha256(path: Path) -> str:
-    """The SHA-256 hex digest of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def fetch(url: str, sha256: str, filename: str, cache_dir: str | os.PathLike | None = None,

@@ -37,7 +37,6 @@ measures what that costs.
 What this module leaves out on purpose: keeping more than one step back.
 """
 
-import hashlib
 import json
 import os
 import shutil
@@ -47,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from npllm.io.atomic import atomic_write_text, fsync_directory
+from npllm.io.checksums import file_sha256
 from npllm.io.safetensors import CheckpointError, load_safetensors, save_safetensors
 
 CHECKPOINT_FOLDER = "checkpoint"
@@ -55,7 +55,6 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "state.json"
 TOKENIZER_FILE = "tokenizer.txt"
 CHECKSUMS_FILE = "checksums.json"
-HASH_CHUNK_BYTES = 1 << 22  # read files 4 MB at a time to hash them
 
 
 @dataclass
@@ -105,15 +104,6 @@ def swap_in(staging: Path, final: Path, previous: Path) -> None:
         os.replace(final, previous)
     os.replace(staging, final)
     fsync_directory(final.parent)
-
-
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file's bytes, read in chunks (constant memory whatever its size)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def checkpoint_folders(run_dir: Path) -> list[Path]:

@@ -17,8 +17,10 @@ import pytest
 
 import npllm.data.tokens as tokens_module
 import npllm.training.loop as loop_module
+import npllm.training.pretrain as train_module
+from npllm.errors import SettingError
 from npllm.io.safetensors import CheckpointError
-from npllm.training.checkpoint import file_sha256
+from npllm.io.checksums import file_sha256
 from npllm.runtime.pool import cores
 from npllm.training.pretrain import METRICS_FILE, TrainConfig, TrainingError, resume, train, unigram_loss
 
@@ -291,3 +293,27 @@ def test_validation_loss_falls_below_the_unigram_baseline(tiny_config):
     run = quiet_train(tiny_config(max_steps=100, decay_steps=None, warmup_steps=10, eval_interval=100, lr=1e-2))
     baseline = unigram_loss(run.batches.tokens, run.validation_tokens, run.tokenizer.vocab_size)
     assert read_metrics(run.config.out_dir)[-1]["val_loss"] < baseline
+
+
+def test_resume_from_a_damaged_checkpoint_falls_back_one_step_and_says_so(tiny_config):
+    config = tiny_config(max_steps=8, eval_interval=2)
+    quiet_train(tiny_config(max_steps=4, eval_interval=2))  # checkpoints at steps 2 (checkpoint.old) and 4
+    newest = Path(config.out_dir) / "checkpoint" / "model.safetensors"
+    newest.write_bytes(newest.read_bytes()[:-8] + b"\0" * 8)
+    messages = []
+    run = quiet_resume(config.out_dir, log=messages.append, max_steps=8)
+    assert messages[0].startswith(f"{newest}: damaged") and messages[0].endswith("(step 2)")
+    assert f"resumed {config.out_dir} at step 2" in messages
+    assert run.step == 8 and [record["step"] for record in read_metrics(config.out_dir)] == list(range(1, 9))
+
+
+def test_an_out_dir_where_nothing_can_be_written_is_refused_before_the_corpus_is_read(tiny_config, monkeypatch):
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Read-only file system")
+
+    monkeypatch.setattr(train_module.tempfile, "TemporaryFile", read_only)
+    monkeypatch.setattr(train_module, "load_corpus", lambda data: pytest.fail("the corpus was read"))
+    config = tiny_config("new/run")
+    with pytest.raises(SettingError, match=r"^`out_dir` .*new/run: cannot write in .* \(Read-only file system\)$"):
+        quiet_train(config)
+    assert not Path(config.out_dir).parent.exists()  # the check left nothing behind
