@@ -5,6 +5,7 @@ missing, damaged or from another configuration, an impossible setting) ends with
 exit status 2 and exactly one line on stderr, never a traceback.
 """
 
+import argparse
 import io
 import json
 import shutil
@@ -12,7 +13,7 @@ import shutil
 import numpy as np
 import pytest
 
-from npllm.cli import main
+from npllm.cli import BENCHMARKS, main
 from npllm.generation import generate_tokens
 from npllm.training.pretrain import END_OF_TEXT, load_model
 
@@ -246,3 +247,60 @@ def test_settings_named_in_errors_are_shown_as_the_flags_that_set_them(capsys, m
     monkeypatch.setattr(pretrain, "train", refuse)
     assert main(["train"]) == 2
     assert capsys.readouterr().err == "npllm train: error: --out and --max-steps disagree with --lr\n"
+
+
+COMMAND_LINES = [["train"], ["generate"], ["tokenizer", "encode"], *(["bench", what] for what in sorted(BENCHMARKS))]
+
+
+class ParsedHere(Exception):
+    """Raised in place of parsing, carrying the parser a command built."""
+
+
+def every_parser(parser):
+    """``parser`` and the parsers of its subcommands (``npllm tokenizer train|encode|decode``)."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                yield from every_parser(subparser)
+
+
+@pytest.mark.parametrize("argv", COMMAND_LINES, ids=" ".join)
+def test_every_flag_of_every_command_says_what_it_does(argv, monkeypatch):
+    original = argparse.ArgumentParser.parse_args
+
+    def capture(parser, *args, **kwargs):
+        if parser.prog == "npllm bench":  # the dispatcher: let it hand over to the benchmark's own parser
+            return original(parser, *args, **kwargs)
+        raise ParsedHere(parser)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
+    with pytest.raises(ParsedHere) as parsed:
+        main(argv)
+    for parser in every_parser(parsed.value.args[0]):
+        undocumented = [action.option_strings[0] for action in parser._actions
+                        if action.option_strings and not action.help]
+        assert undocumented == [], parser.prog
+        assert "``" not in (parser.description or ""), parser.prog  # plain text, not reStructuredText
+
+
+def test_generate_needs_no_optimizer_file(workspace, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(workspace / "run", run)
+    (run / "checkpoint" / "optimizer.safetensors").write_bytes(b"cut short")
+    assert main(["generate", "--checkpoint", str(run), "--prompt", "the ", "--max-new-tokens", "3", "--seed", "0"]) == 0
+    assert capsys.readouterr().out.startswith("the ")
+
+
+def test_a_full_disk_while_training_is_one_line_naming_the_file(tiny_corpus, tmp_path, monkeypatch, capsys):
+    import errno
+    import os
+
+    def full(descriptor):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    assert main(["train", "--data", str(tiny_corpus), "--out", str(tmp_path / "run"), *TINY_FLAGS,
+                 "--max-steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ": cannot write it (No space left on device); nothing already saved" in err

@@ -30,8 +30,8 @@ def tokens_per_second(model, prompt, new_tokens, use_cache) -> float:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="npllm bench generate", description=description(__doc__))
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="small")
-    parser.add_argument("--new-tokens", type=at_least_one, default=256)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="small", help="model shape (default small)")
+    parser.add_argument("--new-tokens", type=at_least_one, default=256, help="tokens to generate (default 256)")
     parser.add_argument("--repeats", type=at_least_one, default=1, help="alternate the two paths this many times (default 1)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     args = parser.parse_args(argv)

@@ -119,7 +119,7 @@ def median_seconds(fn, repeats=5) -> float:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="npllm bench products", description=description(__doc__))
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="model shape (default tiny)")
     parser.add_argument("--compare-torch", action="store_true", help="also time the products in PyTorch")
     parser.add_argument("--repeats", type=at_least_one, default=3, help="alternating rounds; medians reported (default 3)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of all figures")

@@ -169,9 +169,9 @@ def _median_run(runs) -> dict:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="npllm bench train", description=description(__doc__))
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="model shape (default tiny)")
     parser.add_argument("--steps", type=at_least_one, default=None, help="timed steps (default: 10 tiny, 5 small)")
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps before the timed ones (default 2)")
     parser.add_argument("--workers", type=int, default=None,
                         help="npllm's data-parallel threads (default: one per core; 1 = the whole batch on one thread)")
     parser.add_argument("--compare-torch", action="store_true", help="also run eager PyTorch and print ratios")
@@ -183,6 +183,8 @@ def main(argv=None):
     steps = args.steps or (10 if args.preset == "tiny" else 5)
     if args.workers is not None and args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
+    if args.warmup < 0:
+        parser.error(f"--warmup must be at least 0, got {args.warmup}")
 
     if args.child:
         print(json.dumps(measure(args.child, args.preset, steps, args.warmup, args.workers)))
