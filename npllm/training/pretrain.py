@@ -163,7 +163,11 @@ def start_run(config: TrainConfig, log) -> Run:
     log(f"corpus: {corpus.description}, {len(corpus.text) / 1e6:.1f} M characters")
     started = time.perf_counter()
     tokenizer = train_tokenizer(corpus.text, config)
-    log(f"tokenizer: {tokenizer.vocab_size} tokens learned in {time.perf_counter() - started:.1f} s")
+    merges = len(tokenizer.mergeable_ranks) - 256
+    short = (f" (the text ran out of pairs to merge before {config.vocab_size - 257}: ids up to {config.vocab_size - 1}"
+             " are kept for the model, the unused ones never occur)") if merges < config.vocab_size - 257 else ""
+    log(f"tokenizer: {merges} merges learned in {time.perf_counter() - started:.1f} s,"
+        f" a vocabulary of {tokenizer.vocab_size} ids{short}")
     run = _build_run(config, tokenizer, corpus.text, log)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / METRICS_FILE).unlink(missing_ok=True)
