@@ -1,4 +1,4 @@
-"""The command line: ``npllm train | generate | tokenizer | bench``.
+"""The command line: ``npllm train | distill | generate | tokenizer | bench``.
 
 Each subcommand parses its own flags and hands over to the module that does
 the work, so this file stays a table of contents.  Errors a user can cause
@@ -88,24 +88,42 @@ def flag_type(field) -> type:
 def _train(argv):
     from npllm.training.pretrain import TrainConfig, resume, train
 
-    defaults = TrainConfig()
-    parser = argparse.ArgumentParser(prog="npllm train", description="Train a GPT on text (resumable).",
-                                     argument_default=argparse.SUPPRESS)
+    return _run_recipe(argv, "npllm train", "Train a GPT on text (resumable).", TrainConfig, train, resume)
+
+
+DISTILL_FLAG_HELP = {
+    "teacher": "run folder of the teacher, a GPT trained with npllm train (its tokenizer is the student's)",
+    "temperature": "softens the teacher's and the student's distributions; above 1 shows the small probabilities",
+    "alpha": "weight of the soft loss against the teacher; 1 - alpha weighs the text's cross-entropy",
+    "student_init": "random, or teacher-layers: every other block of the teacher (the widths must match)",
+}
+
+
+def _distill(argv):
+    from npllm.training.distill import FROM_THE_TEACHER, DistillConfig, distill, resume
+
+    return _run_recipe(argv, "npllm distill", "Train a small student GPT on a teacher's soft targets (resumable).",
+                       DistillConfig, distill, resume, left_out=(*FROM_THE_TEACHER, "tokenizer_chars"))
+
+
+def _run_recipe(argv, prog, description, config_class, start, resume, left_out=()):
+    """A training command: one flag per field of ``config_class`` (but ``left_out``), then a new run or a resume."""
+    fields = [field for field in dataclasses.fields(config_class) if field.name not in left_out]
+    parser = argparse.ArgumentParser(prog=prog, description=description, argument_default=argparse.SUPPRESS)
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    for field in dataclasses.fields(TrainConfig):
-        flag = _flag(field.name)
-        default = getattr(defaults, field.name)
+    for field in fields:
         kind = flag_type(field)
-        parser.add_argument(flag, dest=field.name, type=kind, metavar=kind.__name__.upper(),
-                            help=f"{TRAIN_FLAG_HELP[field.name]} (default {default})")
+        explained = {**TRAIN_FLAG_HELP, **DISTILL_FLAG_HELP}[field.name]
+        parser.add_argument(_flag(field.name), dest=field.name, type=kind, metavar=kind.__name__.upper(),
+                            help=f"{explained} (default {field.default})")
     args = vars(parser.parse_args(argv))
     is_resume, quiet = args.pop("resume", False), args.pop("quiet", False)
     if is_resume:
-        out_dir = args.pop("out_dir", defaults.out_dir)
+        out_dir = args.pop("out_dir", next(field.default for field in fields if field.name == "out_dir"))
         run = resume(out_dir, changes=args, progress=not quiet, log=_log)
     else:
-        run = train(TrainConfig(**args), progress=not quiet, log=_log)
+        run = start(config_class(**args), progress=not quiet, log=_log)
     print(f"done: step {run.step}; checkpoint in {run.config.out_dir}/checkpoint;"
           f" try: npllm generate --checkpoint {run.config.out_dir} --prompt 'def '")
     return 0
@@ -190,6 +208,7 @@ def _tokenizer(argv):
 # --- npllm bench ------------------------------------------------------------
 BENCHMARKS = {
     "checkpoint": "npllm.bench.checkpoint",
+    "distill": "npllm.bench.distill",
     "generate": "npllm.bench.generate",
     "ops": "npllm.bench.ops",
     "products": "npllm.bench.products",
@@ -210,6 +229,7 @@ def _bench(argv):
 
 COMMANDS = {
     "train": (_train, "train a GPT on text (default: the Python standard library's source)"),
+    "distill": (_distill, "train a small student GPT on a bigger teacher's soft targets"),
     "generate": (_generate, "continue a prompt with a trained GPT"),
     "tokenizer": (_tokenizer, "train, encode and decode with a byte-level BPE tokenizer"),
     "bench": (_bench, "measure speed: " + ", ".join(sorted(BENCHMARKS))),

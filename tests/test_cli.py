@@ -110,7 +110,7 @@ def test_bench_products_compares_with_torch_and_ends_with_json(capsys):
 
 
 @pytest.mark.bench
-@pytest.mark.parametrize("what", ["checkpoint", "generate", "ops", "products", "tokenizer", "train"])
+@pytest.mark.parametrize("what", sorted(BENCHMARKS))
 def test_bench_help_is_the_benchmarks_own(what, capsys):
     with pytest.raises(SystemExit) as exit_status:
         main(["bench", what, "--help"])
@@ -304,3 +304,13 @@ def test_a_full_disk_while_training_is_one_line_naming_the_file(tiny_corpus, tmp
                  "--max-steps", "2"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and ": cannot write it (No space left on device); nothing already saved" in err
+
+
+@pytest.mark.bench
+def test_bench_distill_runs_with_tiny_settings(tiny_corpus, capsys):
+    figures = main(["bench", "distill", "--data", str(tiny_corpus), "--teacher-steps", "2", "--student-steps", "2",
+                    "--writing-tokens", "3", "--json"])
+    out = capsys.readouterr().out
+    assert figures == 0 and "held-out loss   teacher" in out
+    reported = json.loads(out.strip().splitlines()[-1])
+    assert reported["student_parameters"] < reported["teacher_parameters"] and reported["steps"] == 2

@@ -3,13 +3,13 @@
 import time
 
 
-def timed(function, *args):
-    """(result, seconds) of one call of ``function(*args)``."""
+def timed(function, *args, **kwargs):
+    """(result, seconds) of one call of ``function(*args, **kwargs)``."""
     start = time.perf_counter()
-    result = function(*args)
+    result = function(*args, **kwargs)
     return result, time.perf_counter() - start
 
 
-def seconds(function, *args) -> float:
-    """The wall-clock seconds of one call of ``function(*args)``."""
-    return timed(function, *args)[1]
+def seconds(function, *args, **kwargs) -> float:
+    """The wall-clock seconds of one call of ``function(*args, **kwargs)``."""
+    return timed(function, *args, **kwargs)[1]

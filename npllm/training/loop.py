@@ -100,6 +100,7 @@ class TrainingRun:
     settings: LoopSettings
     out_dir: Path
     tokenizer: object = None
+    evaluation_objective: Objective = None  # what evaluation measures (default: the objective itself)
     step: int = 0  # steps completed
 
     def recipe_state(self) -> dict:
@@ -167,13 +168,20 @@ def _stop_unless_finite(what: str, value: float, step: int, out_dir):
                             f" so the last good checkpoint in {out_dir} is intact (try a lower `lr`)")
 
 
-def evaluate(run: TrainingRun) -> float:
-    """The objective's mean loss over the held-out batches, each weighted by its count (dropout off, no graph)."""
+def evaluate(run: TrainingRun, objective: Objective = None) -> float:
+    """The mean loss over the held-out batches, each weighted by its count (dropout off, no graph).
+
+    The loss is ``objective``'s, else the run's ``evaluation_objective``, else
+    the one it trains on (a distilled student is measured on the text alone,
+    so its figure compares with its teacher's and with a student trained
+    from scratch).
+    """
+    objective = objective or run.evaluation_objective or run.objective
     run.model.eval()
     losses, weights = [], []
     for batch in run.evaluation_batches():
-        losses.append(run.parallel.loss(batch, run.objective))  # on every core, as training
-        weights.append(run.objective.count(batch))
+        losses.append(run.parallel.loss(batch, objective))  # on every core, as training
+        weights.append(objective.count(batch))
     run.model.train()
     return float(np.average(losses, weights=weights))
 

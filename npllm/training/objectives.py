@@ -19,14 +19,15 @@ what ``count`` counts, for the loop's rate (``tokens``/s).
 Pre-training a GPT is ``NextToken``.  The later stages are new classes here,
 not branches in the loop: masked-LM counts its masked positions,
 classification its labelled examples, instruction tuning sets the prompt's
-targets to ``IGNORE_INDEX`` so they count for nothing, distillation carries a
-teacher's logits in the batch or the teacher in the objective.
+targets to ``IGNORE_INDEX`` so they count for nothing.  ``Distillation``
+carries its teacher: each shard's thread runs it on that shard.
 """
 
 import numpy as np
 
 import npllm.functional as F
 from npllm.functional import IGNORE_INDEX
+from npllm.tensor import no_grad
 
 
 class Objective:
@@ -60,3 +61,38 @@ class NextToken(Objective):
     def loss(self, model, batch):
         logits = model(batch["input_ids"])  # (B, T, V)
         return F.cross_entropy(logits, batch["targets"], ignore_index=self.ignore_index)
+
+
+class Distillation(Objective):
+    """A student learns from a teacher's soft targets as well as from the text (Hinton et al. 2015; DistilBERT).
+
+        loss = alpha * T^2 KL(softmax(teacher / T) || softmax(student / T))
+               + (1 - alpha) * cross_entropy(student, targets)
+
+    both means over the counted positions.  The teacher reads the same batch,
+    in eval mode and without a graph (it is never trained); ``alpha = 0`` is
+    plain next-token training, exactly (the KL term is then not computed).
+    Batches are ``NextToken``'s.
+    """
+
+    unit = "tokens"
+
+    def __init__(self, teacher, temperature=2.0, alpha=0.5, ignore_index=IGNORE_INDEX):
+        self.teacher, self.temperature, self.alpha = teacher, temperature, alpha
+        self.hard = NextToken(ignore_index)
+        teacher.eval()
+
+    def count(self, batch):
+        return self.hard.count(batch)
+
+    def loss(self, model, batch):
+        if self.alpha == 0:
+            return self.hard.loss(model, batch)
+        logits = model(batch["input_ids"])  # (B, T, V)
+        with no_grad():
+            teacher_logits = self.teacher(batch["input_ids"])  # (B, T, V), a constant
+        soft = F.kl_div(logits, teacher_logits, self.temperature, batch["targets"], self.hard.ignore_index)
+        if self.alpha == 1:
+            return soft
+        hard = F.cross_entropy(logits, batch["targets"], ignore_index=self.hard.ignore_index)
+        return self.alpha * soft + (1.0 - self.alpha) * hard

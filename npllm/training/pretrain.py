@@ -168,7 +168,7 @@ def start_run(config: TrainConfig, log) -> Run:
              " are kept for the model, the unused ones never occur)") if merges < config.vocab_size - 257 else ""
     log(f"tokenizer: {merges} merges learned in {time.perf_counter() - started:.1f} s,"
         f" a vocabulary of {tokenizer.vocab_size} ids{short}")
-    run = _build_run(config, tokenizer, corpus.text, log)
+    run = build_run(config, tokenizer, corpus.text, log)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / METRICS_FILE).unlink(missing_ok=True)
     return run
@@ -210,9 +210,16 @@ def train_tokenizer(text: str, config: TrainConfig) -> BPETokenizer:
                               special_tokens={END_OF_TEXT: config.vocab_size - 1})
 
 
-def restore_run(out_dir, changes: dict, log) -> Run:
-    """Rebuild the run saved in ``out_dir``, with the allowed ``changes`` applied."""
-    fixed = {key: value for key, value in changes.items() if key in FIXED_ON_RESUME}
+def restore_run(out_dir, changes: dict, log, config_class=TrainConfig, fixed_on_resume=FIXED_ON_RESUME,
+                build=None) -> Run:
+    """Rebuild the run saved in ``out_dir``, with the allowed ``changes`` applied.
+
+    A recipe built on this one (distillation) passes its own ``config_class``,
+    the settings it fixes, and ``build(config, tokenizer, text, log,
+    param_groups, checkpoint)`` for its own run; the default builds this
+    recipe's.
+    """
+    fixed = {key: value for key, value in changes.items() if key in fixed_on_resume}
     if (Path(out_dir) / STATE_FILE).is_file():
         raise SettingError(f"`out_dir` {out_dir} is a checkpoint folder; resume its run folder, {Path(out_dir).parent}")
     checkpoint = load_checkpoint(out_dir, require_config=fixed)
@@ -224,7 +231,7 @@ def restore_run(out_dir, changes: dict, log) -> Run:
         raise CheckpointError(f"{checkpoint.folder}: not a checkpoint written by npllm train"
                               f" (state.json lacks {', '.join(missing)})")
     saved = {"workers": 1, **checkpoint.train_state["config"]}  # (a checkpoint from before workers existed ran on one)
-    config = _with_workers_fixed(TrainConfig(**{**saved, **changes, "out_dir": str(out_dir)}))
+    config = _with_workers_fixed(config_class(**{**saved, **changes, "out_dir": str(out_dir)}))
     if checkpoint.tokenizer_path is None:
         raise CheckpointError(f"{checkpoint.folder}: the checkpoint has no tokenizer file")
     tokenizer = BPETokenizer.load(checkpoint.tokenizer_path)
@@ -238,7 +245,10 @@ def restore_run(out_dir, changes: dict, log) -> Run:
         except (KeyError, TypeError) as error:
             raise CheckpointError(f"{checkpoint.folder}: its optimizer state does not fit this model ({error})") from error
 
-    run = _build_run(config, tokenizer, text, log, param_groups=saved_groups)
+    if build is None:
+        run = build_run(config, tokenizer, text, log, param_groups=saved_groups)
+    else:
+        run = build(config, tokenizer, text, log, saved_groups, checkpoint)
     loop.restore(run, checkpoint)
     log(f"resumed {out_dir} at step {run.step}")
     return run
@@ -268,8 +278,15 @@ def _new_param_groups(model: GPT, config: TrainConfig) -> list[dict]:
     return configure_param_groups(model, config.weight_decay)
 
 
-def _build_run(config: TrainConfig, tokenizer: BPETokenizer, text: str, log, param_groups=_new_param_groups) -> Run:
-    """The run's objects; ``param_groups(model, config)`` chooses the optimizer's groups (a resume: the saved ones)."""
+def build_run(config: TrainConfig, tokenizer: BPETokenizer, text: str, log, param_groups=_new_param_groups,
+              objective=None, run_class=None, **run_fields) -> Run:
+    """The run's objects; ``param_groups(model, config)`` chooses the optimizer's groups (a resume: the saved ones).
+
+    Another recipe changes what is learned with ``objective`` (default
+    ``NextToken``; evaluation always measures next-token loss, comparable
+    across recipes) and keeps its own objects with ``run_class`` (a subclass
+    of ``Run``) and ``run_fields``.
+    """
     tokens = load_or_encode(text, tokenizer)
     train_tokens, validation_tokens = split_tokens(tokens, config.validation_fraction)
     require_windows(validation_tokens, config.context_length, "validation")  # now, not at the first evaluation
@@ -279,9 +296,10 @@ def _build_run(config: TrainConfig, tokenizer: BPETokenizer, text: str, log, par
     decay_steps = config.decay_steps or config.max_steps
     log(f"model: {model.num_parameters():,} parameters, {model.flops_per_token() / 1e6:.1f} MFLOP per token;"
         f" each batch shared by {config.workers} worker thread{'s' * (config.workers > 1)}")
-    return Run(
+    return (run_class or Run)(
         model=model,
-        objective=NextToken(),
+        objective=objective or NextToken(),
+        evaluation_objective=NextToken(),
         optimizer=_optimizer(config, param_groups(model, config=config)),
         schedule=WarmupCosineLR(config.lr, min(config.warmup_steps, decay_steps), decay_steps, config.min_lr),
         batches=RandomWindows(train_tokens, config.context_length, config.batch_size, seed=config.seed),
@@ -295,6 +313,7 @@ def _build_run(config: TrainConfig, tokenizer: BPETokenizer, text: str, log, par
         config=config,
         validation_tokens=validation_tokens,
         corpus_sha256=text_sha256(text),
+        **run_fields,
     )
 
 

@@ -6,15 +6,15 @@ import pytest
 from types import SimpleNamespace
 
 import npllm.functional as F
-from npllm.functional import (_kernels, activations, attention, lookup, losses, normalization, probabilities,
-                              projection, regularization)
+from npllm.functional import (_kernels, activations, attention, distillation, lookup, losses, normalization,
+                              probabilities, projection, regularization)
 from npllm import ShapeError, Tensor, gradcheck, ops
 from npllm.nn import KVCache
 
 # Every composed reference (``softmax_composed``, ...), from the file of its fused op.
 R = SimpleNamespace(**{name: getattr(module, name)
-                       for module in (activations, attention, lookup, losses, normalization, probabilities, projection,
-                                      regularization)
+                       for module in (activations, attention, distillation, lookup, losses, normalization,
+                                      probabilities, projection, regularization)
                        for name in dir(module) if name.endswith("_composed")})
 
 
@@ -73,6 +73,10 @@ CASES = [
     ("cross_entropy custom ignore_index",
      lambda x: F.cross_entropy(x, np.array([0, 2, 2, 1]), ignore_index=2),
      lambda x: R.cross_entropy_composed(x, np.array([0, 2, 2, 1]), ignore_index=2), [(4, 3)]),
+    ("kl_div student and teacher", F.kl_div, R.kl_div_composed, [(5, 6), (5, 6)]),
+    ("kl_div at T = 2.5 (B, T, V) with ignored rows",
+     lambda s, t: F.kl_div(s, t, temperature=2.5, targets=TARGETS_BTV),
+     lambda s, t: R.kl_div_composed(s, t, temperature=2.5, targets=TARGETS_BTV), [(2, 3, 7), (2, 3, 7)]),
     ("layer_norm", F.layer_norm, R.layer_norm_composed, [(3, 5), (5,), (5,)]),
     ("layer_norm 3-d", F.layer_norm, R.layer_norm_composed, [(2, 3, 4), (4,), (4,)]),
     ("layer_norm no bias", lambda x, w: F.layer_norm(x, w, None), lambda x, w: R.layer_norm_composed(x, w),
@@ -421,3 +425,22 @@ def test_cross_entropy_backward_twice_with_retain_graph():
     first = logits.grad.copy()
     loss.backward()
     np.testing.assert_allclose(logits.grad, 2 * first, rtol=1e-12)
+
+
+def test_kl_div_is_zero_for_a_student_equal_to_its_teacher_and_refuses_bad_input():
+    logits = Tensor(np.random.default_rng(0).standard_normal((4, 9)), requires_grad=True)
+    loss = F.kl_div(logits, logits.detach(), temperature=3.0)
+    assert abs(loss.item()) < 1e-15
+    loss.backward()
+    np.testing.assert_allclose(logits.grad, 0.0, atol=1e-15)
+    with pytest.raises(ShapeError, match="one shape"):
+        F.kl_div(logits, logits[:, :4])
+    with pytest.raises(ValueError, match="temperature must be a positive number, got 0"):
+        F.kl_div(logits, logits, temperature=0)
+
+
+def test_kl_div_of_float32_stays_float32():
+    s = Tensor(np.random.default_rng(1).standard_normal((3, 5)).astype(np.float32), requires_grad=True)
+    loss = F.kl_div(s, s.detach() * 2, temperature=2.0)
+    loss.backward()
+    assert loss.dtype == np.float32 and s.grad.dtype == np.float32

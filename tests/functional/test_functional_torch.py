@@ -66,6 +66,18 @@ def test_cross_entropy(dtype, shape, label_smoothing):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 4.0])
+def test_kl_div_is_torchs_batchmean_kl_times_t_squared(dtype, temperature):
+    """PyTorch's convention for distillation: kl_div(log q, log p, log_target=True, "batchmean") * T^2."""
+    s, ts = pair((12, 40), dtype, seed=3)
+    t, tt = pair((12, 40), dtype, seed=4)
+    ours = F.kl_div(s, t, temperature=temperature)
+    theirs = TF.kl_div(TF.log_softmax(ts / temperature, dim=-1), TF.log_softmax(tt / temperature, dim=-1),
+                       log_target=True, reduction="batchmean") * temperature ** 2
+    check(ours, theirs, [s, t], [ts, tt], dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("affine", [True, False])
 def test_layer_norm(dtype, affine):
     x, tx = pair((3, 7, 32), dtype, seed=3)
