@@ -1,4 +1,4 @@
-"""The command line: ``npllm train | distill | generate | tokenizer | bench``.
+"""The command line: ``npllm train | distill | finetune | generate | tokenizer | bench``.
 
 Each subcommand parses its own flags and hands over to the module that does
 the work, so this file stays a table of contents.  Errors a user can cause
@@ -106,15 +106,49 @@ def _distill(argv):
                        DistillConfig, distill, resume, left_out=(*FROM_THE_TEACHER, "tokenizer_chars"))
 
 
-def _run_recipe(argv, prog, description, config_class, start, resume, left_out=()):
-    """A training command: one flag per field of ``config_class`` (but ``left_out``), then a new run or a resume."""
+CLASSIFY_FLAG_HELP = {
+    "checkpoint": "run folder of the GPT to fine-tune (written by npllm train)",
+    "data": "labelled texts: stdlib-topics (built in), or a CSV or JSONL file of text and label",
+    "text_field": "the field (CSV column or JSON key) holding the text",
+    "label_field": "the field holding the label",
+    "train": "what is trained: all, last-blocks (and the head), or lora (adapters and the head)",
+    "last_blocks": "with --train last-blocks: how many of the last blocks are trained",
+    "lora_rank": "with --train lora: the rank r of each adapter",
+    "lora_alpha": "with --train lora: the adapters' scale is alpha / r",
+    "init": "pretrained, or random: the same model shape with random weights (what pre-training buys)",
+    "eval_interval": "measure the held-out loss and checkpoint every this many steps",
+}
+
+
+def _finetune(argv):
+    from npllm.training.finetune import ClassifyConfig, classify, resume
+
+    tasks = {"classify": "Fine-tune a GPT to label texts, with a new head (resumable)."}
+    if not argv or argv[0] not in tasks:
+        parser = argparse.ArgumentParser(prog="npllm finetune", description="Fine-tune a pre-trained model.")
+        parser.add_argument("task", choices=sorted(tasks), help="classify: label texts")
+        parser.parse_args(argv[:1])
+    return _run_recipe(argv[1:], "npllm finetune classify", tasks["classify"], ClassifyConfig, classify, resume,
+                       help_table=CLASSIFY_FLAG_HELP, then=lambda run: f"the report: {run.out_dir}/report.json")
+
+
+def _try_generating(run) -> str:
+    return f"try: npllm generate --checkpoint {run.config.out_dir} --prompt 'def '"
+
+
+def _run_recipe(argv, prog, description, config_class, start, resume, left_out=(), help_table=None,
+                then=_try_generating):
+    """A training command: one flag per field of ``config_class`` (but ``left_out``), then a new run or a resume.
+
+    A flag's help is ``help_table``'s entry for its field, else the shared one (``TRAIN_FLAG_HELP``).
+    """
     fields = [field for field in dataclasses.fields(config_class) if field.name not in left_out]
     parser = argparse.ArgumentParser(prog=prog, description=description, argument_default=argparse.SUPPRESS)
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     for field in fields:
         kind = flag_type(field)
-        explained = {**TRAIN_FLAG_HELP, **DISTILL_FLAG_HELP}[field.name]
+        explained = {**TRAIN_FLAG_HELP, **DISTILL_FLAG_HELP, **(help_table or {})}[field.name]
         parser.add_argument(_flag(field.name), dest=field.name, type=kind, metavar=kind.__name__.upper(),
                             help=f"{explained} (default {field.default})")
     args = vars(parser.parse_args(argv))
@@ -124,9 +158,9 @@ def _run_recipe(argv, prog, description, config_class, start, resume, left_out=(
         run = resume(out_dir, changes=args, progress=not quiet, log=_log)
     else:
         run = start(config_class(**args), progress=not quiet, log=_log)
-    print(f"done: step {run.step}; checkpoint in {run.config.out_dir}/checkpoint;"
-          f" try: npllm generate --checkpoint {run.config.out_dir} --prompt 'def '")
+    print(f"done: step {run.step}; checkpoint in {run.config.out_dir}/checkpoint; {then(run)}")
     return 0
+
 
 
 # --- npllm generate ---------------------------------------------------------
@@ -230,6 +264,7 @@ def _bench(argv):
 COMMANDS = {
     "train": (_train, "train a GPT on text (default: the Python standard library's source)"),
     "distill": (_distill, "train a small student GPT on a bigger teacher's soft targets"),
+    "finetune": (_finetune, "fine-tune a trained GPT: classify (label texts with a new head)"),
     "generate": (_generate, "continue a prompt with a trained GPT"),
     "tokenizer": (_tokenizer, "train, encode and decode with a byte-level BPE tokenizer"),
     "bench": (_bench, "measure speed: " + ", ".join(sorted(BENCHMARKS))),

@@ -93,6 +93,11 @@ class GPT(Module):
         With ``kv_cache`` (from ``new_kv_cache``), ``idx`` holds only the new
         tokens; they take the positions after those already cached.
         """
+        x = self.hidden_states(idx, kv_cache)
+        return F.linear(x, self.wte.weight.T)  # (B, T, C) @ (C, V): the tied output projection
+
+    def hidden_states(self, idx, kv_cache=None):
+        """The final hidden states (B, T, C), after ``ln_f``: what the output projection, or a new head, reads."""
         idx = as_array(idx)
         start = kv_cache[0].length if kv_cache else 0
         self._check_input(idx, start)
@@ -102,8 +107,7 @@ class GPT(Module):
         x = self.drop(self.wte(idx) + self.wpe.weight[start:start + T])  # (B, T, C) + (T, C)
         for i, block in enumerate(self.h):
             x = block(x, kv_cache=kv_cache[i] if kv_cache else None)
-        x = self.ln_f(x)
-        return F.linear(x, self.wte.weight.T)  # (B, T, C) @ (C, V): the tied output projection
+        return self.ln_f(x)
 
     def _check_input(self, idx, start):
         V, context_length = self.config.vocab_size, self.config.context_length

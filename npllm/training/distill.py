@@ -93,7 +93,7 @@ def distill(config: DistillConfig, progress=True, log=print) -> DistillRun:
                                      " or choose another `out_dir`")
     require_writable_folder(out_dir)
     teacher, tokenizer = load_model(config.teacher, log=log)
-    config = dataclasses.replace(pretrain._with_workers_fixed(config),
+    config = dataclasses.replace(pretrain.with_workers_fixed(config),
                                  **{name: getattr(teacher.config, name) for name in FROM_THE_TEACHER})
     check_student_init(config, teacher)
     corpus = load_corpus(config.data)

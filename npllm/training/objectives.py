@@ -96,3 +96,18 @@ class Distillation(Objective):
             return soft
         hard = F.cross_entropy(logits, batch["targets"], ignore_index=self.hard.ignore_index)
         return self.alpha * soft + (1.0 - self.alpha) * hard
+
+
+class Classification(Objective):
+    """One label per text: cross-entropy of the label logits.  Batches hold ``input_ids``, ``lengths``, ``labels``.
+
+    Every example counts once, whatever its length (``unit`` is examples).
+    """
+
+    unit = "examples"
+
+    def count(self, batch):
+        return len(batch["labels"])
+
+    def loss(self, model, batch):
+        return F.cross_entropy(model(batch["input_ids"], batch["lengths"]), batch["labels"])

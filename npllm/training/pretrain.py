@@ -154,7 +154,7 @@ def resume(out_dir, changes=None, progress=True, log=print) -> Run:
 
 
 def start_run(config: TrainConfig, log) -> Run:
-    config = _with_workers_fixed(config)
+    config = with_workers_fixed(config)
     out_dir = Path(config.out_dir)
     if (out_dir / "checkpoint").exists() or (out_dir / "checkpoint.old").exists():  # .old: a crash mid-save
         raise TrainingError(f"{out_dir} already holds a run: continue it with `resume`, or choose another `out_dir`")
@@ -193,7 +193,7 @@ def require_writable_folder(folder: Path):
         raise SettingError(f"`out_dir` {folder}: cannot write in {existing} ({error.strerror or error})") from error
 
 
-def _with_workers_fixed(config: TrainConfig) -> TrainConfig:
+def with_workers_fixed(config: TrainConfig) -> TrainConfig:
     """``workers`` made a number (default: this machine's cores), so the checkpoint records it.
 
     The shards a batch is cut into decide the order of the gradient's sums, so a
@@ -231,7 +231,7 @@ def restore_run(out_dir, changes: dict, log, config_class=TrainConfig, fixed_on_
         raise CheckpointError(f"{checkpoint.folder}: not a checkpoint written by npllm train"
                               f" (state.json lacks {', '.join(missing)})")
     saved = {"workers": 1, **checkpoint.train_state["config"]}  # (a checkpoint from before workers existed ran on one)
-    config = _with_workers_fixed(config_class(**{**saved, **changes, "out_dir": str(out_dir)}))
+    config = with_workers_fixed(config_class(**{**saved, **changes, "out_dir": str(out_dir)}))
     if checkpoint.tokenizer_path is None:
         raise CheckpointError(f"{checkpoint.folder}: the checkpoint has no tokenizer file")
     tokenizer = BPETokenizer.load(checkpoint.tokenizer_path)

@@ -1,0 +1,231 @@
+"""Classification fine-tuning: a pre-trained GPT learns to label texts (``npllm finetune classify``).
+
+After pre-training, a model knows a language; fine-tuning teaches it a task
+with few examples.  This recipe puts a new linear head on a GPT from
+``npllm train`` (``models.SequenceClassifier``: the state at the last real
+token, C -> labels) and trains on labelled texts (``data.labelled``) through
+the shared loop, with one of three choices of what is trained:
+
+    all           every weight: the most capable, the most memory (moments for all)
+    last-blocks   the last ``last_blocks`` blocks, the final norm and the head; the rest frozen
+    lora          LoRA adapters on every projection of every block, and the head (``nn.lora``)
+
+The held-out split's loss is the loop's validation loss; at the end the
+recipe reports accuracy, macro-F1 and the confusion matrix beside the
+majority-class baseline and a bag-of-words logistic regression
+(``training.evaluation``), and writes them to ``report.json``.  With
+``init="random"`` the same classifier starts from random weights of the same
+shape: what pre-training buys is the difference.  The run records the
+checkpoint it started from (folder and the SHA-256 of its weights) and
+refuses to resume from another.
+
+Left out here: instruction tuning, the BERT encoder's classifier, the SMS
+spam download.
+"""
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from npllm.data.labelled import RandomExamples, example_batches, load_labelled
+from npllm.errors import SettingError
+from npllm.io.atomic import atomic_write_text
+from npllm.io.checksums import file_sha256
+from npllm.models import GPT, SequenceClassifier
+from npllm.nn.lora import apply_lora
+from npllm.optim import AdamW, WarmupCosineLR, configure_param_groups, param_groups_by_name
+from npllm.runtime.data_parallel import DataParallel
+from npllm.runtime.memory import keep_freed_memory
+from npllm.tensor import no_grad
+from npllm.training import evaluation, loop
+from npllm.training.checkpoint import MODEL_FILE, load_checkpoint
+from npllm.training.loop import LoopSettings, TrainingError, TrainingRun
+from npllm.training.objectives import Classification
+from npllm.training.pretrain import END_OF_TEXT, with_workers_fixed, load_model, require_writable_folder
+
+TRAINED = ("all", "last-blocks", "lora")
+INITS = ("pretrained", "random")
+REPORT_FILE = "report.json"
+
+
+@dataclass
+class ClassifyConfig:
+    """A classification fine-tuning run; the defaults fine-tune ``npllm train``'s GPT on stdlib-topics."""
+
+    checkpoint: str = "runs/gpt"     # the GPT run to start from
+    data: str = "stdlib-topics"      # stdlib-topics, or a CSV / JSONL file of text and label
+    text_field: str = "text"         # the fields of a user file
+    label_field: str = "label"
+    train: str = "all"               # what is trained: all, last-blocks, lora
+    last_blocks: int = 1             # with train=last-blocks: how many of the last blocks
+    lora_rank: int = 8               # with train=lora
+    lora_alpha: float = 16.0
+    init: str = "pretrained"         # or random: the same shape, random weights (what pre-training buys)
+    batch_size: int = 16
+    grad_accum: int = 1
+    workers: int | None = None
+    max_steps: int = 300
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 20
+    weight_decay: float = 0.01
+    beta2: float = 0.999
+    grad_clip: float = 1.0
+    eval_interval: int = 100
+    seed: int = 1337
+    out_dir: str = "runs/classify"
+
+    def __post_init__(self):
+        for name in ("batch_size", "grad_accum", "eval_interval", "max_steps", "last_blocks", "lora_rank", "workers"):
+            if getattr(self, name) is not None and not getattr(self, name) >= 1:
+                raise SettingError(f"`{name}` must be at least 1, got {getattr(self, name)}")
+        checks = [
+            ("train", self.train in TRAINED, f"one of {', '.join(TRAINED)}"),
+            ("init", self.init in INITS, f"one of {', '.join(INITS)}"),
+            ("lr", 0 < self.lr < math.inf, "a positive number"),
+            ("min_lr", 0 <= self.min_lr <= self.lr, f"between 0 and `lr` ({self.lr})"),
+            ("warmup_steps", self.warmup_steps >= 0, "at least 0"),
+            ("weight_decay", 0 <= self.weight_decay < math.inf, "at least 0"),
+            ("beta2", 0 <= self.beta2 < 1, "in [0, 1)"),
+            ("grad_clip", self.grad_clip > 0, "a positive number (inf: no clipping)"),
+            ("lora_alpha", 0 < self.lora_alpha < math.inf, "a positive number"),
+            ("seed", self.seed >= 0, "at least 0"),
+        ]
+        for name, holds, requirement in checks:
+            if not holds:
+                raise SettingError(f"`{name}` must be {requirement}, got {getattr(self, name)!r}")
+
+
+FIXED_ON_RESUME = ("checkpoint", "data", "text_field", "label_field", "train", "last_blocks", "lora_rank",
+                   "lora_alpha", "init", "batch_size", "grad_accum", "weight_decay", "beta2", "seed")
+
+
+@dataclass
+class ClassifyRun(TrainingRun):
+    """A fine-tuning run: the loop's objects, and what this recipe keeps to report and to resume."""
+
+    config: ClassifyConfig = None
+    labels: list = None
+    test_ids: list = None
+    test_labels: np.ndarray = None
+    base_sha256: str = ""
+
+    def recipe_state(self) -> dict:
+        return {"config": dataclasses.asdict(self.config), "labels": self.labels, "base_sha256": self.base_sha256}
+
+
+def classify(config: ClassifyConfig, progress=True, log=print) -> ClassifyRun:
+    """Fine-tune the GPT of ``config.checkpoint`` to label the texts of ``config.data``; report on the test split."""
+    keep_freed_memory()
+    out_dir = Path(config.out_dir)
+    if (out_dir / "checkpoint").exists() or (out_dir / "checkpoint.old").exists():
+        raise TrainingError(f"{out_dir} already holds a run: continue it with `resume`, or choose another `out_dir`")
+    require_writable_folder(out_dir)
+    run = _build(with_workers_fixed(config), log)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / loop.METRICS_FILE).unlink(missing_ok=True)
+    return _finish(loop.train(run, progress, log), log)
+
+
+def resume(out_dir, changes=None, progress=True, log=print) -> ClassifyRun:
+    """Continue the fine-tuning run saved in ``out_dir``, from the same base checkpoint, exactly where it stopped."""
+    keep_freed_memory()
+    changes = changes or {}
+    checkpoint = load_checkpoint(out_dir, require_config={k: v for k, v in changes.items() if k in FIXED_ON_RESUME})
+    if checkpoint.fallback:
+        log(checkpoint.fallback)
+    loop.require_loop_state(checkpoint)
+    config = with_workers_fixed(ClassifyConfig(**{**checkpoint.train_state["config"], **changes,
+                                                   "out_dir": str(out_dir)}))
+    run = _build(config, log, saved_groups=checkpoint.train_state["optimizer"]["param_groups"])
+    if run.base_sha256 != checkpoint.train_state.get("base_sha256"):
+        raise SettingError(f"`checkpoint` {config.checkpoint}: not the model this run was fine-tuned from"
+                           " (its weights have changed since)")
+    loop.restore(run, checkpoint)
+    log(f"resumed {out_dir} at step {run.step}")
+    return _finish(loop.train(run, progress, log), log)
+
+
+def _build(config: ClassifyConfig, log, saved_groups=None) -> ClassifyRun:
+    base, tokenizer = load_model(config.checkpoint, log=log)
+    base_sha256 = file_sha256(load_checkpoint(config.checkpoint, with_optimizer=False).folder / MODEL_FILE)
+    data = load_labelled(config.data, config.text_field, config.label_field, seed=config.seed)
+    log(f"data: {data.description}\n{data.counts()}")
+    body = base if config.init == "pretrained" else GPT(base.config, seed=config.seed)
+    model = SequenceClassifier(body, len(data.labels), seed=config.seed)
+    trained = choose_trained(model, config)
+    total = model.num_parameters()
+    count = sum(p.size for p in model.parameters() if p.requires_grad)
+    log(f"model: {config.init} GPT of {body.config.n_layer} blocks and a head of {len(data.labels)} labels;"
+        f" training {trained}: {count:,} of {total:,} parameters ({count / total:.1%})")
+    pad_id = tokenizer.special_tokens[END_OF_TEXT]
+    context = body.config.context_length
+    train_ids = [tokenizer.encode_ordinary(text)[:context] or [pad_id] for text in data.train_texts]
+    test_ids = [tokenizer.encode_ordinary(text)[:context] or [pad_id] for text in data.test_texts]
+    groups = param_groups_by_name(model, saved_groups) if saved_groups else configure_param_groups(model,
+                                                                                                   config.weight_decay)
+    decay_steps = config.max_steps
+    return ClassifyRun(
+        model=model, objective=Classification(),
+        optimizer=AdamW(groups, lr=config.lr, betas=(0.9, config.beta2)),
+        schedule=WarmupCosineLR(config.lr, min(config.warmup_steps, decay_steps), decay_steps, config.min_lr),
+        batches=RandomExamples(train_ids, data.train_labels, config.batch_size, pad_id, seed=config.seed),
+        evaluation_batches=lambda: example_batches(test_ids, data.test_labels, config.batch_size * 4, pad_id),
+        parallel=DataParallel(model, config.workers),
+        settings=LoopSettings(max_steps=config.max_steps, grad_accum=config.grad_accum, grad_clip=config.grad_clip,
+                              eval_interval=config.eval_interval),
+        out_dir=Path(config.out_dir), tokenizer=tokenizer, config=config, labels=data.labels, test_ids=test_ids,
+        test_labels=data.test_labels, base_sha256=base_sha256,
+    )
+
+
+def choose_trained(model: SequenceClassifier, config: ClassifyConfig) -> str:
+    """Freeze what ``config.train`` does not train; return a phrase saying what is trained."""
+    body = model.transformer
+    if config.train == "all":
+        return "everything"
+    body.requires_grad_(False)
+    if config.train == "last-blocks":
+        if config.last_blocks > body.config.n_layer:
+            raise SettingError(f"`last_blocks` {config.last_blocks}: the model has {body.config.n_layer} blocks")
+        for block in list(body.h)[-config.last_blocks:]:
+            block.requires_grad_(True)
+        body.ln_f.requires_grad_(True)
+        return f"the last {config.last_blocks} block{'s' * (config.last_blocks > 1)}, the final norm and the head"
+    apply_lora(body, rank=config.lora_rank, alpha=config.lora_alpha, seed=config.seed)
+    return f"LoRA adapters of rank {config.lora_rank} and the head"
+
+
+def predict(run: ClassifyRun) -> np.ndarray:
+    """The predicted label of every test text."""
+    run.model.eval()
+    predictions = []
+    with no_grad():
+        for batch in example_batches(run.test_ids, run.test_labels, 64, run.tokenizer.special_tokens[END_OF_TEXT]):
+            predictions.append(run.model(batch["input_ids"], batch["lengths"]).data.argmax(axis=1))
+    run.model.train()
+    return np.concatenate(predictions)
+
+
+def _finish(run: ClassifyRun, log) -> ClassifyRun:
+    """The report: the classifier beside the baselines, and its confusion matrix (also in report.json)."""
+    data = load_labelled(run.config.data, run.config.text_field, run.config.label_field, seed=run.config.seed)
+    n, true, predicted = len(run.labels), run.test_labels, predict(run)
+    rows = [evaluation.report("this classifier", predicted, true, n),
+            evaluation.report("majority class", evaluation.majority_class(data.train_labels, len(true)), true, n),
+            evaluation.report("bag-of-words logistic regression", evaluation.bag_of_words_predictions(
+                data.train_texts, data.train_labels, data.test_texts, n), true, n)]
+    for row in rows:
+        log(f"{row['name']:<34} accuracy {row['accuracy']:.1%}   macro-F1 {row['macro_f1']:.3f}")
+    matrix = evaluation.confusion_matrix(predicted, true, n)
+    width = max(map(len, run.labels))
+    log("confusion matrix (rows: true label, columns: predicted, in the same order)")
+    for label, counts in zip(run.labels, matrix):
+        log(f"  {label:>{width}} " + " ".join(f"{count:4d}" for count in counts))
+    atomic_write_text(Path(run.out_dir) / REPORT_FILE, json.dumps(
+        {"step": run.step, "labels": run.labels, "results": rows, "confusion_matrix": matrix.tolist()}, indent=2))
+    return run
