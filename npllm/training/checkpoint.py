@@ -160,15 +160,7 @@ def _read_checkpoint(folder: Path, require_config, with_optimizer) -> Checkpoint
 def read_checksums(folder: Path) -> dict | None:
     """The folder's checksums.json, or None for a checkpoint written before checksums existed."""
     path = folder / CHECKSUMS_FILE
-    if not path.exists():
-        return None
-    try:
-        checksums = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{path}: damaged checksum file ({error})") from error
-    if not isinstance(checksums, dict):
-        raise CheckpointError(f"{path}: damaged checksum file (not a JSON object)")
-    return checksums
+    return read_json_object(path, "damaged checksum file") if path.exists() else None
 
 
 def verify(path: Path, checksums: dict | None) -> None:
@@ -201,13 +193,18 @@ def finite(tensors: dict[str, np.ndarray], path: Path) -> dict[str, np.ndarray]:
 
 def read_state(path: Path) -> dict:
     """The JSON object in ``state.json``."""
+    return read_json_object(path, "unreadable training state")
+
+
+def read_json_object(path: Path, problem: str) -> dict:
+    """The JSON object in ``path``; anything else is a CheckpointError saying ``problem`` and why."""
     try:
-        state = json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{path}: unreadable training state ({error})") from error
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: training state is a JSON {type(state).__name__}, not an object")
-    return state
+        raise CheckpointError(f"{path}: {problem} ({error})") from error
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: {problem} (a JSON {type(value).__name__}, not an object)")
+    return value
 
 
 def check_config(saved: dict, required: dict, path: Path) -> None:
