@@ -314,3 +314,12 @@ def test_bench_distill_runs_with_tiny_settings(tiny_corpus, capsys):
     assert figures == 0 and "held-out loss   teacher" in out
     reported = json.loads(out.strip().splitlines()[-1])
     assert reported["student_parameters"] < reported["teacher_parameters"] and reported["steps"] == 2
+
+
+def test_a_cache_folder_that_cannot_be_made_is_one_line(tiny_corpus, tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("NPLLM_CACHE", str(blocker / "cache"))
+    assert main(["train", "--data", str(tiny_corpus), "--out", str(tmp_path / "run"), *TINY_FLAGS]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{blocker / 'cache'}: Not a directory" in err

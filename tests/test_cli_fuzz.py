@@ -46,7 +46,8 @@ def run_ends_cleanly(argv, capsys):
     err = capsys.readouterr().err
     assert status in (0, 2), (argv, err)
     if status == 2:  # one line saying what is wrong (argparse puts its usage lines before it)
-        assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(f"npllm {argv[0]}: error: "), (argv, err)
+        last = err.strip().splitlines()[-1]
+        assert "Traceback" not in err and last.startswith(f"npllm {argv[0]}") and ": error: " in last, (argv, err)
     return status
 
 
@@ -66,4 +67,30 @@ def test_random_generate_flags_end_in_success_or_one_line(tiny_corpus, tmp_path,
     outcomes = [run_ends_cleanly(["generate", "--checkpoint", str(tmp_path / "run"), "--prompt", "the ",
                                   *random_flags(rng, GENERATE_FLAGS, count=int(rng.integers(1, 4)))], capsys)
                 for _ in range(40)]
+    assert 0 in outcomes and 2 in outcomes
+
+
+DISTILL_FLAGS = {"--temperature": ["2", "0.5"], "--alpha": ["0.5", "1"], "--student-init": ["random", "teacher-layers"],
+                 "--lr": ["0.01"], "--batch-size": ["2"], "--n-layer": ["1"]}
+CLASSIFY_FLAGS = {"--train": ["all", "last-blocks", "lora"], "--last-blocks": ["1", "2"], "--lora-rank": ["2", "4"],
+                  "--lora-alpha": ["4"], "--init": ["pretrained", "random"], "--batch-size": ["4"], "--lr": ["0.01"]}
+
+
+def test_random_distill_and_finetune_flags_end_in_success_or_one_line(tiny_corpus, tmp_path, capsys):
+    teacher = str(tmp_path / "teacher")
+    assert main(["train", "--data", str(tiny_corpus), "--out", teacher, *SHAPE]) == 0
+    labelled = tmp_path / "labelled.jsonl"
+    labelled.write_text("\n".join(f'{{"text": "{word} {i}", "label": "{word}"}}' for word in ("up", "down")
+                                  for i in range(10)))
+    rng = np.random.default_rng(3)
+    outcomes = []
+    for case in range(12):
+        outcomes.append(run_ends_cleanly(
+            ["distill", "--teacher", teacher, "--data", str(tiny_corpus), "--out", str(tmp_path / f"d{case}"),
+             "--n-head", "2", "--n-embd", "16", "--max-steps", "2", "--quiet",
+             *random_flags(rng, DISTILL_FLAGS, count=int(rng.integers(1, 4)))], capsys))
+        outcomes.append(run_ends_cleanly(
+            ["finetune", "classify", "--checkpoint", teacher, "--data", str(labelled), "--out",
+             str(tmp_path / f"c{case}"), "--max-steps", "2", "--quiet",
+             *random_flags(rng, CLASSIFY_FLAGS, count=int(rng.integers(1, 4)))], capsys))
     assert 0 in outcomes and 2 in outcomes
