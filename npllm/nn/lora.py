@@ -73,8 +73,9 @@ class LoRALinear(Module):
         y = F.linear(x, self.weight, self.bias)  # (..., out)
         if self.merged:
             return y
-        update = F.linear(F.linear(self.drop(x), self.lora_A), self.lora_B)  # (..., in) -> (..., r) -> (..., out)
-        return y + update * self.scale
+        # (..., in) -> (..., r) -> (..., out); the scale goes on the small B (r, out), not on the (..., out) update
+        update = F.linear(F.linear(self.drop(x), self.lora_A), self.lora_B * self.scale)
+        return y + update
 
     def delta(self) -> np.ndarray:
         """(alpha / r) A B, the adapter's change to the weight, (in, out)."""
