@@ -1,4 +1,4 @@
-"""The command line: ``npllm train | generate | tokenizer | bench``.
+"""The command line: ``npllm train | generate | export | tokenizer | bench``.
 
 Each subcommand parses its own flags and hands over to the module that does
 the work, so this file stays a table of contents.  Errors a user can cause
@@ -55,6 +55,7 @@ TRAIN_FLAG_HELP = {
     "decay_steps": "step where the cosine reaches --min-lr (None: --max-steps)",
     "workers": "threads, each training on a slice of every batch (None: one per core; a resumed run keeps its count)",
     "seed": "seed for weights and batches",
+    "init": "start from this Hugging Face GPT-2 folder or run folder: its weights, shape and tokenizer",
 }
 
 
@@ -83,6 +84,8 @@ def _train(argv):
     if is_resume:
         out_dir = args.pop("out_dir", defaults.out_dir)
         run = resume(out_dir, changes=args, progress=not quiet, log=_log)
+    elif "init" in args:
+        run = train(TrainConfig.from_init(args.pop("init"), **args), progress=not quiet, log=_log)
     else:
         run = train(TrainConfig(**args), progress=not quiet, log=_log)
     print(f"done: step {run.step}; checkpoint in {run.config.out_dir}/checkpoint;"
@@ -96,7 +99,8 @@ def _generate(argv):
     from npllm.training.pretrain import END_OF_TEXT, load_model
 
     parser = argparse.ArgumentParser(prog="npllm generate", description="Write text with a trained GPT.")
-    parser.add_argument("--checkpoint", default="runs/gpt", help="run folder written by npllm train")
+    parser.add_argument("--checkpoint", default="runs/gpt",
+                        help="run folder written by npllm train, or a Hugging Face GPT-2 folder")
     parser.add_argument("--prompt", default="\n", help="text to continue")
     parser.add_argument("--max-new-tokens", type=int, default=200)
     parser.add_argument("--temperature", type=float, default=0.8, help="0 means greedy")
@@ -118,6 +122,24 @@ def _generate(argv):
         sys.stdout.write(decoder.decode(tokenizer.decode_bytes([token])))
         sys.stdout.flush()
     sys.stdout.write(decoder.decode(b"", final=True) + "\n")
+    return 0
+
+
+# --- npllm export -----------------------------------------------------------
+def _export(argv):
+    from npllm.pretrained import save_pretrained
+    from npllm.training.pretrain import load_model
+
+    parser = argparse.ArgumentParser(prog="npllm export", description="Write a trained GPT in another format.")
+    parser.add_argument("--checkpoint", default="runs/gpt",
+                        help="run folder written by npllm train, or a Hugging Face GPT-2 folder")
+    parser.add_argument("--out", required=True, help="folder to write")
+    parser.add_argument("--format", choices=["hf"], default="hf",
+                        help="hf: a Hugging Face folder that transformers' GPT2LMHeadModel and AutoTokenizer load")
+    args = parser.parse_args(argv)
+    model, tokenizer = load_model(args.checkpoint)
+    folder = save_pretrained(model, tokenizer, args.out)
+    print(f"wrote {folder}: {model.num_parameters():,} parameters and a {tokenizer.vocab_size}-token tokenizer")
     return 0
 
 
@@ -183,6 +205,7 @@ def _bench(argv):
 COMMANDS = {
     "train": (_train, "train a GPT on text (default: the Python standard library's source)"),
     "generate": (_generate, "continue a prompt with a trained GPT"),
+    "export": (_export, "write a trained GPT as a Hugging Face folder"),
     "tokenizer": (_tokenizer, "train, encode and decode with a byte-level BPE tokenizer"),
     "bench": (_bench, "measure speed: " + ", ".join(sorted(BENCHMARKS))),
 }
