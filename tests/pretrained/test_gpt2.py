@@ -265,9 +265,9 @@ def test_the_command_line_says_a_bad_folder_in_one_line_with_exit_2(tmp_path):
 
 @pytest.fixture(scope="module")
 def transformers_modules():
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before the import, which reads it: everything here is local
     torch = pytest.importorskip("torch", reason="transformers' GPT-2 runs on torch")
     transformers = pytest.importorskip("transformers", reason="the round trips need transformers")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     transformers.logging.set_verbosity_error()
     return torch, transformers
 
