@@ -261,6 +261,30 @@ def test_the_command_line_says_a_bad_folder_in_one_line_with_exit_2(tmp_path):
     assert "error:" in result.stderr and "activation_function is 'relu'" in result.stderr
 
 
+def test_the_command_line_trains_from_a_folder_exports_and_generates_from_the_export(tmp_path, tiny_corpus, capsys):
+    from npllm.cli import main
+
+    run, export = str(tmp_path / "run"), str(tmp_path / "export")
+    train = ["train", "--init", FIXTURE, "--data", str(tiny_corpus), "--out", run, "--batch-size", "2",
+             "--eval-windows", "2", "--quiet"]
+    assert main(train + ["--n-layer", "3"]) == 2
+    assert "error: --n-layer 3 contradicts the model in --init" in capsys.readouterr().err
+    assert main(train + ["--max-steps", "2", "--n-layer", "2"]) == 0
+    assert f"init: the weights and the 320-token tokenizer of {FIXTURE}" in capsys.readouterr().out
+    assert main(["export", "--checkpoint", run, "--out", export]) == 0
+    assert f"wrote {export}" in capsys.readouterr().out
+    trained, _ = load_model(run)
+    exported, _ = load_model(export)
+    for name, array in trained.state_dict().items():
+        assert np.array_equal(exported.state_dict()[name], array), name
+    outputs = []
+    for checkpoint in (run, export):
+        assert main(["generate", "--checkpoint", checkpoint, "--prompt", "The dog", "--max-new-tokens", "6",
+                     "--seed", "5"]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1] and outputs[0].startswith("The dog")
+
+
 # ---- against transformers, built inside the test ----
 
 @pytest.fixture(scope="module")
