@@ -21,7 +21,7 @@ Two regex dialects.  ``tokenizers`` runs its regexes with Oniguruma, where
 ``regex``.  GPT-4's pattern uses that form (``\\p{N}{1,3}+``: digits in threes);
 its Oniguruma spelling drops the ``+``, which changes no chunk because nothing
 follows it in that alternative.  ``HUGGING_FACE_SPELLINGS`` holds it; a custom
-pattern with ``}+`` is refused rather than silently read another way.
+pattern with such a ``{m,n}+`` is refused rather than silently read another way.
 
 Encoding.  Our encoder (like tiktoken) takes a chunk that is itself a token
 whole, without replaying merges; ``tokenizers`` does the same when the model
@@ -32,6 +32,7 @@ normalizers, and byte fallback.
 """
 
 import json
+import re
 from pathlib import Path
 
 from npllm.io.atomic import atomic_write_text
@@ -40,6 +41,7 @@ from npllm.tokenizer.patterns import GPT2_PATTERN, GPT4_PATTERN
 
 # our pattern -> the same chunks in Oniguruma's dialect (patterns not listed are written as they are)
 HUGGING_FACE_SPELLINGS = {GPT4_PATTERN: GPT4_PATTERN.replace(r"\p{N}{1,3}+", r"\p{N}{1,3}")}
+POSSESSIVE_REPEAT = re.compile(r"\{\d+(?:,\d*)?\}\+")  # X{3}+, X{1,3}+, X{2,}+ (not \p{L}+, a greedy run)
 BYTE_LEVEL_GPT2 = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
 BYTE_LEVEL_ONLY = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}
 
@@ -69,7 +71,7 @@ def pre_tokenizer(pattern: str) -> dict:
     """The "pre_tokenizer" entry that cuts text as ``pattern`` does."""
     if pattern == GPT2_PATTERN:
         return BYTE_LEVEL_GPT2
-    if pattern not in HUGGING_FACE_SPELLINGS and "}+" in pattern:
+    if pattern not in HUGGING_FACE_SPELLINGS and POSSESSIVE_REPEAT.search(pattern):
         raise ValueError(f"the split pattern {pattern!r} has a possessive {{m,n}}+, which Hugging Face's regex"
                          " engine reads as a repetition: write it without the +")
     split = {"type": "Split", "pattern": {"Regex": HUGGING_FACE_SPELLINGS.get(pattern, pattern)},
@@ -90,17 +92,24 @@ def read_tokenizer_json(path) -> tuple[str, dict[bytes, int], dict[str, int]]:
     if not isinstance(model, dict) or model.get("type") != "BPE":
         found = model.get("type") if isinstance(model, dict) else None
         raise TokenizerFileError(path, f"expected a BPE \"model\", found {found!r}")
-    if document.get("normalizer") is not None:
-        raise TokenizerFileError(path, f"has a normalizer ({document['normalizer'].get('type')}), which byte-level"
-                                       " BPE does not use and npllm does not run")
+    normalizer = document.get("normalizer")
+    if normalizer is not None:
+        kind = normalizer.get("type") if isinstance(normalizer, dict) else normalizer
+        raise TokenizerFileError(path, f"has a normalizer ({kind}), which byte-level BPE does not use and npllm"
+                                       " does not run")
     pattern = pattern_of(document.get("pre_tokenizer"), path)
     vocab, merges = model.get("vocab"), model.get("merges")
-    if not isinstance(vocab, dict) or not isinstance(merges, list):
-        raise TokenizerFileError(path, "the BPE model needs a \"vocab\" object and a \"merges\" list")
+    if not isinstance(vocab, dict) or not isinstance(merges, list) \
+            or not all(type(token_id) is int and token_id >= 0 for token_id in vocab.values()):
+        raise TokenizerFileError(path, "the BPE model needs a \"vocab\" object of non-negative integer ids"
+                                       " and a \"merges\" list")
     # merges are "left right" strings, or [left, right] pairs in newer files
     lines = [merge if isinstance(merge, str) else " ".join(map(str, merge)) for merge in merges]
     ranks, special_tokens = gpt2_ranks(vocab, LineCursor(f"{path} (model.merges: entry numbers)", lines), path)
     for added in document.get("added_tokens") or []:
+        if not isinstance(added, dict) or not isinstance(added.get("content"), str) or type(added.get("id")) is not int:
+            raise TokenizerFileError(path, f"an added token needs a \"content\" string and an integer \"id\","
+                                           f" got {json.dumps(added)[:80]}")
         special_tokens[added["content"]] = added["id"]
     return pattern, ranks, special_tokens
 
@@ -110,13 +119,15 @@ def pattern_of(pre_tokenizer: dict | None, path: Path) -> str:
     steps = pre_tokenizer.get("pretokenizers", []) if isinstance(pre_tokenizer, dict) else []
     if isinstance(pre_tokenizer, dict) and pre_tokenizer.get("type") == "ByteLevel":
         steps = [pre_tokenizer]
+    if not isinstance(steps, list) or not all(isinstance(step, dict) for step in steps):
+        steps = []
     if steps and steps[-1].get("type") == "ByteLevel" and not steps[-1].get("add_prefix_space", False):
         if len(steps) == 1 and steps[0].get("use_regex", True):
             return GPT2_PATTERN
         split = steps[0]
         if len(steps) == 2 and split.get("type") == "Split" and split.get("behavior") == "Isolated" \
                 and not split.get("invert") and not steps[1].get("use_regex", True):
-            regex = split.get("pattern", {}).get("Regex")
+            regex = split.get("pattern", {}).get("Regex") if isinstance(split.get("pattern"), dict) else None
             ours = {spelling: pattern for pattern, spelling in HUGGING_FACE_SPELLINGS.items()}
             if isinstance(regex, str):
                 return ours.get(regex, regex)
