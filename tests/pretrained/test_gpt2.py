@@ -155,6 +155,26 @@ def test_a_float32_file_is_memory_mapped_not_copied(tmp_path):
     assert np.array_equal(again.h[0].attn.c_attn.weight.data, written.h[0].attn.c_attn.weight.data)
 
 
+def test_a_bfloat16_file_loads_widened_to_float32(tmp_path):
+    """bfloat16 is the top half of a float32; NumPy has no such type, so the file is written by hand here."""
+    written = tiny_npllm_folder(tmp_path / "gpt")
+    tensors = {"transformer." + name: array for name, array in written.state_dict().items()}
+    header, offset, chunks = {}, 0, []
+    for name in sorted(tensors):
+        top_halves = (tensors[name].view(np.uint32) >> 16).astype("<u2")
+        header[name] = {"dtype": "BF16", "shape": list(tensors[name].shape),
+                        "data_offsets": [offset, offset + top_halves.nbytes]}
+        chunks.append(top_halves.tobytes())
+        offset += top_halves.nbytes
+    header_bytes = json.dumps(header).encode()
+    (tmp_path / "gpt" / "model.safetensors").write_bytes(len(header_bytes).to_bytes(8, "little") + header_bytes
+                                                         + b"".join(chunks))
+    model, _ = load_pretrained(tmp_path / "gpt")
+    for name, array in written.state_dict().items():
+        truncated = ((array.view(np.uint32) >> 16) << 16).view(np.float32)
+        assert model.state_dict()[name].dtype == np.float32 and np.array_equal(model.state_dict()[name], truncated)
+
+
 # ---- our own writer, read back ----
 
 @pytest.mark.parametrize("pattern", ["gpt4", "gpt2"])
