@@ -1,4 +1,4 @@
-"""The command line: ``npllm train | distill | finetune | generate | tokenizer | bench``.
+"""The command line: ``npllm train | distill | finetune | generate | export | tokenizer | bench``.
 
 Each subcommand parses its own flags and hands over to the module that does
 the work, so this file stays a table of contents.  Errors a user can cause
@@ -76,6 +76,7 @@ TRAIN_FLAG_HELP = {  # one sentence per TrainConfig field (a test checks that no
     "eval_windows": "validation windows per evaluation",
     "seed": "seed for the weights, the batches and dropout",
     "out_dir": "run folder for checkpoints and metrics.jsonl",
+    "init": "start from this Hugging Face GPT-2 folder or run folder: its weights, shape and tokenizer",
 }
 
 
@@ -88,7 +89,11 @@ def flag_type(field) -> type:
 def _train(argv):
     from npllm.training.pretrain import TrainConfig, resume, train
 
-    return _run_recipe(argv, "npllm train", "Train a GPT on text (resumable).", TrainConfig, train, resume)
+    def make_config(settings):  # --init fills in the model's shape and vocabulary from the folder
+        return TrainConfig.from_init(settings.pop("init"), **settings) if "init" in settings else TrainConfig(**settings)
+
+    return _run_recipe(argv, "npllm train", "Train a GPT on text (resumable).", TrainConfig, train, resume,
+                       make_config=make_config)
 
 
 DISTILL_FLAG_HELP = {
@@ -103,7 +108,7 @@ def _distill(argv):
     from npllm.training.distill import FROM_THE_TEACHER, DistillConfig, distill, resume
 
     return _run_recipe(argv, "npllm distill", "Train a small student GPT on a teacher's soft targets (resumable).",
-                       DistillConfig, distill, resume, left_out=(*FROM_THE_TEACHER, "tokenizer_chars"))
+                       DistillConfig, distill, resume, left_out=(*FROM_THE_TEACHER, "tokenizer_chars", "init"))
 
 
 CLASSIFY_FLAG_HELP = {
@@ -137,10 +142,11 @@ def _try_generating(run) -> str:
 
 
 def _run_recipe(argv, prog, description, config_class, start, resume, left_out=(), help_table=None,
-                then=_try_generating):
+                then=_try_generating, make_config=None):
     """A training command: one flag per field of ``config_class`` (but ``left_out``), then a new run or a resume.
 
     A flag's help is ``help_table``'s entry for its field, else the shared one (``TRAIN_FLAG_HELP``).
+    ``make_config(settings)`` builds the config of a new run (default: ``config_class(**settings)``).
     """
     fields = [field for field in dataclasses.fields(config_class) if field.name not in left_out]
     parser = argparse.ArgumentParser(prog=prog, description=description, argument_default=argparse.SUPPRESS)
@@ -157,7 +163,7 @@ def _run_recipe(argv, prog, description, config_class, start, resume, left_out=(
         out_dir = args.pop("out_dir", next(field.default for field in fields if field.name == "out_dir"))
         run = resume(out_dir, changes=args, progress=not quiet, log=_log)
     else:
-        run = start(config_class(**args), progress=not quiet, log=_log)
+        run = start((make_config or (lambda settings: config_class(**settings)))(args), progress=not quiet, log=_log)
     print(f"done: step {run.step}; checkpoint in {run.config.out_dir}/checkpoint; {then(run)}")
     return 0
 
@@ -170,7 +176,8 @@ def _generate(argv):
 
     parser = argparse.ArgumentParser(prog="npllm generate", description="Write text with a trained GPT.",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--checkpoint", default="runs/gpt", help="run folder written by npllm train")
+    parser.add_argument("--checkpoint", default="runs/gpt",
+                        help="run folder written by npllm train, or a Hugging Face GPT-2 folder")
     parser.add_argument("--prompt", default="\n", help="text to continue")
     parser.add_argument("--max-new-tokens", type=int, default=200, help="tokens to write after the prompt, at most")
     parser.add_argument("--temperature", type=float, default=0.8,
@@ -195,6 +202,24 @@ def _generate(argv):
         sys.stdout.write(decoder.decode(tokenizer.decode_bytes([token])))
         sys.stdout.flush()
     sys.stdout.write(decoder.decode(b"", final=True) + "\n")
+    return 0
+
+
+# --- npllm export -----------------------------------------------------------
+def _export(argv):
+    from npllm.pretrained import save_pretrained
+    from npllm.training.pretrain import load_model
+
+    parser = argparse.ArgumentParser(prog="npllm export", description="Write a trained GPT in another format.")
+    parser.add_argument("--checkpoint", default="runs/gpt",
+                        help="run folder written by npllm train, or a Hugging Face GPT-2 folder")
+    parser.add_argument("--out", required=True, help="folder to write")
+    parser.add_argument("--format", choices=["hf"], default="hf",
+                        help="hf: a Hugging Face folder that transformers' GPT2LMHeadModel and AutoTokenizer load")
+    args = parser.parse_args(argv)
+    model, tokenizer = load_model(args.checkpoint)
+    folder = save_pretrained(model, tokenizer, args.out)
+    print(f"wrote {folder}: {model.num_parameters():,} parameters and a {tokenizer.vocab_size}-token tokenizer")
     return 0
 
 
@@ -266,6 +291,7 @@ COMMANDS = {
     "distill": (_distill, "train a small student GPT on a bigger teacher's soft targets"),
     "finetune": (_finetune, "fine-tune a trained GPT: classify (label texts with a new head)"),
     "generate": (_generate, "continue a prompt with a trained GPT"),
+    "export": (_export, "write a trained GPT as a Hugging Face folder"),
     "tokenizer": (_tokenizer, "train, encode and decode with a byte-level BPE tokenizer"),
     "bench": (_bench, "measure speed: " + ", ".join(sorted(BENCHMARKS))),
 }

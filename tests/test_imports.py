@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 REPOSITORY = Path(__file__).resolve().parent.parent
-OPTIONAL = ("torch", "tiktoken")
+OPTIONAL = ("torch", "tiktoken", "transformers", "tokenizers", "safetensors")
 TORCH_YARDSTICK = "npllm.bench.torch_gpt"  # the PyTorch GPT that only --compare-torch imports
 
 # argv: the scope ("package" or "every"), then the modules to leave out

@@ -1,4 +1,4 @@
-"""``npllm bench generate``: tokens per second with and without the KV cache.
+"""``npllm bench generate``: tokens per second with and without the KV cache, or GPT-2 against transformers.
 
 Without a cache, every new token re-runs the model over the whole context
 (cost grows with the square of the text's length); with it, each new token
@@ -7,10 +7,24 @@ ratio of their speeds is the cache's whole effect.  The model has random
 weights: speed does not depend on what the weights say.  On a shared
 machine, ``--repeats N`` alternates the two paths N times and reports the
 median of each.
+
+``--shape gpt2`` measures GPT-2 small (124 M parameters, random weights)
+as a Hugging Face folder instead: it writes the folder, loads it in a fresh
+interpreter to time the load and take the peak resident memory (after one
+forward pass, so that every memory-mapped weight has been read), then
+writes ``--new-tokens`` greedy tokens with the KV cache, alternately with
+npllm and, when installed, with ``transformers``' ``generate`` on the same
+folder, and reports the ratio of their speeds (and whether they wrote the
+same tokens).
 """
 
 import argparse
 import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -19,7 +33,33 @@ from npllm.bench.train import PRESETS
 from npllm.bench.timing import timed
 from npllm.generation import generate_tokens
 from npllm.models import GPT, GPTConfig
+from npllm.pretrained import load_pretrained, save_pretrained
 from npllm.runtime.memory import keep_freed_memory
+
+# Run in a fresh interpreter: the load's time and the process's peak resident memory, as one JSON line.
+# The peak is Linux's VmHWM (the high-water mark of this process's resident memory, file pages of a
+# mapping included); getrusage's ru_maxrss would not do, as it keeps the parent's peak across exec.
+LOAD_SCRIPT = """
+import json, sys, time
+import numpy as np
+import npllm
+
+def peak_bytes():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+
+before = peak_bytes()
+start = time.perf_counter()
+model, _ = npllm.load_pretrained(sys.argv[1])
+seconds = time.perf_counter() - start
+after_load = peak_bytes()
+with npllm.no_grad():
+    model(np.zeros((1, 1), np.int64))  # reads every weight once
+weights = sum(param.data.nbytes for param in model.parameters())
+print(json.dumps({"load_seconds": seconds, "weights_bytes": weights, "baseline_bytes": before,
+                  "after_load_bytes": after_load, "peak_bytes": peak_bytes()}))
+"""
 
 
 def tokens_per_second(model, prompt, new_tokens, use_cache) -> float:
@@ -28,14 +68,111 @@ def tokens_per_second(model, prompt, new_tokens, use_cache) -> float:
     return produced / elapsed
 
 
+def transformers_generation(folder, prompt, new_tokens, threads=None):
+    """A function that runs ``transformers``' greedy ``generate`` (KV cache on) on the folder and returns the new tokens.
+
+    None when transformers (or torch) is not installed.  ``threads`` sets torch's thread count (default: its own).
+    """
+    try:
+        import torch
+        import transformers
+    except ImportError:
+        return None
+    if threads:
+        torch.set_num_threads(threads)
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    model = transformers.GPT2LMHeadModel.from_pretrained(folder).eval()
+    model.generation_config.eos_token_id = None  # as ours: no stop token
+
+    def run():
+        with torch.no_grad():
+            return model.generate(torch.tensor([prompt]), max_new_tokens=new_tokens, do_sample=False, use_cache=True,
+                                  pad_token_id=0)[0, len(prompt):].tolist()
+    return run
+
+
+def first_difference(ours, theirs):
+    """The index of the first token where two equally long sequences differ, or None when they are equal."""
+    return next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), None)
+
+
+def measure_load(folder) -> dict:
+    """The load's seconds and the peak resident bytes of a fresh interpreter that loads ``folder`` (see LOAD_SCRIPT)."""
+    package_parent = Path(__file__).resolve().parents[2]  # the folder that holds npllm/, wherever it is installed
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(package_parent),
+                                                                           os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-c", LOAD_SCRIPT, str(folder)], capture_output=True, text=True,
+                            check=True, env=environment)
+    return json.loads(result.stdout)
+
+
+def gpt2_against_transformers(args):
+    """The ``--shape gpt2`` benchmark: load time and memory, then npllm's and transformers' generation speed."""
+    with tempfile.TemporaryDirectory(prefix="npllm-gpt2-") as scratch:
+        folder = Path(scratch) / "gpt2"
+        (_, write_seconds) = timed(lambda: save_pretrained(GPT(GPTConfig(), seed=0), None, folder))
+        size = (folder / "model.safetensors").stat().st_size
+        print(f"GPT-2 small shape, random weights: wrote {size / 2**20:,.0f} MB in {write_seconds:.1f} s")
+        load = measure_load(folder)
+        weights_mb, peak_mb = load["weights_bytes"] / 2**20, load["peak_bytes"] / 2**20
+        print(f"  load (fresh interpreter, memory-mapped)   {load['load_seconds']:8.3f} s")
+        print(f"  peak resident after a forward pass        {peak_mb:8.0f} MB = {peak_mb / weights_mb:.2f}x the"
+              f" {weights_mb:,.0f} MB of weights (the interpreter before loading: {load['baseline_bytes'] / 2**20:.0f}"
+              f" MB, just after: {load['after_load_bytes'] / 2**20:.0f} MB)")
+        model, _ = load_pretrained(folder)
+        prompt = [int(np.random.default_rng(0).integers(0, model.config.vocab_size))]
+
+        def ours():
+            return list(generate_tokens(model, prompt, args.new_tokens, temperature=0))
+
+        theirs = transformers_generation(folder, prompt, args.new_tokens, args.torch_threads)
+        runs = []
+        for warm_up in (ours, theirs):  # the first call of each pays one-off costs (allocations, dispatch caches)
+            if warm_up:
+                warm_up()
+        for _ in range(args.repeats):
+            our_tokens, our_seconds = timed(ours)
+            their_tokens, their_seconds = timed(theirs) if theirs else (our_tokens, None)
+            runs.append((args.new_tokens / our_seconds, their_seconds and args.new_tokens / their_seconds,
+                         first_difference(our_tokens, their_tokens)))
+    figures = {"shape": "gpt2", "new_tokens": args.new_tokens, "load_seconds": load["load_seconds"],
+               "peak_resident_bytes": load["peak_bytes"], "weights_bytes": load["weights_bytes"],
+               "tokens_per_s": float(np.median([run[0] for run in runs]))}
+    repeats = f" (median of {args.repeats} alternating runs)" if args.repeats > 1 else ""
+    print(f"{args.new_tokens} greedy tokens from a 1-token prompt, KV cache on{repeats}:")
+    print(f"  npllm            {figures['tokens_per_s']:8.1f} tokens/s")
+    if theirs:
+        figures["transformers_tokens_per_s"] = float(np.median([run[1] for run in runs]))
+        figures["ratio"] = float(np.median([run[0] / run[1] for run in runs]))
+        differences = [run[2] for run in runs if run[2] is not None]
+        figures["first_different_token"] = min(differences) if differences else None
+        same = "yes" if not differences else f"no, from token {min(differences)} on (near-tied logits round apart)"
+        torch = sys.modules["torch"]
+        print(f"  transformers     {figures['transformers_tokens_per_s']:8.1f} tokens/s (torch {torch.__version__},"
+              f" {torch.get_num_threads()} threads)")
+        print(f"  npllm / transformers {figures['ratio']:.2f}x; same tokens: {same}")
+    else:
+        print("  transformers is not installed: no comparison")
+    if args.json:
+        print(json.dumps(figures))
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="npllm bench generate", description=description(__doc__))
+    parser.add_argument("--shape", choices=["gpt2"], default=None,
+                        help="gpt2: GPT-2 small as a Hugging Face folder, against transformers (instead of --preset)")
+    parser.add_argument("--torch-threads", type=at_least_one, default=None,
+                        help="with --shape gpt2: torch's thread count for transformers (default: torch's own)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="small", help="model shape (default small)")
     parser.add_argument("--new-tokens", type=at_least_one, default=256, help="tokens to generate (default 256)")
     parser.add_argument("--repeats", type=at_least_one, default=1, help="alternate the two paths this many times (default 1)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     args = parser.parse_args(argv)
     keep_freed_memory()  # as training does (see npllm.runtime.memory)
+    if args.shape == "gpt2":
+        return gpt2_against_transformers(args)
     preset = {k: v for k, v in PRESETS[args.preset].items() if k != "batch_size"}
     model = GPT(GPTConfig(**preset), seed=0)
     prompt = np.random.default_rng(0).integers(0, preset["vocab_size"], size=1)

@@ -25,6 +25,7 @@ dicts), and compression.
 """
 
 import json
+import mmap
 import os
 import struct
 from dataclasses import dataclass
@@ -94,13 +95,27 @@ class TensorEntry:
     end: int
 
 
-def load_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Every tensor in a safetensors file, as writable native-order NumPy arrays."""
+def load_safetensors(path: str | os.PathLike, memory_map: bool = False) -> dict[str, np.ndarray]:
+    """Every tensor in a safetensors file, as writable native-order NumPy arrays.
+
+    With ``memory_map``, each array is a view of a copy-on-write mapping of the
+    file instead of a copy read into memory: nothing is read until an array is
+    used, pages the arrays never touch are never read at all, and the bytes
+    sit in the operating system's file cache once rather than twice.  Writing
+    to such an array changes a private copy of that page, never the file.
+    (BF16 tensors, widened to float32, still become arrays of their own.)
+    The file may be replaced while mapped, as our atomic writes do; it must
+    not be truncated in place.
+    """
     path = Path(path)
     with open_for_reading(path) as file:
         header, data_start = read_header(file, path)
+        entries = checked_entries(header, path, data_size=file_size(file) - data_start)
+        if memory_map:
+            data = memoryview(mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_COPY))[data_start:]
+            return {entry.name: array_from_bytes(data[entry.begin:entry.end], entry) for entry in entries}
         tensors = {}
-        for entry in checked_entries(header, path, data_size=file_size(file) - data_start):
+        for entry in entries:
             file.seek(data_start + entry.begin)
             buffer = bytearray(entry.end - entry.begin)
             if file.readinto(buffer) != len(buffer):
@@ -188,7 +203,7 @@ def is_list_of_naturals(value) -> bool:
     return isinstance(value, list) and all(type(item) is int and item >= 0 for item in value)
 
 
-def array_from_bytes(buffer: bytearray, entry: TensorEntry) -> np.ndarray:
+def array_from_bytes(buffer, entry: TensorEntry) -> np.ndarray:
     """View the tensor's bytes as an array of its dtype and shape (BF16 widened to float32)."""
     if entry.dtype_code == BFLOAT16:
         top_bits = np.frombuffer(buffer, dtype="<u2").astype(np.uint32)

@@ -17,7 +17,7 @@ Names and layout are GPT-2's, without Hugging Face's ``transformer.`` prefix
 h.0.attn.c_proj.bias, h.0.mlp.c_fc.weight, ..., ln_f.bias; no lm_head entry,
 since it is wte), with Linear weights stored (in, out) as GPT-2's Conv1D
 does: a GPT-2 checkpoint's tensors map onto this model one to one, by name
-(a loader for Hugging Face's folders is still to come).
+(``npllm.pretrained.gpt2`` reads and writes Hugging Face's GPT-2 folders).
 
 Initialisation is GPT-2's: every weight matrix and embedding ~ N(0, 0.02^2),
 biases zero, LayerNorm gains one; and the two projections that write into
@@ -55,12 +55,15 @@ class GPTConfig:
     n_embd: int = 768           # width C of the residual stream
     dropout: float = 0.0        # dropout probability in training (GPT-2 used 0.1; 0 is best for short runs)
     bias: bool = True           # biases in Linear and LayerNorm layers, as in GPT-2
+    layer_norm_eps: float = 1e-5  # added to the variance in every LayerNorm (GPT-2's layer_norm_epsilon)
     dtype: str = "float32"      # float32 to train; float64 for gradient checks
 
     def __post_init__(self):
         for name in ("vocab_size", "context_length", "n_layer", "n_head", "n_embd"):
             if getattr(self, name) < 1:
                 raise SettingError(f"GPTConfig: `{name}` must be at least 1, got {getattr(self, name)}")
+        if not self.layer_norm_eps > 0:
+            raise SettingError(f"GPTConfig: `layer_norm_eps` must be positive, got {self.layer_norm_eps}")
         if self.n_embd % self.n_head:
             raise SettingError(f"GPTConfig: `n_embd` {self.n_embd} is not divisible by `n_head` {self.n_head}")
         if np.dtype(self.dtype).kind != "f":
@@ -82,10 +85,10 @@ class GPT(Module):
         self.drop = Dropout(config.dropout, rng)
         self.h = ModuleList(
             Block(C, config.n_head, bias=config.bias, dropout=config.dropout, dtype=dtype, rng=rng,
-                  out_std=residual_std)
+                  out_std=residual_std, layer_norm_eps=config.layer_norm_eps)
             for _ in range(config.n_layer)
         )
-        self.ln_f = LayerNorm(C, bias=config.bias, dtype=dtype)
+        self.ln_f = LayerNorm(C, bias=config.bias, eps=config.layer_norm_eps, dtype=dtype)
 
     def forward(self, idx, kv_cache=None):
         """Logits (B, T, V) for token ids ``idx`` (B, T), an integer ndarray or Tensor.

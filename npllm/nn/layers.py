@@ -16,6 +16,9 @@ Weights are stored in GPT-2's own layout: Linear's weight is (in, out) and
 GPT-2's checkpoints call Conv1D, so they load without transposing.
 """
 
+import contextlib
+import contextvars
+
 import numpy as np
 
 import npllm.functional as F
@@ -23,6 +26,23 @@ from npllm.errors import SettingError
 from npllm.nn.module import Module, Parameter
 
 GPT2_INIT_STD = 0.02
+_LEFT_UNINITIALISED = contextvars.ContextVar("left_uninitialised", default=False)
+
+
+@contextlib.contextmanager
+def uninitialised():
+    """Inside this block, layers allocate their weight matrices without drawing them (``np.empty``).
+
+    For a loader that replaces every weight right away: drawing GPT-2 small's
+    124 M normal values takes seconds and a float64 temporary as large as the
+    model, all thrown away.  Biases and LayerNorm gains (zeros and ones) are
+    small and stay as they are.
+    """
+    token = _LEFT_UNINITIALISED.set(True)
+    try:
+        yield
+    finally:
+        _LEFT_UNINITIALISED.reset(token)
 
 
 def own_generator(rng):
@@ -33,6 +53,8 @@ def own_generator(rng):
 
 
 def _normal(rng, shape, std, dtype):
+    if _LEFT_UNINITIALISED.get():
+        return np.empty(shape, dtype)
     rng = np.random.default_rng() if rng is None else rng
     return (rng.standard_normal(shape) * std).astype(dtype)
 

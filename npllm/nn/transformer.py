@@ -43,16 +43,17 @@ class MLP(Module):
 class Block(Module):
     """One pre-LayerNorm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x)).
 
-    ``attention_options`` go to MultiHeadAttention (``causal=False`` for an encoder).
+    ``attention_options`` go to MultiHeadAttention (``causal=False`` for an encoder);
+    ``layer_norm_eps`` to both LayerNorms.
     """
 
     def __init__(self, n_embd, n_head, bias=True, dropout=0.0, dtype=np.float32, rng=None,
-                 out_std=GPT2_INIT_STD, **attention_options):
+                 out_std=GPT2_INIT_STD, layer_norm_eps=1e-5, **attention_options):
         super().__init__()
-        self.ln_1 = LayerNorm(n_embd, bias=bias, dtype=dtype)
+        self.ln_1 = LayerNorm(n_embd, bias=bias, eps=layer_norm_eps, dtype=dtype)
         self.attn = MultiHeadAttention(n_embd, n_head, bias=bias, dropout=dropout, dtype=dtype, rng=rng,
                                        out_std=out_std, **attention_options)
-        self.ln_2 = LayerNorm(n_embd, bias=bias, dtype=dtype)
+        self.ln_2 = LayerNorm(n_embd, bias=bias, eps=layer_norm_eps, dtype=dtype)
         self.mlp = MLP(n_embd, bias=bias, dropout=dropout, dtype=dtype, rng=rng, out_std=out_std)
 
     def forward(self, x, mask=None, kv_cache=None):

@@ -2,7 +2,9 @@
 
 Weights come as one ``model.safetensors`` or as shards: ``model.safetensors.index.json``
 maps each tensor name to the shard file holding it (``{"weight_map": {name: file}}``).
-``read_weights`` returns one name -> array dict either way.  A format module
+``read_weights`` returns one name -> array dict either way, each array a view
+of the memory-mapped file (``load_safetensors(memory_map=True)``): a format
+module that keeps the float32 views as its parameters copies nothing.  A format module
 then calls ``take_tensors`` to check that the names it needs are all there.
 """
 
@@ -46,13 +48,13 @@ def read_weights(folder: Path) -> dict[str, np.ndarray]:
     """Every tensor of the folder's weights, from ``model.safetensors`` or from the shards its index lists."""
     index_path = folder / WEIGHTS_INDEX_FILE
     if not index_path.is_file():
-        return load_safetensors(folder / WEIGHTS_FILE)
+        return load_safetensors(folder / WEIGHTS_FILE, memory_map=True)
     weight_map = read_json(index_path).get("weight_map")
     if not isinstance(weight_map, dict):
         raise PretrainedError(f"{index_path}: has no \"weight_map\" object")
     tensors = {}
     for shard in sorted(set(weight_map.values())):
-        tensors.update(load_safetensors(folder / shard))
+        tensors.update(load_safetensors(folder / shard, memory_map=True))
     missing = sorted(name for name in weight_map if name not in tensors)
     if missing:
         raise PretrainedError(f"{index_path}: lists tensors its shards do not hold: {', '.join(missing[:5])}")

@@ -9,6 +9,7 @@ Reading order:
 5. ``encode.py``     encoding chunks: merge bytes lowest rank first, one chunk or many in lockstep.
 6. ``tokenizer.py``  ``BPETokenizer``: train, encode, decode, special tokens, save and load.
 7. ``files.py``      file formats: ours, tiktoken's rank files, GPT-2's encoder.json + vocab.bpe.
+   ``huggingface.py`` Hugging Face's tokenizer.json (and vocab.json + merges.txt, GPT-2's pair renamed).
 8. ``bench.py``      speed against Hugging Face ``tokenizers`` and tiktoken.
 """
 

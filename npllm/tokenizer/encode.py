@@ -70,6 +70,41 @@ def encode_chunk(chunk: bytes, byte_ids: list[int], pairs: dict[tuple[int, int],
     return parts
 
 
+
+class PairsBelow:
+    """``pairs`` as if only the tokens with ids below ``limit`` had been learned (a ``dict.get`` look-alike)."""
+
+    def __init__(self, pairs: dict[tuple[int, int], int], limit: int):
+        self.pairs, self.limit = pairs, limit
+
+    def get(self, pair: tuple[int, int], default: int) -> int:
+        merged = self.pairs.get(pair, default)
+        return merged if merged < self.limit else default
+
+
+def merges_from_ranks(ranks: dict[bytes, int]) -> list[tuple[bytes, bytes]]:
+    """The merge list a ranked vocabulary stands for: the two tokens each multi-byte token is made of, by rank.
+
+    Formats such as GPT-2's ``merges.txt`` store merges, not ranks.  A token of
+    rank r was made, when it was learned, from two tokens learned before it:
+    the two parts that encoding its bytes with only the ranks below r leaves
+    (``PairsBelow``).  A token whose bytes do not come down to two such parts
+    could never be produced by encoding; it is refused, naming it.
+    """
+    pairs = pair_table(ranks)
+    byte_ids = [ranks[bytes([byte])] for byte in range(256)]
+    id_to_bytes = {rank: token for token, rank in ranks.items()}
+    merges = []
+    for token, rank in sorted(ranks.items(), key=lambda item: item[1]):
+        if len(token) == 1:
+            continue
+        parts = encode_chunk(token, byte_ids, PairsBelow(pairs, rank))
+        if len(parts) != 2:
+            raise ValueError(f"token {token!r} (id {rank}) is not the merge of two tokens learned before it:"
+                             f" its bytes encode to {len(parts)} earlier tokens")
+        merges.append((id_to_bytes[parts[0]], id_to_bytes[parts[1]]))
+    return merges
+
 class PairLookup:
     """``pair_table`` as sorted NumPy arrays: look up many (left, right) pairs in one call.
 

@@ -29,8 +29,8 @@ Every reader raises ``TokenizerFileError`` naming the file and line when somethi
 Every writer is atomic: it writes a temporary file in the same directory and renames it
 over the target, so a crash never leaves a half-written tokenizer behind.
 
-Left out on purpose: Hugging Face's ``tokenizer.json`` (a much larger format describing
-normalizers and pre-tokenizers we do not have).
+Hugging Face's ``tokenizer.json``, which holds the same vocabulary and merges beside the
+split pattern, is read and written in ``huggingface.py``.
 """
 
 import base64
@@ -40,6 +40,7 @@ from pathlib import Path
 
 from npllm.errors import NpllmError
 from npllm.io.atomic import atomic_write_text
+from npllm.tokenizer.encode import merges_from_ranks
 
 FORMAT_MAGIC = "npllm-bpe"
 FORMAT_VERSION = 1
@@ -216,6 +217,9 @@ def gpt2_byte_to_char() -> dict[int, str]:
     return byte_to_char
 
 
+GPT2_BYTE_TO_CHAR = gpt2_byte_to_char()
+
+
 def read_encoder_json(path) -> dict[str, int]:
     try:
         encoder = json.loads(Path(path).read_bytes().decode("utf-8"))
@@ -232,25 +236,61 @@ def read_gpt2_files(encoder_json_path, vocab_bpe_path) -> tuple[dict[bytes, int]
     """Read GPT-2's file pair into (ranks, special tokens); the ranks are GPT-2's own ids.
 
     The merges must create tokens in increasing id order, because encoding replays them by
-    rank; a pair of files that disagrees about this is rejected.
+    rank; a pair of files that disagrees about this is rejected.  (Hugging Face calls the
+    same two files vocab.json and merges.txt.)
     """
-    encoder = read_encoder_json(encoder_json_path)
-    char_to_byte = {char: byte for byte, char in gpt2_byte_to_char().items()}
+    merges = LineCursor(vocab_bpe_path, read_lines(vocab_bpe_path))
+    return gpt2_ranks(read_encoder_json(encoder_json_path), merges, encoder_json_path)
+
+
+def gpt2_ranks(encoder: dict[str, int], merges: LineCursor, encoder_where) -> tuple[dict[bytes, int], dict[str, int]]:
+    """(ranks, special tokens) from GPT-2's token strings -> ids and its merge lines, wherever they were read."""
+    char_to_byte = {char: byte for byte, char in GPT2_BYTE_TO_CHAR.items()}
     ranks = {}
-    for byte, char in gpt2_byte_to_char().items():
+    for byte, char in GPT2_BYTE_TO_CHAR.items():
         if char not in encoder:
-            raise TokenizerFileError(encoder_json_path, f"no entry for byte {byte:#04x} (written {char!r})")
+            raise TokenizerFileError(encoder_where, f"no entry for byte {byte:#04x} (written {char!r})")
         ranks[bytes([byte])] = encoder[char]
-    made_by_merges = read_vocab_bpe(vocab_bpe_path, encoder, char_to_byte, ranks)
+    made_by_merges = read_vocab_bpe(merges, encoder, char_to_byte, ranks)
     special_tokens = {token: token_id for token, token_id in encoder.items() if token not in made_by_merges}
     for byte_char in char_to_byte:
         special_tokens.pop(byte_char, None)
     return ranks, special_tokens
 
 
-def read_vocab_bpe(path, encoder: dict[str, int], char_to_byte: dict[str, int], ranks: dict[bytes, int]) -> set[str]:
+def write_gpt2_files(encoder_json_path, vocab_bpe_path, ranks: dict[bytes, int], special_tokens: dict[str, int]) -> None:
+    """Write ranks and special tokens as GPT-2's file pair (Hugging Face's vocab.json and merges.txt).
+
+    The merges are the ones the ranks imply (``merges_from_ranks``), so GPT-2's
+    merge-replaying algorithm gives the ids our encoder gives.
+    """
+    atomic_write_text(encoder_json_path, json.dumps(gpt2_encoder(ranks, special_tokens), ensure_ascii=False))
+    lines = [f"{left} {right}" for left, right in gpt2_merges(ranks)]
+    atomic_write_text(vocab_bpe_path, "\n".join(["#version: 0.2", *lines]) + "\n")
+
+
+def gpt2_spelling(token: bytes) -> str:
+    """A token's bytes written in GPT-2's printable characters (b" the" -> "Ġthe")."""
+    return "".join(map(GPT2_BYTE_TO_CHAR.__getitem__, token))
+
+
+def gpt2_encoder(ranks: dict[bytes, int], special_tokens: dict[str, int]) -> dict[str, int]:
+    """GPT-2's token string -> id table: every ranked token spelled in GPT-2's characters, then the special tokens."""
+    encoder = {gpt2_spelling(token): rank for token, rank in sorted_by_rank(ranks)}
+    clashing = sorted(token for token in special_tokens if token in encoder)
+    if clashing:
+        raise ValueError(f"special token {clashing[0]!r} is spelled like an ordinary token in GPT-2's characters")
+    return {**encoder, **dict(sorted(special_tokens.items(), key=lambda item: item[1]))}
+
+
+def gpt2_merges(ranks: dict[bytes, int]) -> list[tuple[str, str]]:
+    """The merges the ranks imply, each pair of tokens spelled in GPT-2's characters."""
+    return [(gpt2_spelling(left), gpt2_spelling(right)) for left, right in merges_from_ranks(ranks)]
+
+
+def read_vocab_bpe(cursor: LineCursor, encoder: dict[str, int], char_to_byte: dict[str, int],
+                   ranks: dict[bytes, int]) -> set[str]:
     """Add the token made by each merge line to ``ranks``; return the merged token strings."""
-    cursor = LineCursor(path, read_lines(path))
     if cursor.lines and cursor.lines[0].startswith("#version"):
         cursor.next("the version line")
     made, previous_id = set(), max(ranks.values())

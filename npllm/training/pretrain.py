@@ -5,14 +5,19 @@ What this recipe decides, and hands to the shared loop (``loop.py``) as a
 
     corpus       the standard library's source (default), the docs, a download, or the user's files
     tokenizer    a byte-level BPE learned from the corpus's first characters, <|endoftext|> last
-    model        a GPT-2 in miniature (``GPTConfig`` from ``TrainConfig``)
+    model        a GPT-2 in miniature (``GPTConfig`` from ``TrainConfig``), initialised at random
+    init         ... or, with ``init``, the weights and tokenizer of a Hugging Face GPT-2 folder or
+                 of another run, trained further on the corpus (the tokenizer is not retrained)
     objective    next-token prediction (``NextToken``) on random windows of T tokens
     optimizer    AdamW, decaying the weight matrices (``configure_param_groups``)
     schedule     linear warm-up, then cosine decay to a floor
     evaluation   the same windows of the held-out last 5% of the tokens, every time
 
 ``train(config)`` starts a run in ``config.out_dir``; ``resume(out_dir)``
-rebuilds it from its checkpoint and continues bit for bit.  Settings that
+rebuilds it from its checkpoint and continues bit for bit.  A run from an
+``init`` takes its model's shape and vocabulary from there:
+``TrainConfig.from_init(path, **settings)`` fills them in and refuses a
+setting that contradicts them.  Settings that
 decide what is learned (``FIXED_ON_RESUME``) must match the checkpoint's;
 the rest (``max_steps``, ``eval_interval``, ...) may change on resume.
 
@@ -35,6 +40,8 @@ from npllm.errors import SettingError
 from npllm.io.safetensors import CheckpointError
 from npllm.models import GPT, GPTConfig
 from npllm.optim import AdamW, WarmupCosineLR, configure_param_groups, param_groups_by_name
+from npllm.pretrained import PretrainedError, load_pretrained
+from npllm.pretrained.folder import CONFIG_FILE
 from npllm.runtime.data_parallel import DataParallel
 from npllm.runtime.memory import keep_freed_memory
 from npllm.runtime.pool import cores
@@ -62,6 +69,8 @@ class TrainConfig:
     n_embd: int = 128
     context_length: int = 128
     dropout: float = 0.0                    # little data is seen twice in a short run: no need to regularise
+    init: str | None = None                 # start from these weights and tokenizer: a Hugging Face GPT-2
+                                            # folder or a run folder (see from_init)
     # optimisation
     batch_size: int = 16
     grad_accum: int = 1                     # micro-batches per step
@@ -111,12 +120,33 @@ class TrainConfig:
         return GPTConfig(vocab_size=vocab_size, context_length=self.context_length, n_layer=self.n_layer,
                          n_head=self.n_head, n_embd=self.n_embd, dropout=self.dropout)
 
+    @classmethod
+    def from_init(cls, init, **settings) -> "TrainConfig":
+        """The settings for a run that starts from ``init``, its model's shape and vocabulary filled in.
+
+        A shape setting given in ``settings`` must agree with the init's: the
+        weights fix it.  (The init's tokenizer is kept, never retrained.)
+        """
+        fixed = init_shape(load_model(init)[0].config)
+        for name, value in settings.items():
+            if name in fixed and value != fixed[name]:
+                raise SettingError(f"`{name}` {value} contradicts the model in `init` {init}, which has {fixed[name]}")
+        return cls(**{**settings, **fixed, "init": str(init)})
+
+
+# The settings an init's weights fix.
+INIT_SHAPE = ("vocab_size", "n_layer", "n_head", "n_embd", "context_length")
+
+
+def init_shape(model_config: GPTConfig) -> dict:
+    return {name: getattr(model_config, name) for name in INIT_SHAPE}
+
 
 # The settings a resumed run must share with its checkpoint (the rest, like max_steps, may change).
 # weight_decay and beta2 live in the optimizer state the checkpoint restores, so a new value would be
 # ignored; validation_fraction decides which tokens are trained on.
 FIXED_ON_RESUME = ("data", "vocab_size", "validation_fraction", "n_layer", "n_head", "n_embd", "context_length",
-                   "dropout", "batch_size", "grad_accum", "weight_decay", "beta2", "seed")
+                   "dropout", "batch_size", "grad_accum", "weight_decay", "beta2", "seed", "init")
 
 
 # What this recipe adds to the loop's state.json, all of which ``restore_run`` needs.
@@ -159,19 +189,38 @@ def start_run(config: TrainConfig, log) -> Run:
     if (out_dir / "checkpoint").exists() or (out_dir / "checkpoint.old").exists():  # .old: a crash mid-save
         raise TrainingError(f"{out_dir} already holds a run: continue it with `resume`, or choose another `out_dir`")
     require_writable_folder(out_dir)  # before the corpus, the tokenizer and the encoding are paid for
+    init_model, tokenizer = _load_init(config, log) if config.init else (None, None)
     corpus = load_corpus(config.data)
     log(f"corpus: {corpus.description}, {len(corpus.text) / 1e6:.1f} M characters")
-    started = time.perf_counter()
-    tokenizer = train_tokenizer(corpus.text, config)
-    merges = len(tokenizer.mergeable_ranks) - 256
-    short = (f" (the text ran out of pairs to merge before {config.vocab_size - 257}: ids up to {config.vocab_size - 1}"
-             " are kept for the model, the unused ones never occur)") if merges < config.vocab_size - 257 else ""
-    log(f"tokenizer: {merges} merges learned in {time.perf_counter() - started:.1f} s,"
-        f" a vocabulary of {tokenizer.vocab_size} ids{short}")
-    run = build_run(config, tokenizer, corpus.text, log)
+    if init_model is None:
+        started = time.perf_counter()
+        tokenizer = train_tokenizer(corpus.text, config)
+        merges = len(tokenizer.mergeable_ranks) - 256
+        short = (f" (the text ran out of pairs to merge before {config.vocab_size - 257}: ids up to"
+                 f" {config.vocab_size - 1} are kept for the model, the unused ones never occur)"
+                 if merges < config.vocab_size - 257 else "")
+        log(f"tokenizer: {merges} merges learned in {time.perf_counter() - started:.1f} s,"
+            f" a vocabulary of {tokenizer.vocab_size} ids{short}")
+        model_config = config.model_config(tokenizer.vocab_size)
+    else:
+        log(f"init: the weights and the {tokenizer.vocab_size}-token tokenizer of {config.init}")
+        model_config = dataclasses.replace(config.model_config(config.vocab_size),
+                                           layer_norm_eps=init_model.config.layer_norm_eps)
+    run = build_run(config, tokenizer, corpus.text, log, model_config, initial_weights=init_model)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / METRICS_FILE).unlink(missing_ok=True)
     return run
+
+
+def _load_init(config: TrainConfig, log) -> tuple[GPT, BPETokenizer]:
+    """The init's model and tokenizer, once its shape is checked against ``config``."""
+    model, tokenizer = load_model(config.init, log=log)
+    differing = [f"`{name}` {getattr(config, name)} (the init has {value})"
+                 for name, value in init_shape(model.config).items() if getattr(config, name) != value]
+    if differing:
+        raise SettingError(f"`init` {config.init}: the settings disagree with its model: {', '.join(differing)};"
+                           " TrainConfig.from_init fills them in")
+    return model, tokenizer
 
 
 def require_writable_folder(folder: Path):
@@ -246,7 +295,8 @@ def restore_run(out_dir, changes: dict, log, config_class=TrainConfig, fixed_on_
             raise CheckpointError(f"{checkpoint.folder}: its optimizer state does not fit this model ({error})") from error
 
     if build is None:
-        run = build_run(config, tokenizer, text, log, param_groups=saved_groups)
+        model_config = GPTConfig(**checkpoint.train_state["model_config"])
+        run = build_run(config, tokenizer, text, log, model_config, param_groups=saved_groups)
     else:
         run = build(config, tokenizer, text, log, saved_groups, checkpoint)
     loop.restore(run, checkpoint)
@@ -278,9 +328,13 @@ def _new_param_groups(model: GPT, config: TrainConfig) -> list[dict]:
     return configure_param_groups(model, config.weight_decay)
 
 
-def build_run(config: TrainConfig, tokenizer: BPETokenizer, text: str, log, param_groups=_new_param_groups,
-              objective=None, run_class=None, **run_fields) -> Run:
+def build_run(config: TrainConfig, tokenizer: BPETokenizer, text: str, log, model_config: GPTConfig = None,
+              param_groups=_new_param_groups, initial_weights: GPT | None = None, objective=None, run_class=None,
+              **run_fields) -> Run:
     """The run's objects; ``param_groups(model, config)`` chooses the optimizer's groups (a resume: the saved ones).
+
+    ``model_config`` defaults to ``config``'s shape at the tokenizer's vocabulary; ``initial_weights``, a
+    model of its shape, replaces the random initialisation.
 
     Another recipe changes what is learned with ``objective`` (default
     ``NextToken``; evaluation always measures next-token loss, comparable
@@ -292,7 +346,9 @@ def build_run(config: TrainConfig, tokenizer: BPETokenizer, text: str, log, para
     require_windows(validation_tokens, config.context_length, "validation")  # now, not at the first evaluation
     log(f"tokens: {len(train_tokens):,} for training, {len(validation_tokens):,} for validation;"
         f" unigram baseline loss {unigram_loss(train_tokens, validation_tokens, tokenizer.vocab_size):.3f}")
-    model = GPT(config.model_config(tokenizer.vocab_size), seed=config.seed)
+    model = GPT(model_config or config.model_config(tokenizer.vocab_size), seed=config.seed)
+    if initial_weights is not None:
+        model.load_state_dict(initial_weights.state_dict())
     decay_steps = config.decay_steps or config.max_steps
     log(f"model: {model.num_parameters():,} parameters, {model.flops_per_token() / 1e6:.1f} MFLOP per token;"
         f" each batch shared by {config.workers} worker thread{'s' * (config.workers > 1)}")
@@ -328,12 +384,19 @@ def unigram_loss(train_tokens, validation_tokens, vocab_size) -> float:
 
 
 def load_model(run_dir, log=print):
-    """The GPT and tokenizer saved by ``npllm train`` in ``run_dir`` (a run folder, or its checkpoint folder).
+    """The GPT and tokenizer in ``run_dir``: a run folder of ``npllm train``, its checkpoint folder, or a Hugging Face GPT-2 folder.
 
-    Only the weights, the state and the tokenizer are read (and checked): the
-    optimizer's file does not matter here.  A fallback to the checkpoint before
-    a damaged one is told to ``log``.
+    Of a run, only the weights, the state and the tokenizer are read (and
+    checked): the optimizer's file does not matter here.  A fallback to the
+    checkpoint before a damaged one is told to ``log``.
     """
+    if (Path(run_dir) / CONFIG_FILE).is_file():
+        model, tokenizer = load_pretrained(run_dir)
+        if not isinstance(model, GPT) or tokenizer is None:
+            what = "no tokenizer files (tokenizer.json, or vocab.json and merges.txt)" if isinstance(model, GPT) \
+                else f"a {type(model).__name__}, not a GPT"
+            raise PretrainedError(f"{run_dir}: the Hugging Face folder holds {what}")
+        return model, tokenizer
     checkpoint = load_checkpoint(run_dir, with_optimizer=False)
     if checkpoint.fallback:
         log(checkpoint.fallback)
