@@ -9,6 +9,7 @@ printed as one line, not a traceback, with exit status 2.
 import argparse
 import codecs
 import dataclasses
+import importlib
 import re
 import sys
 import typing
@@ -55,6 +56,9 @@ TRAIN_FLAG_HELP = {
     "decay_steps": "step where the cosine reaches --min-lr (None: --max-steps)",
     "workers": "threads, each training on a slice of every batch (None: one per core; a resumed run keeps its count)",
     "seed": "seed for weights and batches",
+    "mask_rate": "share of the positions hidden and predicted (--model bert)",
+    "n_inner": "MLP width (None: 4 x --n-embd; --model bert)",
+    "hidden_act": "gelu_new (tanh GELU, fast) or gelu (exact erf GELU); --model bert",
 }
 
 
@@ -64,29 +68,44 @@ def flag_type(field) -> type:
     return kinds[0]
 
 
+TRAIN_RECIPES = {  # --model -> the recipe's module and its config class
+    "gpt": ("npllm.training.pretrain", "TrainConfig"),
+    "bert": ("npllm.training.pretrain_bert", "BERTTrainConfig"),
+}
+
+
 def _train(argv):
-    from npllm.training.pretrain import TrainConfig, resume, train
+    chooser = argparse.ArgumentParser(add_help=False)
+    chooser.add_argument("--model", choices=sorted(TRAIN_RECIPES), default="gpt")
+    kind = chooser.parse_known_args(argv)[0].model
+    recipe = importlib.import_module(TRAIN_RECIPES[kind][0])
+    TrainConfig, resume, train = getattr(recipe, TRAIN_RECIPES[kind][1]), recipe.resume, recipe.train
 
     defaults = TrainConfig()
-    parser = argparse.ArgumentParser(prog="npllm train", description="Train a GPT on text (resumable).",
+    parser = argparse.ArgumentParser(prog="npllm train", description="Train a GPT (or a BERT) on text (resumable).",
                                      argument_default=argparse.SUPPRESS)
+    parser.add_argument("--model", choices=sorted(TRAIN_RECIPES), default="gpt",
+                        help="gpt: next-token prediction (default); bert: masked-LM pre-training")
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     for field in dataclasses.fields(TrainConfig):
         flag = _flag(field.name)
         default = getattr(defaults, field.name)
-        kind = flag_type(field)
-        parser.add_argument(flag, dest=field.name, type=kind, metavar=kind.__name__.upper(),
+        kind_of = flag_type(field)
+        parser.add_argument(flag, dest=field.name, type=kind_of, metavar=kind_of.__name__.upper(),
                             help=f"{TRAIN_FLAG_HELP.get(field.name, field.name.replace('_', ' '))} (default {default})")
     args = vars(parser.parse_args(argv))
+    args.pop("model", None)
     is_resume, quiet = args.pop("resume", False), args.pop("quiet", False)
     if is_resume:
         out_dir = args.pop("out_dir", defaults.out_dir)
         run = resume(out_dir, changes=args, progress=not quiet, log=_log)
     else:
         run = train(TrainConfig(**args), progress=not quiet, log=_log)
-    print(f"done: step {run.step}; checkpoint in {run.config.out_dir}/checkpoint;"
-          f" try: npllm generate --checkpoint {run.config.out_dir} --prompt 'def '")
+    out = run.config.out_dir
+    then = f"npllm fill-mask --checkpoint {out} --text 'def __init__(self, [MASK]):'" if kind == "bert" \
+        else f"npllm generate --checkpoint {out} --prompt 'def '"
+    print(f"done: step {run.step}; checkpoint in {out}/checkpoint; try: {then}")
     return 0
 
 
