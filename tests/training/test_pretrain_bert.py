@@ -85,3 +85,33 @@ def test_cli_trains_a_bert_and_names_a_bad_flag(tiny_corpus, tmp_path, capsys):
     assert code == 0 and "npllm fill-mask --checkpoint" in capsys.readouterr().out
     assert main(["train", "--model", "bert", "--mask-rate", "1.5", "--out", str(tmp_path / "x")]) == 2
     assert "--mask-rate must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_cli_fill_mask_on_a_trained_run_and_embed_on_a_saved_folder(tiny_corpus, tmp_path, capsys):
+    import npllm
+    from npllm.models import BERT
+    from npllm.tokenizer import WordPieceTokenizer
+
+    out = tmp_path / "run"
+    assert main(["train", "--model", "bert", "--data", str(tiny_corpus), "--vocab-size", "300", "--n-layer", "1",
+                 "--n-embd", "16", "--context-length", "16", "--max-steps", "2", "--eval-windows", "2", "--quiet",
+                 "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["fill-mask", "--checkpoint", str(out), "--text", "the [MASK] sat on the [MASK].", "--top-k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("the [") and lines[1].startswith("  [MASK] 1: ") and lines[2].startswith("  [MASK] 2: ")
+    assert main(["fill-mask", "--checkpoint", str(out), "--text", "no mask here"]) == 2
+    assert "the text has no [MASK]" in capsys.readouterr().err
+
+    folder = tmp_path / "encoder"
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "dog", "sat"]
+    npllm.save_pretrained(BERT(BERTConfig(vocab_size=9, context_length=8, n_layer=1, n_head=2, n_embd=8, n_inner=8)),
+                          WordPieceTokenizer(vocab), folder)
+    assert main(["embed", "--model", str(folder), "the cat sat", "the dog sat"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "cosine similarities:" and printed[1].split()[0] == "1.000"
+    assert main(["embed", "--model", str(folder), "--out", str(tmp_path / "v.npy"), "the cat"]) == 0
+    assert np.load(tmp_path / "v.npy").shape == (1, 8)
+    assert main(["fill-mask", "--checkpoint", str(folder), "--text", "the [MASK]"]) == 2
+    assert "no masked-LM head" in capsys.readouterr().err
+    assert main(["embed", "--model", str(tmp_path / "nowhere"), "x"]) == 2
