@@ -58,7 +58,7 @@ TRAIN_FLAG_HELP = {
     "seed": "seed for weights and batches",
     "mask_rate": "share of the positions hidden and predicted (--model bert)",
     "n_inner": "MLP width (None: 4 x --n-embd; --model bert)",
-    "hidden_act": "gelu_new (tanh GELU, fast) or gelu (exact erf GELU); --model bert",
+    "hidden_act": "gelu (BERT's exact erf GELU) or gelu_new (GPT-2's tanh form, faster); --model bert",
 }
 
 
