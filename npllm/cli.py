@@ -161,7 +161,7 @@ def _load_encoder(path):
 
 def _fill_mask(argv):
     from npllm.errors import NpllmError
-    from npllm.generation.encoder import bert_input_ids, fill_masks, mask_id_of
+    from npllm.generation.encoder import bert_input_ids, fill_masks, filled_text, mask_id_of
     from npllm.models import BERTForMaskedLM
 
     parser = argparse.ArgumentParser(prog="npllm fill-mask", description="Fill each [MASK] in a text with a BERT.")
@@ -178,27 +178,10 @@ def _fill_mask(argv):
     if mask_id not in ids:
         raise NpllmError("fill-mask: the text has no [MASK] to fill")
     guesses = fill_masks(model, ids, mask_id, args.top_k)
-    print(_filled_text(tokenizer, ids, guesses, mask_id))
+    print(filled_text(tokenizer, ids, guesses, mask_id))
     for n, choices in enumerate(guesses, start=1):
         print(f"  [MASK] {n}: " + ", ".join(f"{tokenizer.decode([i])!r} {p:.3f}" for i, p in choices))
     return 0
-
-
-def _filled_text(tokenizer, ids, guesses, mask_id) -> str:
-    """The text of ``ids`` (without [CLS] and [SEP]) with each [MASK] replaced by its best guess, in brackets."""
-    from npllm.tokenizer import WordPieceTokenizer
-
-    parts, run, best = [], [], iter(choices[0][0] for choices in guesses)
-    for token in [*ids[1:-1], None]:
-        if token is not None and token != mask_id:
-            run.append(token)
-            continue
-        if run:
-            parts.append(tokenizer.decode(run))
-            run = []
-        if token is not None:
-            parts.append(f"[{tokenizer.decode([next(best)])}]")
-    return (" " if isinstance(tokenizer, WordPieceTokenizer) else "").join(parts)
 
 
 def _embed(argv):

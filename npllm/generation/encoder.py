@@ -84,4 +84,19 @@ def fill_masks(model: BERTForMaskedLM, ids: list[int], mask_id: int, top_k: int 
     return [[(int(i), float(row[i])) for i in choices] for row, choices in zip(probabilities, best)]
 
 
-__all__ = ["mean_pooled", "sentence_embeddings", "bert_input_ids", "mask_id_of", "fill_masks"]
+def filled_text(tokenizer, ids: list[int], guesses, mask_id: int) -> str:
+    """The text of ``ids`` (without [CLS] and [SEP]) with each [MASK] replaced by its best guess, in brackets."""
+    parts, run, best = [], [], iter(choices[0][0] for choices in guesses)
+    for token in [*ids[1:-1], None]:
+        if token is not None and token != mask_id:
+            run.append(token)
+            continue
+        if run:
+            parts.append(tokenizer.decode(run))
+            run = []
+        if token is not None:
+            parts.append(f"[{tokenizer.decode([next(best)])}]")
+    return (" " if isinstance(tokenizer, WordPieceTokenizer) else "").join(parts)  # (BPE tokens carry their spaces)
+
+
+__all__ = ["mean_pooled", "sentence_embeddings", "bert_input_ids", "mask_id_of", "fill_masks", "filled_text"]

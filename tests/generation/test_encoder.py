@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from npllm.generation.encoder import bert_input_ids, fill_masks, mask_id_of, mean_pooled, sentence_embeddings
+from npllm.generation.encoder import (bert_input_ids, fill_masks, filled_text, mask_id_of, mean_pooled,
+                                     sentence_embeddings)
 from npllm.models import BERT, BERTConfig, BERTForMaskedLM
 from npllm.tokenizer import BPETokenizer, WordPieceTokenizer
 
@@ -37,6 +38,8 @@ def test_fill_masks_gives_each_mask_its_most_probable_tokens():
     for choices in guesses:
         probabilities = [p for _, p in choices]
         assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1
+    text = filled_text(tokenizer, ids, guesses, tokenizer.mask_id)
+    assert text == f"the [{tokenizer.decode([guesses[0][0][0]])}] sat [{tokenizer.decode([guesses[1][0][0]])}]"
     with pytest.raises(TypeError, match="BERTForMaskedLM"):
         fill_masks(BERT(BERTConfig(**CONFIG)), ids, tokenizer.mask_id)
 
