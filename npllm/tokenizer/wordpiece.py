@@ -213,12 +213,15 @@ class WordPieceTokenizer:
 
     def _word_ids(self, word: str) -> list[int]:
         """Greedy longest-match-first pieces of one word, or [UNK] for all of it."""
-        if word in self._word_cache:
-            return self._word_cache[word]
-        pieces, start = [], 0
+        if word not in self._word_cache:
+            self._word_cache[word] = self._pieces(word)
+        return self._word_cache[word]
+
+    def _pieces(self, word: str) -> list[int]:
         if len(word) > self.max_word_chars:
-            pieces = [self.unk_id]
-        while start < len(word) and not pieces == [self.unk_id]:
+            return [self.unk_id]
+        pieces, start = [], 0
+        while start < len(word):
             for end in range(len(word), start, -1):
                 piece = word[start:end] if start == 0 else self.prefix + word[start:end]
                 if piece in self.vocab:
@@ -226,8 +229,7 @@ class WordPieceTokenizer:
                     start = end
                     break
             else:  # no piece of the vocabulary starts here: the word cannot be spelled
-                pieces = [self.unk_id]
-        self._word_cache[word] = pieces
+                return [self.unk_id]
         return pieces
 
     def encode(self, text: str, pair: str | None = None, max_length: int | None = None) -> tuple[list[int], list[int]]:
