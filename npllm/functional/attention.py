@@ -120,9 +120,10 @@ def _attention_forward(ctx, q, k, v, keep, dropout_p, rng, out=None, causal=Fals
         scaled_mask = (rng.random(probs.shape, dtype=np.float32) >= dropout_p).astype(probs.dtype)
         scaled_mask *= 1.0 / (1.0 - dropout_p)
     blocks = _query_blocks(Tq, Tk, causal)
+    keys_t = _kernels.swapped(k)  # (B, H, D, Tk)
     for q0, q1, k1 in blocks:
         block_probs = probs[..., q0:q1, :k1]
-        np.matmul(q_scaled[..., q0:q1, :], np.swapaxes(k[..., :k1, :], -1, -2), out=block_probs)
+        np.matmul(q_scaled[..., q0:q1, :], keys_t[..., :k1], out=block_probs)
         if bias is None:
             _kernels.map_rows(_masked_softmax, _matrices(block_probs))
         else:  # causal: every query of the block sees the keys before its last q1 - q0 ones
@@ -146,6 +147,7 @@ def _attention_backward(ctx, grad, need_q, need_k, need_v, out=(None, None, None
     q_scaled, k, v, probs, scaled_mask = ctx.saved
     dq, dk, dv = [(np.empty(like.shape, dtype=grad.dtype) if given is None else given) if needed else None
                   for needed, given, like in zip((need_q, need_k, need_v), out, (q_scaled, k, v))]
+    values_t = _kernels.swapped(v)  # (B, H, D, Tk)
     for n, (q0, q1, k1) in enumerate(ctx.blocks):
         block_probs, block_grad = probs[..., q0:q1, :k1], grad[..., q0:q1, :]
         block_mask = None if scaled_mask is None else scaled_mask[..., q0:q1, :k1]
@@ -153,7 +155,7 @@ def _attention_backward(ctx, grad, need_q, need_k, need_v, out=(None, None, None
         if need_v:
             attention = block_probs if block_mask is None else block_probs * block_mask
             _matmul_into(np.swapaxes(attention, -1, -2), block_grad, dv[..., :k1, :], add=n > 0)
-        dprobs = block_grad @ np.swapaxes(v[..., :k1, :], -1, -2)  # (B, H, q1 - q0, k1)
+        dprobs = block_grad @ values_t[..., :k1]  # (B, H, q1 - q0, k1)
         if block_mask is not None:
             dprobs *= block_mask
         # forward: probs = softmax(scores), scores = (q * scale) @ k^T

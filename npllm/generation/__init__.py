@@ -1,7 +1,8 @@
 """Generation: from a trained model's logits to text.
 
 - ``sampling``: greedy, temperature, top-k and top-p choices of one token;
-- ``decoding``: the token-by-token loop of a decoder-only model, with its KV cache.
+- ``decoding``: the token-by-token loop of a decoder-only model, with its KV cache;
+- ``encoder``: what an encoder (BERT) is used for: sentence embeddings, filling [MASK]s.
 """
 
 from npllm.generation.decoding import generate, generate_tokens

@@ -22,6 +22,12 @@ One class serves three uses:
   ``context`` through ``c_attn`` (C -> 2C); the names of Hugging Face's GPT-2
   with cross-attention.
 
+BERT keeps the three projections apart (``query``, ``key``, ``value``, each
+C -> C, stored as three checkpoint tensors) and leaves the output
+projection to the layer after it: ``QKVSelfAttention``, which joins the
+three weights side by side at each call and so still makes one large
+product and runs the same fused attention.
+
 The KV cache.  When generating, step t would recompute the keys and values
 of all t earlier positions, although (attention being causal) they never
 change.  A ``KVCache`` keeps them: arrays preallocated to the context
@@ -38,6 +44,7 @@ rotary positions.
 import numpy as np
 
 import npllm.functional as F
+from npllm import ops
 from npllm.nn.layers import GPT2_INIT_STD, Dropout, Linear, own_generator
 from npllm.nn.module import Module
 
@@ -136,3 +143,38 @@ class MultiHeadAttention(Module):
     def extra_repr(self):
         kind = "cross" if self.cross else ("causal" if self.causal else "bidirectional")
         return f"n_embd={self.n_embd}, n_head={self.n_head}, {kind}"
+
+
+class QKVSelfAttention(Module):
+    """Bidirectional self-attention with separate ``query``, ``key``, ``value`` projections: x (B, T, C) -> (B, T, C).
+
+    BERT's layout (Hugging Face's ``BertSelfAttention``): the heads' outputs
+    come back merged but not projected; the output projection belongs to
+    the add & norm layer after it.  The three (C, C) weights are joined into
+    one (C, 3C) matrix at each call (a copy of 3C^2 numbers, small beside the
+    (B T, C) x (C, 3C) product it saves splitting into three), so the packed
+    projection feeds ``F.self_attention`` as GPT's ``c_attn`` does; the
+    join's backward hands each weight its third of the gradient.
+    """
+
+    def __init__(self, n_embd, n_head, dropout=0.0, dtype=np.float32, rng=None):
+        super().__init__()
+        if n_embd % n_head:
+            raise ValueError(f"QKVSelfAttention: n_embd {n_embd} is not divisible by n_head {n_head}")
+        self.n_embd, self.n_head, self.dropout = n_embd, n_head, dropout
+        self.query = Linear(n_embd, n_embd, dtype=dtype, rng=rng)
+        self.key = Linear(n_embd, n_embd, dtype=dtype, rng=rng)
+        self.value = Linear(n_embd, n_embd, dtype=dtype, rng=rng)
+        self.attn_rng = own_generator(rng)  # masks for the dropout of the attention weights
+
+    def forward(self, x, mask=None):
+        """``mask``: boolean, True = may attend, broadcastable to (B, H, T, T) (padding: (B, 1, 1, T))."""
+        projections = (self.query, self.key, self.value)
+        weight = ops.concatenate([p.weight for p in projections], axis=1)  # (C, 3C)
+        bias = ops.concatenate([p.bias for p in projections], axis=0)  # (3C,)
+        qkv = F.linear(x, weight, bias)  # (B, T, 3C)
+        dropout_p = self.dropout if self.training else 0.0
+        return F.self_attention(qkv, self.n_head, mask=mask, dropout_p=dropout_p, rng=self.attn_rng)
+
+    def extra_repr(self):
+        return f"n_embd={self.n_embd}, n_head={self.n_head}, bidirectional"

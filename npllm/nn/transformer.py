@@ -15,14 +15,29 @@ The MLP widens to 4C, applies GELU, and projects back to C:
 
 Both sub-layers end in a projection onto the residual stream (c_proj);
 ``out_std`` sets its initial std, which GPT-2 shrinks with depth (see
-``npllm.models.gpt``).  Left out: post-LayerNorm, gated MLPs (SwiGLU),
+``npllm.models.gpt``).
+
+BERT's block (``PostLNBlock``) is the original Transformer's
+*post-LayerNorm* order: each sub-layer reads the stream itself, and the sum
+is normalised,
+
+    x = LayerNorm(x + attn(x))
+    x = LayerNorm(x + mlp(x))
+
+so the stream leaving every block has unit scale per position.  Gradients
+to early layers now pass through a LayerNorm per sub-layer, which is why
+deep post-LN models need a learning-rate warm-up; BERT has it.  Its pieces
+carry the names of Hugging Face's BERT (attention.self.query,
+attention.output.dense, attention.output.LayerNorm, intermediate.dense,
+output.dense, output.LayerNorm), so its checkpoints load by name, and its
+MLP's GELU is the exact erf form by default.  Left out: gated MLPs (SwiGLU),
 parallel attention + MLP.
 """
 
 import numpy as np
 
 import npllm.functional as F
-from npllm.nn.attention import MultiHeadAttention
+from npllm.nn.attention import MultiHeadAttention, QKVSelfAttention
 from npllm.nn.layers import GPT2_INIT_STD, Dropout, LayerNorm, Linear
 from npllm.nn.module import Module
 
@@ -59,3 +74,67 @@ class Block(Module):
     def forward(self, x, mask=None, kv_cache=None):
         x = x + self.attn(self.ln_1(x), mask=mask, kv_cache=kv_cache)
         return x + self.mlp(self.ln_2(x))
+
+
+class AddNorm(Module):
+    """LayerNorm(residual + dropout(dense(x))): a post-LN sub-layer's projection, residual add and norm.
+
+    Hugging Face's ``BertSelfOutput`` (after attention, in_features = C) and
+    ``BertOutput`` (after the MLP's widening, in_features = the inner width).
+    """
+
+    def __init__(self, in_features, n_embd, dropout=0.0, eps=1e-12, dtype=np.float32, rng=None):
+        super().__init__()
+        self.dense = Linear(in_features, n_embd, dtype=dtype, rng=rng)
+        self.LayerNorm = LayerNorm(n_embd, eps=eps, dtype=dtype)
+        self.dropout = Dropout(dropout, rng)
+
+    def forward(self, x, residual):
+        return self.LayerNorm(residual + self.dropout(self.dense(x)))
+
+
+class PostLNAttention(Module):
+    """``output(self(x), x)``: bidirectional self-attention, then add & norm (Hugging Face's ``BertAttention``)."""
+
+    def __init__(self, n_embd, n_head, dropout=0.0, attention_dropout=0.0, eps=1e-12, dtype=np.float32, rng=None):
+        super().__init__()
+        self.self = QKVSelfAttention(n_embd, n_head, dropout=attention_dropout, dtype=dtype, rng=rng)
+        self.output = AddNorm(n_embd, n_embd, dropout=dropout, eps=eps, dtype=dtype, rng=rng)
+
+    def forward(self, x, mask=None):
+        return self.output(self.self(x, mask=mask), x)
+
+
+class Intermediate(Module):
+    """gelu(dense(x)): the MLP's widening to ``n_inner`` (Hugging Face's ``BertIntermediate``).
+
+    ``approximate``: "none" for the exact erf GELU (BERT's), "tanh" for GPT-2's.
+    """
+
+    def __init__(self, n_embd, n_inner, approximate="none", dtype=np.float32, rng=None):
+        super().__init__()
+        self.dense = Linear(n_embd, n_inner, dtype=dtype, rng=rng)
+        self.approximate = approximate
+
+    def forward(self, x):
+        return F.gelu(self.dense(x), self.approximate)
+
+
+class PostLNBlock(Module):
+    """One post-LayerNorm block: x = LN(x + attn(x)), then x = LN(x + mlp(x)) (Hugging Face's ``BertLayer``).
+
+    ``mask`` (boolean, True = may attend, broadcastable to (B, H, T, T)) hides
+    padding from every query.
+    """
+
+    def __init__(self, n_embd, n_head, n_inner, dropout=0.0, attention_dropout=0.0, eps=1e-12,
+                 approximate="none", dtype=np.float32, rng=None):
+        super().__init__()
+        self.attention = PostLNAttention(n_embd, n_head, dropout=dropout, attention_dropout=attention_dropout,
+                                         eps=eps, dtype=dtype, rng=rng)
+        self.intermediate = Intermediate(n_embd, n_inner, approximate=approximate, dtype=dtype, rng=rng)
+        self.output = AddNorm(n_inner, n_embd, dropout=dropout, eps=eps, dtype=dtype, rng=rng)
+
+    def forward(self, x, mask=None):
+        x = self.attention(x, mask=mask)
+        return self.output(self.intermediate(x), x)

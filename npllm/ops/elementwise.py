@@ -241,14 +241,57 @@ class GELUTanh(Function):
 
 _erf = np.frompyfunc(math.erf, 1, 1)
 
+ERFC_FIT_END = 4.0  # erfc(4) = 1.5e-8, below float32's resolution of 1: past it, erf(x) is 1 in float32
+ERFC_FIT_DEGREE = 8
+
+
+def _erfc_exponent_fit(degree=ERFC_FIT_DEGREE, end=ERFC_FIT_END) -> np.ndarray:
+    """Coefficients (lowest power first) of P with erfc(x) = t exp(-x^2 + P(t)), t = 1 / (1 + x/2), 0 <= x <= end.
+
+    For large x, erfc(x) ~ exp(-x^2) / (x sqrt(pi)), so dividing out
+    exp(-x^2) and t (~ 1/x) leaves log(erfc(x) / t) + x^2: a smooth function
+    of t in [1/(1 + end/2), 1] that varies slowly.  A polynomial of degree 8,
+    fitted here by least squares at Chebyshev points against ``math.erfc``,
+    meets it to 3e-9 (measured on 200,001 points; degree 7: 2e-7).
+    """
+    low = 1 / (1 + end / 2)
+    nodes = np.cos(np.pi * (np.arange(4 * degree) + 0.5) / (4 * degree))  # Chebyshev points in (-1, 1)
+    t = low + (1 - low) * (nodes + 1) / 2
+    x = 2 / t - 2
+    exponent = np.log([math.erfc(value) for value in x]) + x * x - np.log(t)
+    return np.polynomial.Polynomial.fit(t, exponent, degree).convert().coef
+
+
+ERFC_EXPONENT = _erfc_exponent_fit()
+
 
 def erf(x: np.ndarray) -> np.ndarray:
-    """The error function, exactly, element by element (NumPy has no erf ufunc).
+    """The error function (NumPy has no erf ufunc): exact in float64, to 6e-7 in float32.
 
-    It calls Python's math.erf per element, so it is slow; it serves the exact
-    GELU, which GPT-2 does not use (GPT-2 uses the tanh form above).
+    float64 calls Python's ``math.erf`` per element: exact, and slow (~0.1-0.5
+    us per element), which gradient checks can afford.  float32 uses
+    erf(x) = sign(x) (1 - t exp(-x^2 + P(|x|)))  with the fitted P of
+    ``_erfc_exponent_fit``: about 25 array passes, 10-20x faster, and off
+    by at most 6e-7 (5 float32 epsilons; the 1 - erfc near x = 0 rounds
+    most), below what a float32 network resolves.  It serves the exact
+    GELU of BERT (GPT-2 uses the tanh form above).
     """
-    return np.asarray(_erf(x), dtype=x.dtype)  # a 0-d input gives a Python float, not an array
+    if x.dtype != np.float32:
+        return np.asarray(_erf(x), dtype=x.dtype)  # a 0-d input gives a Python float, not an array
+    flat = x.reshape(-1)  # (a 0-d array's abs would be a scalar, which out= cannot write into)
+    magnitude = np.minimum(np.abs(flat), np.float32(ERFC_FIT_END))
+    t = magnitude * np.float32(0.5)
+    t += 1
+    np.reciprocal(t, out=t)
+    out = np.full_like(flat, ERFC_EXPONENT[-1])
+    for coefficient in ERFC_EXPONENT[-2::-1]:  # Horner: P(t)
+        out *= t
+        out += np.float32(coefficient)
+    out -= np.square(magnitude)
+    np.exp(out, out=out)
+    out *= t  # erfc(|x|)
+    np.subtract(1, out, out=out)
+    return np.copysign(out, flat, out=out).reshape(x.shape)
 
 
 class GELUErf(Function):

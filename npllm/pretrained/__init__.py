@@ -31,6 +31,7 @@ from npllm.pretrained.folder import PretrainedError, read_config
 # model_type in config.json -> the module (beside this file) that reads and writes that architecture
 FORMATS = {}
 FORMATS["gpt2"] = "npllm.pretrained.gpt2"
+FORMATS["bert"] = "npllm.pretrained.bert"
 
 
 def load_pretrained(path):

@@ -1,4 +1,4 @@
-"""Byte-level byte-pair encoding, GPT-2 and GPT-4 style, trained from scratch and exact to tiktoken.
+"""Byte-level byte-pair encoding, GPT-2 and GPT-4 style, trained from scratch and exact to tiktoken; and BERT's WordPiece.
 
 Reading order:
 
@@ -11,10 +11,12 @@ Reading order:
 7. ``files.py``      file formats: ours, tiktoken's rank files, GPT-2's encoder.json + vocab.bpe.
    ``huggingface.py`` Hugging Face's tokenizer.json (and vocab.json + merges.txt, GPT-2's pair renamed).
 8. ``bench.py``      speed against Hugging Face ``tokenizers`` and tiktoken.
+9. ``wordpiece.py``  BERT's WordPiece, read from a checkpoint: normalise, split words, longest-match pieces.
 """
 
 from npllm.tokenizer.files import TokenizerFileError
 from npllm.tokenizer.patterns import GPT2_PATTERN, GPT4_PATTERN, PATTERNS
 from npllm.tokenizer.tokenizer import BPETokenizer
+from npllm.tokenizer.wordpiece import WordPieceTokenizer
 
-__all__ = ["BPETokenizer", "GPT2_PATTERN", "GPT4_PATTERN", "PATTERNS", "TokenizerFileError"]
+__all__ = ["BPETokenizer", "GPT2_PATTERN", "GPT4_PATTERN", "PATTERNS", "TokenizerFileError", "WordPieceTokenizer"]

@@ -36,7 +36,8 @@ Errors name settings in backquotes (`` `lr` ``), as ``npllm.errors`` says;
 the command line shows them as flags.
 
 Left out on purpose: mixed precision, and evaluating more than the
-objective's loss (a recipe computes accuracy and the like itself).
+objective's loss (a recipe measures accuracy and the like itself, in
+``TrainingRun.evaluation_metrics``, which the loop logs).
 """
 
 import json
@@ -107,6 +108,14 @@ class TrainingRun:
         """The recipe's part of state.json (plain JSON, keys beside ``LOOP_STATE_KEYS``)."""
         return {}
 
+    def evaluation_metrics(self) -> dict:
+        """Held-out figures the recipe measures beside the loss at each evaluation (name -> float); none here.
+
+        They go into the step's metrics.jsonl record and the progress bar
+        (masked-LM pre-training reports ``val_accuracy``, its masked-token accuracy).
+        """
+        return {}
+
 
 def train(run: TrainingRun, progress=True, log=print) -> TrainingRun:
     """Train ``run`` until ``settings.max_steps`` (or Ctrl-C, which saves first)."""
@@ -132,12 +141,15 @@ def _loop(run: TrainingRun, stop, progress, log):
         if evaluating:
             record["val_loss"] = evaluate(run)
             _stop_unless_finite("validation loss", record["val_loss"], run.step, run.out_dir)
+            record.update(run.evaluation_metrics())
         _append_metrics(metrics_path, record)  # before saving, so a saved step always has its record
         if evaluating:
             save(run)
         bar.update(1)
         bar.set_postfix({"loss": f"{loss:.3f}", "lr": f"{lr:.2e}", f"{unit}/s": f"{record[f'{unit}_per_s']:,.0f}",
-                         **({"val": f"{record['val_loss']:.3f}"} if "val_loss" in record else {})})
+                         **({"val": f"{record['val_loss']:.3f}"} if "val_loss" in record else {}),
+                         **{name.removeprefix("val_"): f"{value:.3f}" for name, value in record.items()
+                            if name.startswith("val_") and name != "val_loss"}})
     bar.close()
     if stop.requested and run.step < settings.max_steps:
         save(run)

@@ -16,11 +16,12 @@ shards and weight each shard's mean by its count: the batch's loss is then
 exactly the mean over all its targets, however it was cut.  ``unit`` names
 what ``count`` counts, for the loop's rate (``tokens``/s).
 
-Pre-training a GPT is ``NextToken``.  The later stages are new classes here,
-not branches in the loop: masked-LM counts its masked positions,
-classification its labelled examples, instruction tuning sets the prompt's
-targets to ``IGNORE_INDEX`` so they count for nothing.  ``Distillation``
-carries its teacher: each shard's thread runs it on that shard.
+Pre-training a GPT is ``NextToken``; pre-training BERT is ``MaskedLM``, which
+counts its masked positions.  The later stages are new classes here, not
+branches in the loop: classification counts its labelled examples,
+instruction tuning sets the prompt's targets to ``IGNORE_INDEX`` so they
+count for nothing.  ``Distillation`` carries its teacher: each shard's thread
+runs it on that shard.
 """
 
 import numpy as np
@@ -111,3 +112,43 @@ class Classification(Objective):
 
     def loss(self, model, batch):
         return F.cross_entropy(model(batch["input_ids"], batch["lengths"]), batch["labels"])
+
+
+class MaskedLM(Objective):
+    """Masked language modelling (BERT): predict the original token at each chosen position.
+
+    Batches hold ``input_ids`` (with the chosen positions hidden: mostly
+    [MASK], see ``npllm.data.masking``) and ``targets``, the original ids
+    there and ``ignore_index`` everywhere else, both (B, T); optionally
+    ``attention_mask`` and ``token_type_ids``.
+
+        loss = mean over chosen positions of -log p(targets[b, t] | all of input_ids[b])
+
+    Only the chosen positions (15%) go through the model's head
+    (``BERTForMaskedLM.masked_logits``): the (C, V) product of the other 85%
+    would be thrown away.  ``count`` is the number of chosen positions.
+
+    Next-sentence prediction, BERT's second objective (was text B the text
+    that followed A?), is left out: RoBERTa found that dropping it and
+    filling every example with contiguous text trains as well or better.
+    """
+
+    unit = "masked"
+
+    def __init__(self, ignore_index=IGNORE_INDEX):
+        self.ignore_index = ignore_index
+
+    def count(self, batch):
+        return int(np.count_nonzero(batch["targets"] != self.ignore_index))
+
+    def loss(self, model, batch):
+        positions, targets = self.chosen(batch)
+        logits = model.masked_logits(batch["input_ids"], positions, batch.get("attention_mask"),
+                                     batch.get("token_type_ids"))  # (N, V)
+        return F.cross_entropy(logits, targets)
+
+    def chosen(self, batch):
+        """The chosen positions (flat indices into B * T) and their targets."""
+        flat = batch["targets"].reshape(-1)
+        positions = np.flatnonzero(flat != self.ignore_index)
+        return positions, flat[positions]

@@ -1,0 +1,232 @@
+"""Pre-training BERT: the masked-LM recipe behind ``npllm train --model bert``.
+
+The same shape as the GPT recipe (``pretrain.py``), whose settings and
+checks it shares (``BERTTrainConfig`` extends ``TrainConfig``); what differs:
+
+    tokenizer    the byte-level BPE with four special tokens last: [PAD], [CLS], [SEP], [MASK]
+                 (encode_ordinary never produces them from text: the corpus cannot forge a mask)
+    model        ``BERTForMaskedLM`` in miniature (``BERTConfig`` from the settings)
+    examples     windows of T - 2 tokens framed as [CLS] ... [SEP], 15% of their positions
+                 chosen and hidden (80% [MASK], 10% random, 10% kept; ``npllm.data.masking``),
+                 starts and masks drawn from one seeded generator that the checkpoint saves
+    objective    ``MaskedLM``: cross-entropy on the chosen positions only
+    evaluation   the held-out windows with the same masks every time: the loss, and
+                 ``val_accuracy``, the share of hidden tokens the model's top guess gets right
+
+The baselines logged at the start are what a model that ignores the context
+scores on the same held-out tokens: the unigram loss (token frequencies), and
+the accuracy of always guessing the most frequent token.
+
+The model is BERT's own, exact erf GELU included (``hidden_act`` "gelu";
+"gelu_new", GPT-2's tanh form, is ~5x cheaper per GELU and ~7% of a step).
+
+Left out: next-sentence prediction (see ``MaskedLM``), whole-word masking.
+"""
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from npllm.data.masking import MaskedWindows, MaskingRule, masked_evaluation_batches
+from npllm.data.sources import load_corpus
+from npllm.data.tokens import load_or_encode, split_tokens, text_sha256
+from npllm.errors import SettingError
+from npllm.io.safetensors import CheckpointError
+from npllm.models import BERTConfig, BERTForMaskedLM
+from npllm.optim import WarmupCosineLR, configure_param_groups, param_groups_by_name
+from npllm.runtime.data_parallel import DataParallel
+from npllm.runtime.memory import keep_freed_memory
+from npllm.tensor import no_grad
+from npllm.tokenizer import BPETokenizer
+from npllm.training import loop
+from npllm.training.checkpoint import load_checkpoint
+from npllm.training.loop import METRICS_FILE, LoopSettings, TrainingError
+from npllm.training.objectives import MaskedLM
+from npllm.training.pretrain import (FIXED_ON_RESUME, RECIPE_STATE_KEYS, Run, TrainConfig, _optimizer,
+                                     with_workers_fixed, unigram_loss)
+
+SPECIAL_TOKENS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]")  # the last four ids, in this order
+
+
+@dataclass
+class BERTTrainConfig(TrainConfig):
+    """``TrainConfig``'s settings for a BERT, and the masked-LM ones; the defaults train in under twenty minutes."""
+
+    n_inner: int | None = None              # MLP width (default 4 n_embd)
+    hidden_act: str = "gelu"                # BERT's exact GELU; "gelu_new" for GPT-2's tanh form
+    mask_rate: float = 0.15                 # share of the positions hidden and predicted (BERT: 15%)
+    warmup_steps: int = 200                 # post-LayerNorm needs its warm-up (GPT's lr of 2e-3 kept: at step
+                                            # 250, 3e-3 had learned more than 1e-3, 6.21 vs 6.34 held-out loss)
+    out_dir: str = "runs/bert"
+
+    def __post_init__(self):
+        if not self.vocab_size >= 256 + len(SPECIAL_TOKENS):
+            raise SettingError(f"`vocab_size` must be at least {256 + len(SPECIAL_TOKENS)} (the 256 bytes and"
+                               f" {', '.join(SPECIAL_TOKENS)}), got {self.vocab_size}")
+        self.masking_rule(self.vocab_size)  # checks `mask_rate`
+        super().__post_init__()  # the shared checks, and BERTConfig's (model_config)
+
+    def model_config(self, vocab_size) -> BERTConfig:
+        return BERTConfig(vocab_size=vocab_size, context_length=self.context_length, n_layer=self.n_layer,
+                          n_head=self.n_head, n_embd=self.n_embd, n_inner=self.n_inner or 4 * self.n_embd,
+                          dropout=self.dropout, attention_dropout=self.dropout, hidden_act=self.hidden_act,
+                          pad_token_id=vocab_size - len(SPECIAL_TOKENS))
+
+    def masking_rule(self, vocab_size) -> MaskingRule:
+        """[MASK] is the last id; random replacements are ordinary tokens (every id before the special ones)."""
+        return MaskingRule(mask_id=vocab_size - 1, random_ids=vocab_size - len(SPECIAL_TOKENS), rate=self.mask_rate)
+
+
+FIXED_ON_RESUME_BERT = FIXED_ON_RESUME + ("n_inner", "hidden_act", "mask_rate")
+
+
+@dataclass
+class BERTRun(Run):
+    """A masked-LM run: the GPT recipe's ``Run`` (config, corpus fingerprint), and masked-token accuracy."""
+
+    evaluation_set: object = None  # () -> the held-out masked batches
+
+    def evaluation_metrics(self) -> dict:
+        return {"val_accuracy": masked_accuracy(self.model, self.evaluation_set(), self.objective)}
+
+
+def masked_accuracy(model, batches, objective: MaskedLM) -> float:
+    """The share of hidden tokens whose highest-scoring guess is the original (dropout off, no graph)."""
+    model.eval()
+    correct = total = 0
+    with no_grad():
+        for batch in batches:
+            positions, targets = objective.chosen(batch)
+            logits = model.masked_logits(batch["input_ids"], positions)  # (N, V)
+            correct += int((logits.data.argmax(axis=-1) == targets).sum())
+            total += len(targets)
+    model.train()
+    return correct / max(total, 1)
+
+
+def train(config: BERTTrainConfig, progress=True, log=print) -> BERTRun:
+    """Start a new masked-LM run in ``config.out_dir`` and train it for ``config.max_steps`` steps."""
+    keep_freed_memory()
+    return loop.train(start_run(config, log), progress, log)
+
+
+def resume(out_dir, changes=None, progress=True, log=print) -> BERTRun:
+    """Continue the masked-LM run saved in ``out_dir``, exactly where it stopped (see ``pretrain.resume``)."""
+    keep_freed_memory()
+    return loop.train(restore_run(out_dir, changes or {}, log), progress, log)
+
+
+def start_run(config: BERTTrainConfig, log) -> BERTRun:
+    config = with_workers_fixed(config)
+    out_dir = Path(config.out_dir)
+    if (out_dir / "checkpoint").exists() or (out_dir / "checkpoint.old").exists():
+        raise TrainingError(f"{out_dir} already holds a run: continue it with `resume`, or choose another `out_dir`")
+    corpus = load_corpus(config.data)
+    log(f"corpus: {corpus.description}, {len(corpus.text) / 1e6:.1f} M characters")
+    started = time.perf_counter()
+    tokenizer = train_tokenizer(corpus.text, config)
+    log(f"tokenizer: {tokenizer.vocab_size} tokens learned in {time.perf_counter() - started:.1f} s")
+    run = _build_run(config, tokenizer, corpus.text, log)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / METRICS_FILE).unlink(missing_ok=True)
+    return run
+
+
+def train_tokenizer(text: str, config: BERTTrainConfig) -> BPETokenizer:
+    """A byte-level BPE of ``vocab_size`` ids whose last four are [PAD], [CLS], [SEP], [MASK]."""
+    first = config.vocab_size - len(SPECIAL_TOKENS)
+    return BPETokenizer.train(text[: config.tokenizer_chars], vocab_size=config.vocab_size, pattern="gpt4",
+                              special_tokens={token: first + i for i, token in enumerate(SPECIAL_TOKENS)})
+
+
+def restore_run(out_dir, changes: dict, log) -> BERTRun:
+    """Rebuild the masked-LM run saved in ``out_dir``, with the allowed ``changes`` applied."""
+    fixed = {key: value for key, value in changes.items() if key in FIXED_ON_RESUME_BERT}
+    checkpoint = load_checkpoint(out_dir, require_config=fixed)
+    loop.require_loop_state(checkpoint)
+    state = checkpoint.train_state
+    if any(key not in state for key in RECIPE_STATE_KEYS) or "mask_rate" not in state["config"] \
+            or checkpoint.tokenizer_path is None:
+        raise CheckpointError(f"{checkpoint.folder}: not a checkpoint written by npllm train --model bert")
+    config = with_workers_fixed(BERTTrainConfig(**{**state["config"], **changes, "out_dir": str(out_dir)}))
+    text = load_corpus(config.data).text
+    if text_sha256(text) != state["corpus_sha256"]:
+        raise CheckpointError(f"{checkpoint.folder}: the text of `data` {config.data} is not the text this run"
+                              " was trained on (changed, or a relative path read from another folder)")
+
+    def saved_groups(model, config):
+        try:
+            return param_groups_by_name(model, state["optimizer"]["param_groups"])
+        except (KeyError, TypeError) as error:
+            raise CheckpointError(f"{checkpoint.folder}: its optimizer state does not fit this model ({error})") from error
+
+    run = _build_run(config, BPETokenizer.load(checkpoint.tokenizer_path), text, log, param_groups=saved_groups)
+    loop.restore(run, checkpoint)
+    log(f"resumed {out_dir} at step {run.step}")
+    return run
+
+
+def _new_param_groups(model, config: BERTTrainConfig) -> list[dict]:
+    return configure_param_groups(model, config.weight_decay)
+
+
+def _build_run(config: BERTTrainConfig, tokenizer: BPETokenizer, text: str, log,
+               param_groups=_new_param_groups) -> BERTRun:
+    tokens = load_or_encode(text, tokenizer)
+    train_tokens, validation_tokens = split_tokens(tokens, config.validation_fraction)
+    V = tokenizer.vocab_size
+    rule = config.masking_rule(V)
+    cls_id, sep_id = tokenizer.special_tokens["[CLS]"], tokenizer.special_tokens["[SEP]"]
+
+    def evaluation_set():
+        return masked_evaluation_batches(validation_tokens, config.context_length, config.batch_size,
+                                         config.eval_windows, rule, cls_id, sep_id)
+
+    batches = MaskedWindows(train_tokens, config.context_length, config.batch_size, config.seed, rule, cls_id, sep_id)
+    next(iter(evaluation_set()))  # too few held-out tokens for one window: say so now, not at the first evaluation
+    log(f"tokens: {len(train_tokens):,} for training, {len(validation_tokens):,} for validation;"
+        f" baselines on held-out tokens: unigram loss {unigram_loss(train_tokens, validation_tokens, V):.3f},"
+        f" accuracy {most_frequent_accuracy(train_tokens, validation_tokens, V):.3f} (always the most frequent token)")
+    model = BERTForMaskedLM(config.model_config(V), seed=config.seed)
+    decay_steps = config.decay_steps or config.max_steps
+    log(f"model: {model.num_parameters():,} parameters; masking {config.mask_rate:.0%} of each window;"
+        f" each batch shared by {config.workers} worker thread{'s' * (config.workers > 1)}")
+    return BERTRun(
+        model=model,
+        objective=MaskedLM(),
+        optimizer=_optimizer(config, param_groups(model, config=config)),
+        schedule=WarmupCosineLR(config.lr, min(config.warmup_steps, decay_steps), decay_steps, config.min_lr),
+        batches=batches,
+        evaluation_batches=evaluation_set,
+        parallel=DataParallel(model, config.workers),
+        settings=LoopSettings(max_steps=config.max_steps, grad_accum=config.grad_accum, grad_clip=config.grad_clip,
+                              eval_interval=config.eval_interval),
+        out_dir=Path(config.out_dir),
+        tokenizer=tokenizer,
+        config=config,
+        validation_tokens=validation_tokens,
+        corpus_sha256=text_sha256(text),
+        evaluation_set=evaluation_set,
+    )
+
+
+def most_frequent_accuracy(train_tokens, validation_tokens, vocab_size) -> float:
+    """How often the training text's most frequent token is right on the held-out tokens."""
+    most_frequent = np.bincount(train_tokens, minlength=vocab_size).argmax()
+    return float(np.mean(np.asarray(validation_tokens) == most_frequent))
+
+
+def load_model(run_dir):
+    """The BERTForMaskedLM and tokenizer saved by ``npllm train --model bert`` in ``run_dir``."""
+    checkpoint = load_checkpoint(run_dir)
+    if checkpoint.tokenizer_path is None or "model_config" not in checkpoint.train_state \
+            or "n_inner" not in checkpoint.train_state["model_config"]:
+        raise CheckpointError(f"{checkpoint.folder}: not a checkpoint written by npllm train --model bert")
+    model = BERTForMaskedLM(BERTConfig(**checkpoint.train_state["model_config"]))
+    try:
+        model.load_state_dict(checkpoint.model_state)
+    except (KeyError, ValueError) as error:
+        raise CheckpointError(f"{checkpoint.folder}: weights do not fit the saved config ({error})") from error
+    return model.eval(), BPETokenizer.load(checkpoint.tokenizer_path)
