@@ -34,14 +34,12 @@ import numpy as np
 
 from npllm.data.sources import load_corpus
 from npllm.errors import SettingError
-from npllm.io.checksums import file_sha256
 from npllm.models import GPT
 from npllm.runtime.data_parallel import DataParallel
 from npllm.runtime.memory import keep_freed_memory
 from npllm.training import loop, pretrain
-from npllm.training.checkpoint import MODEL_FILE, load_checkpoint
 from npllm.training.objectives import Distillation, NextToken
-from npllm.training.pretrain import TrainConfig, build_run, load_model, require_writable_folder
+from npllm.training.pretrain import TrainConfig, build_run, load_model, require_writable_folder, weights_sha256
 
 STUDENT_INITS = ("random", "teacher-layers")
 # taken from the teacher, whatever the config says: the student must read the teacher's token ids
@@ -52,7 +50,7 @@ FROM_THE_TEACHER = ("vocab_size", "context_length")
 class DistillConfig(TrainConfig):
     """Pre-training's settings for the student, and the teacher with its temperature and weight."""
 
-    teacher: str = ""               # run folder of the teacher (written by npllm train)
+    teacher: str = ""               # the teacher: a run folder of npllm train, or a Hugging Face GPT-2 folder
     temperature: float = 2.0        # T: softens both distributions; > 1 shows the teacher's small probabilities
     alpha: float = 0.5              # weight of the soft loss; 1 - alpha weighs the text's cross-entropy
     student_init: str = "random"    # or "teacher-layers": every other block of the teacher (widths must match)
@@ -122,7 +120,7 @@ def _rebuild(config, tokenizer, text, log, param_groups, checkpoint):
     """The run saved in ``checkpoint``, after checking that its teacher is still the same model."""
     teacher, _ = load_model(config.teacher, log=log)
     saved = checkpoint.train_state.get("teacher_sha256")
-    if saved != teacher_sha256(config.teacher):
+    if saved != weights_sha256(config.teacher):
         raise SettingError(f"`teacher` {config.teacher}: not the teacher this run learned from"
                            " (its weights have changed since)")
     return _build(config, tokenizer, text, log, param_groups, teacher)
@@ -131,12 +129,7 @@ def _rebuild(config, tokenizer, text, log, param_groups, checkpoint):
 def _build(config, tokenizer, text, log, param_groups, teacher) -> DistillRun:
     objective = Distillation(teacher, temperature=config.temperature, alpha=config.alpha)
     return build_run(config, tokenizer, text, log, param_groups=param_groups, objective=objective,
-                     run_class=DistillRun, teacher_sha256=teacher_sha256(config.teacher))
-
-
-def teacher_sha256(teacher_dir) -> str:
-    """The fingerprint of the teacher's weights: the SHA-256 of its model.safetensors."""
-    return file_sha256(load_checkpoint(teacher_dir, with_optimizer=False).folder / MODEL_FILE)
+                     run_class=DistillRun, teacher_sha256=weights_sha256(config.teacher))
 
 
 def check_student_init(config: DistillConfig, teacher: GPT):

@@ -34,7 +34,6 @@ import numpy as np
 from npllm.data.labelled import RandomExamples, example_batches, load_labelled
 from npllm.errors import SettingError
 from npllm.io.atomic import atomic_write_text
-from npllm.io.checksums import file_sha256
 from npllm.models import GPT, SequenceClassifier
 from npllm.nn.lora import apply_lora
 from npllm.optim import AdamW, WarmupCosineLR, configure_param_groups, param_groups_by_name
@@ -42,10 +41,11 @@ from npllm.runtime.data_parallel import DataParallel
 from npllm.runtime.memory import keep_freed_memory
 from npllm.tensor import no_grad
 from npllm.training import evaluation, loop
-from npllm.training.checkpoint import MODEL_FILE, load_checkpoint
+from npllm.training.checkpoint import load_checkpoint
 from npllm.training.loop import LoopSettings, TrainingError, TrainingRun
 from npllm.training.objectives import Classification
-from npllm.training.pretrain import END_OF_TEXT, with_workers_fixed, load_model, require_writable_folder
+from npllm.training.pretrain import (END_OF_TEXT, load_model, require_writable_folder, weights_sha256,
+                                     with_workers_fixed)
 
 TRAINED = ("all", "last-blocks", "lora")
 INITS = ("pretrained", "random")
@@ -56,7 +56,7 @@ REPORT_FILE = "report.json"
 class ClassifyConfig:
     """A classification fine-tuning run; the defaults fine-tune ``npllm train``'s GPT on stdlib-topics."""
 
-    checkpoint: str = "runs/gpt"     # the GPT run to start from
+    checkpoint: str = "runs/gpt"     # the GPT to start from: a run of npllm train, or a Hugging Face GPT-2 folder
     data: str = "stdlib-topics"      # stdlib-topics, or a CSV / JSONL file of text and label
     text_field: str = "text"         # the fields of a user file
     label_field: str = "label"
@@ -152,7 +152,7 @@ def resume(out_dir, changes=None, progress=True, log=print) -> ClassifyRun:
 
 def _build(config: ClassifyConfig, log, saved_groups=None) -> ClassifyRun:
     base, tokenizer = load_model(config.checkpoint, log=log)
-    base_sha256 = file_sha256(load_checkpoint(config.checkpoint, with_optimizer=False).folder / MODEL_FILE)
+    base_sha256 = weights_sha256(config.checkpoint)
     data = load_labelled(config.data, config.text_field, config.label_field, seed=config.seed)
     log(f"data: {data.description}\n{data.counts()}")
     body = base if config.init == "pretrained" else GPT(base.config, seed=config.seed)

@@ -25,6 +25,7 @@ Left out on purpose: sequence packing with document boundaries.
 """
 
 import dataclasses
+import hashlib
 import math
 import tempfile
 import time
@@ -47,7 +48,8 @@ from npllm.runtime.memory import keep_freed_memory
 from npllm.runtime.pool import cores
 from npllm.tokenizer import BPETokenizer
 from npllm.training import loop
-from npllm.training.checkpoint import STATE_FILE, load_checkpoint
+from npllm.io.checksums import file_sha256
+from npllm.training.checkpoint import MODEL_FILE, STATE_FILE, load_checkpoint
 from npllm.training.loop import METRICS_FILE, LoopSettings, TrainingError, TrainingRun
 from npllm.training.objectives import NextToken
 
@@ -408,3 +410,20 @@ def load_model(run_dir, log=print):
     except (KeyError, ValueError) as error:
         raise CheckpointError(f"{checkpoint.folder}: weights do not fit the saved config ({error})") from error
     return model, BPETokenizer.load(checkpoint.tokenizer_path)
+
+
+def weights_sha256(run_dir) -> str:
+    """A fingerprint of the weights ``load_model`` reads from ``run_dir``: one SHA-256 over its weight files.
+
+    A run folder's is its model.safetensors; a Hugging Face folder's, every
+    ``*.safetensors`` file of it (one, or the shards) in name order.  A run
+    that starts from a model records it and refuses to resume from another.
+    """
+    folder = Path(run_dir)
+    if (folder / CONFIG_FILE).is_file():
+        files = sorted(folder.glob("*.safetensors"))
+    else:
+        files = [load_checkpoint(folder, with_optimizer=False).folder / MODEL_FILE]
+    if len(files) == 1:
+        return file_sha256(files[0])
+    return hashlib.sha256(" ".join(file_sha256(path) for path in files).encode()).hexdigest()

@@ -93,3 +93,23 @@ def test_bad_distillation_settings_are_one_line(tiny_corpus, tmp_path, teacher, 
 def test_a_missing_teacher_is_one_line(tmp_path, capsys):
     assert main(["distill", "--teacher", str(tmp_path / "nowhere"), "--out", str(tmp_path / "s")]) == 2
     assert "nowhere: no checkpoint here" in capsys.readouterr().err
+
+
+def test_a_hugging_face_folder_can_teach_and_be_fine_tuned(tiny_corpus, tmp_path, teacher):
+    """An exported teacher (a Hugging Face GPT-2 folder) serves distillation and classification as its run does."""
+    from npllm import save_pretrained
+    from npllm.training.finetune import ClassifyConfig, classify
+    from npllm.training.pretrain import load_model
+
+    folder = tmp_path / "hf-teacher"
+    save_pretrained(*load_model(teacher), folder)
+    from_folder = distill(student_config(tiny_corpus, tmp_path, str(folder), name="from-folder"), progress=False,
+                          log=silent)
+    from_run = distill(student_config(tiny_corpus, tmp_path, teacher, name="from-run"), progress=False, log=silent)
+    assert metrics(from_folder.config.out_dir) == metrics(from_run.config.out_dir)
+    labelled = tmp_path / "labels.jsonl"
+    labelled.write_text("\n".join(json.dumps({"text": f"{word} {i}", "label": word}) for word in ("cat", "dog")
+                                  for i in range(10)))
+    run = classify(ClassifyConfig(checkpoint=str(folder), data=str(labelled), out_dir=str(tmp_path / "cls"),
+                                  max_steps=2, batch_size=4, warmup_steps=1), progress=False, log=silent)
+    assert run.step == 2 and len(run.base_sha256) == 64
