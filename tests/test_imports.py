@@ -15,7 +15,7 @@ import pytest
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 OPTIONAL = ("torch", "tiktoken", "transformers", "tokenizers", "safetensors")
-TORCH_YARDSTICK = "npllm.bench.torch_gpt"  # the PyTorch GPT that only --compare-torch imports
+TORCH_YARDSTICKS = ["npllm.bench.torch_gpt", "npllm.bench.torch_bert"]  # the PyTorch models only --compare-torch imports
 
 # argv: the scope ("package" or "every"), then the modules to leave out
 IMPORT_SCRIPT = f"""
@@ -46,7 +46,7 @@ def test_import_npllm_needs_no_optional_package():
 
 @pytest.mark.slow
 def test_every_module_imports_without_optional_packages():
-    modules, optional = import_in_fresh_interpreter("every", excluded=[TORCH_YARDSTICK])
+    modules, optional = import_in_fresh_interpreter("every", excluded=TORCH_YARDSTICKS)
     assert {"npllm.training.pretrain", "npllm.generation.decoding", "npllm.cli", "npllm.bench.tokenizer"} <= set(modules)
     assert optional == []
 

@@ -1,13 +1,14 @@
-"""``npllm bench train``: training throughput of a GPT, and how it compares.
+"""``npllm bench train``: training throughput of a GPT (or, ``--model bert``, a masked-LM BERT), and how it compares.
 
 What is measured: full training steps (forward, cross-entropy, backward,
-AdamW) on random token ids, after a few warm-up steps; ours is the step
+AdamW) on random token ids (for BERT: masked as pre-training masks them, the
+loss on the 15% chosen), after a few warm-up steps; ours is the step
 ``npllm train`` takes (``DataParallel``: one thread per core, each on a
 slice of the batch).  What is printed:
 
 - tokens/s and ms/step;
 - GFLOP/s, counting the model's FLOPs per token (6 x parameters + attention,
-  see ``GPT.flops_per_token``) times tokens per second;
+  see ``GPT.flops_per_token`` and ``BERTForMaskedLM.flops_per_token``) times tokens per second;
 - MFU (model FLOP utilisation): that figure over the peak float32 matmul
   rate this machine reaches with NumPy, measured here before and after the
   runs (the better of the two: on a shared machine a busy moment can halve
@@ -76,19 +77,13 @@ def _model_config(preset):
     return GPTConfig(**{k: v for k, v in preset.items() if k != "batch_size"})
 
 
-def npllm_step_function(preset, workers=None):
-    """Our GPT + AdamW on ``workers`` threads (default: one per core); return (one training step, FLOPs per token)."""
-    from npllm.models import GPT
+def npllm_training_step(model, objective, batch: dict, workers=None):
+    """One training step of ``model`` on ``batch`` as npllm train takes it: DataParallel on ``workers`` threads, AdamW."""
     from npllm.optim import AdamW
     from npllm.runtime.data_parallel import DataParallel
-    from npllm.training.objectives import NextToken
 
-    model = GPT(_model_config(preset), seed=0)
     optimizer = AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
-    parallel = DataParallel(model, workers)  # as npllm train trains
-    objective = NextToken()
-    inputs, targets = _batch(preset)
-    batch = {"input_ids": inputs, "targets": targets}
+    parallel = DataParallel(model, workers)
 
     def step():
         optimizer.zero_grad()
@@ -96,6 +91,17 @@ def npllm_step_function(preset, workers=None):
         optimizer.step()
         return loss
 
+    return step
+
+
+def npllm_step_function(preset, workers=None):
+    """Our GPT + AdamW on ``workers`` threads (default: one per core); return (one training step, FLOPs per token)."""
+    from npllm.models import GPT
+    from npllm.training.objectives import NextToken
+
+    model = GPT(_model_config(preset), seed=0)
+    inputs, targets = _batch(preset)
+    step = npllm_training_step(model, NextToken(), {"input_ids": inputs, "targets": targets}, workers)
     return step, model.flops_per_token()
 
 
@@ -126,15 +132,75 @@ def torch_step_function(preset, workers=None):
     return step, flops_per_token
 
 
-ENGINES = {"npllm": npllm_step_function, "torch": torch_step_function}
+def _bert_config(preset):
+    from npllm.models import BERTConfig
+
+    return BERTConfig(**{k: v for k, v in preset.items() if k != "batch_size"}, n_inner=4 * preset["n_embd"],
+                      dropout=0.0, attention_dropout=0.0)
 
 
-def measure(engine, preset_name, steps, warmup, workers=None) -> dict:
+def _masked_batch(preset, seed=0) -> dict:
+    """Random ids below the last four (the special tokens), masked as ``npllm train --model bert`` masks them."""
+    from npllm.data.masking import MaskingRule, mask_tokens
+
+    V = preset["vocab_size"]
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, V - 4, size=(preset["batch_size"], preset["context_length"]))
+    masked, targets = mask_tokens(ids, np.ones(ids.shape, dtype=bool), MaskingRule(mask_id=V - 1, random_ids=V - 4), rng)
+    return {"input_ids": masked, "targets": targets}
+
+
+def npllm_bert_step_function(preset, workers=None):
+    """Our BERTForMaskedLM + AdamW on ``workers`` threads; return (one training step, FLOPs per token)."""
+    from npllm.models import BERTForMaskedLM
+    from npllm.training.objectives import MaskedLM
+
+    model = BERTForMaskedLM(_bert_config(preset), seed=0)
+    return npllm_training_step(model, MaskedLM(), _masked_batch(preset), workers), model.flops_per_token()
+
+
+def torch_bert_step_function(preset, workers=None):
+    """The same BERT, weights and masked batch in eager PyTorch with SDPA (on every core)."""
+    import torch
+
+    from npllm.bench.torch_bert import TorchBERTForMaskedLM
+    from npllm.models import BERTForMaskedLM
+    from npllm.training.objectives import MaskedLM
+
+    torch.set_num_threads(cores())
+    config = _bert_config(preset)
+    reference = BERTForMaskedLM(config, seed=0)
+    flops_per_token = reference.flops_per_token()
+    model = TorchBERTForMaskedLM(reference.state_dict())
+    del reference
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
+    batch = _masked_batch(preset)
+    positions, targets = (torch.from_numpy(a.astype(np.int64)) for a in MaskedLM().chosen(batch))
+    inputs = torch.from_numpy(batch["input_ids"].astype(np.int64))
+
+    def step():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(inputs, positions, config.n_head, config.layer_norm_eps), targets)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return step, flops_per_token
+
+
+ENGINES = {  # (engine, model) -> its step function
+    ("npllm", "gpt"): npllm_step_function, ("torch", "gpt"): torch_step_function,
+    ("npllm", "bert"): npllm_bert_step_function, ("torch", "bert"): torch_bert_step_function,
+}
+MODELS = ("gpt", "bert")
+
+
+def measure(engine, preset_name, steps, warmup, workers=None, model="gpt") -> dict:
     """Run in this process: warm-up steps, then timed steps; return the figures."""
     preset = PRESETS[preset_name]
     keep_freed_memory()  # as training does (see npllm.runtime.memory)
     baseline_mb = _resident_mb()
-    step, flops_per_token = ENGINES[engine](preset, workers)
+    step, flops_per_token = ENGINES[engine, model](preset, workers)
     for _ in range(warmup):
         step()
     step_seconds = float(np.median([seconds(step) for _ in range(steps)]))
@@ -149,9 +215,9 @@ def measure(engine, preset_name, steps, warmup, workers=None) -> dict:
     }
 
 
-def measure_in_child(engine, preset, steps, warmup, workers=None) -> dict:
+def measure_in_child(engine, preset, steps, warmup, workers=None, model="gpt") -> dict:
     """Run ``measure`` in a fresh Python so engines never share memory or threads."""
-    command = [sys.executable, "-m", "npllm.bench.train", "--child", engine,
+    command = [sys.executable, "-m", "npllm.bench.train", "--child", engine, "--model", model,
                "--preset", preset, "--steps", str(steps), "--warmup", str(warmup)]
     if workers is not None:
         command += ["--workers", str(workers)]
@@ -170,6 +236,7 @@ def _median_run(runs) -> dict:
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="npllm bench train", description=description(__doc__))
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="model shape (default tiny)")
+    parser.add_argument("--model", choices=MODELS, default="gpt", help="gpt (next token) or bert (masked LM)")
     parser.add_argument("--steps", type=at_least_one, default=None, help="timed steps (default: 10 tiny, 5 small)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps before the timed ones (default 2)")
     parser.add_argument("--workers", type=int, default=None,
@@ -178,7 +245,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=at_least_one, default=1,
                         help="alternate the engines this many times and report medians (default 1)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of all figures")
-    parser.add_argument("--child", choices=sorted(ENGINES), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("npllm", "torch"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     steps = args.steps or (10 if args.preset == "tiny" else 5)
     if args.workers is not None and args.workers < 1:
@@ -187,7 +254,7 @@ def main(argv=None):
         parser.error(f"--warmup must be at least 0, got {args.warmup}")
 
     if args.child:
-        print(json.dumps(measure(args.child, args.preset, steps, args.warmup, args.workers)))
+        print(json.dumps(measure(args.child, args.preset, steps, args.warmup, args.workers, args.model)))
         return 0
 
     peak_before = matmul_peak_gflops()
@@ -195,20 +262,20 @@ def main(argv=None):
     runs = {engine: [] for engine in engines}
     for _ in range(args.repeats):
         for engine in engines:
-            runs[engine].append(measure_in_child(engine, args.preset, steps, args.warmup, args.workers))
+            runs[engine].append(measure_in_child(engine, args.preset, steps, args.warmup, args.workers, args.model))
     peak = max(peak_before, matmul_peak_gflops())  # a busy moment lowers one measurement: take the better
     results = [_median_run(runs[engine]) for engine in engines]
     if os.environ.get("OPENBLAS_CORETYPE"):
         print(f"note: OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']} is set: NumPy's BLAS kernel is forced")
     repeats = f", median of {args.repeats} alternating runs" if args.repeats > 1 else ""
     workers = args.workers or cores()
-    print(f"preset {args.preset}: {PRESETS[args.preset]}, npllm on {workers} worker thread{'s' * (workers > 1)}"
+    print(f"{args.model} preset {args.preset}: {PRESETS[args.preset]}, npllm on {workers} worker thread{'s' * (workers > 1)}"
           f"   NumPy float32 matmul peak {peak:.0f} GFLOP/s{repeats}")
     for r in results:
         r["mfu"] = r["gflops"] / peak
         print(f"  {r['engine']:>6}: {r['tokens_per_s']:9,.0f} tokens/s  {r['ms_per_step']:8.1f} ms/step"
               f"  {r['gflops']:6.1f} GFLOP/s  MFU {r['mfu']:5.1%}  peak memory {r['peak_memory_mb']:7.1f} MB")
-    summary = {"preset": args.preset, "workers": workers, "matmul_peak_gflops": peak, "repeats": args.repeats,
+    summary = {"model": args.model, "preset": args.preset, "workers": workers, "matmul_peak_gflops": peak, "repeats": args.repeats,
                **results[0]}
     if args.compare_torch:
         summary["torch"] = results[1]

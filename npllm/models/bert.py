@@ -296,5 +296,24 @@ class BERTForMaskedLM(Module):
         rows = hidden.reshape(-1, self.config.n_embd)[np.asarray(positions)]  # (N, C)
         return self.cls(rows, self.bert.embeddings.word_embeddings.weight)
 
+    def flops_per_token(self, T=None, masked_share=0.15) -> int:
+        """Floating-point operations to train on one token (forward + backward) at sequence length T.
+
+            6 N_encoder + 12 n_layer n_embd T + 6 N_head x masked_share
+
+        As ``GPT.flops_per_token``: 6 per parameter that multiplies (the three
+        embedding tables are lookups), attention's scores and weighted sums
+        (both directions: every score is used), and the head, a dense layer
+        and the (C, V) tied decoder, only at the masked share of positions.
+        """
+        T = self.config.context_length if T is None else T
+        tables = self.bert.embeddings
+        lookups = sum(table.weight.size for table in
+                      (tables.word_embeddings, tables.position_embeddings, tables.token_type_embeddings))
+        head = sum(param.size for param in self.cls.parameters()) + tables.word_embeddings.weight.size
+        encoder = self.bert.num_parameters() - lookups
+        attention = 12 * self.config.n_layer * self.config.n_embd * T
+        return int(6 * encoder + attention + 6 * head * masked_share)
+
     def extra_repr(self):
         return self.bert.extra_repr()

@@ -62,6 +62,8 @@ class BERTTrainConfig(TrainConfig):
     out_dir: str = "runs/bert"
 
     def __post_init__(self):
+        if self.init:
+            raise SettingError("`init` starts a GPT from another model's weights; a BERT run starts from random ones")
         if not self.vocab_size >= 256 + len(SPECIAL_TOKENS):
             raise SettingError(f"`vocab_size` must be at least {256 + len(SPECIAL_TOKENS)} (the 256 bytes and"
                                f" {', '.join(SPECIAL_TOKENS)}), got {self.vocab_size}")

@@ -155,3 +155,27 @@ def test_dropout_is_active_in_training_only():
         third, fourth = model(idx).data, model(idx).data
     assert not np.allclose(first, second)
     np.testing.assert_array_equal(third, fourth)
+
+
+@pytest.mark.parity
+def test_the_benchmarks_pytorch_bert_is_the_same_model():
+    torch = pytest.importorskip("torch")
+    from npllm.bench.torch_bert import TorchBERTForMaskedLM
+
+    model = BERTForMaskedLM(tiny_config(dtype="float64"))
+    for p in model.parameters():
+        p.data += np.random.default_rng(3).standard_normal(p.shape) * 0.1
+    idx, positions = token_ids(), np.array([1, 4, 9, 17])
+    with no_grad():
+        ours = model.masked_logits(idx, positions).data
+    theirs = TorchBERTForMaskedLM(model.state_dict())(torch.tensor(idx), torch.tensor(positions), 2, 1e-12)
+    np.testing.assert_allclose(ours, theirs.detach().numpy(), rtol=0, atol=1e-12)
+
+
+def test_flops_per_token_counts_the_head_at_the_masked_share():
+    model = BERTForMaskedLM(tiny_config())
+    C, V, L, T, inner = 8, 13, 2, 6, 12
+    per_block = 4 * (C * C + C) + (C * inner + inner) + (inner * C + C) + 4 * C
+    encoder = 2 * C + L * per_block  # the embeddings' LayerNorm and the blocks
+    head = (C * C + C) + 2 * C + V + V * C
+    assert model.flops_per_token() == int(6 * encoder + 12 * L * C * T + 6 * head * 0.15)

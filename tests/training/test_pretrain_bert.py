@@ -115,3 +115,10 @@ def test_cli_fill_mask_on_a_trained_run_and_embed_on_a_saved_folder(tiny_corpus,
     assert main(["fill-mask", "--checkpoint", str(folder), "--text", "the [MASK]"]) == 2
     assert "no masked-LM head" in capsys.readouterr().err
     assert main(["embed", "--model", str(tmp_path / "nowhere"), "x"]) == 2
+
+
+def test_a_bert_run_refuses_an_init_it_would_ignore():
+    from npllm.training.pretrain_bert import BERTTrainConfig
+
+    with pytest.raises(SettingError, match="`init` starts a GPT from another model's weights"):
+        BERTTrainConfig(init="runs/gpt")
