@@ -351,27 +351,38 @@ def build_run(config: TrainConfig, tokenizer: BPETokenizer, text: str, log, mode
     model = GPT(model_config or config.model_config(tokenizer.vocab_size), seed=config.seed)
     if initial_weights is not None:
         model.load_state_dict(initial_weights.state_dict())
-    decay_steps = config.decay_steps or config.max_steps
     log(f"model: {model.num_parameters():,} parameters, {model.flops_per_token() / 1e6:.1f} MFLOP per token;"
         f" each batch shared by {config.workers} worker thread{'s' * (config.workers > 1)}")
     return (run_class or Run)(
         model=model,
         objective=objective or NextToken(),
         evaluation_objective=NextToken(),
-        optimizer=_optimizer(config, param_groups(model, config=config)),
-        schedule=WarmupCosineLR(config.lr, min(config.warmup_steps, decay_steps), decay_steps, config.min_lr),
         batches=RandomWindows(train_tokens, config.context_length, config.batch_size, seed=config.seed),
         evaluation_batches=lambda: evaluation_batches(validation_tokens, config.context_length, config.batch_size,
                                                       config.eval_windows),
-        parallel=DataParallel(model, config.workers),
-        settings=LoopSettings(max_steps=config.max_steps, grad_accum=config.grad_accum, grad_clip=config.grad_clip,
-                              eval_interval=config.eval_interval),
-        out_dir=Path(config.out_dir),
+        **optimisation(config, model, param_groups),
         tokenizer=tokenizer,
         config=config,
         validation_tokens=validation_tokens,
         corpus_sha256=text_sha256(text),
         **run_fields,
+    )
+
+
+def optimisation(config: TrainConfig, model, param_groups) -> dict:
+    """The run's fields that every pre-training recipe builds alike from ``TrainConfig``'s settings.
+
+    AdamW over ``param_groups(model, config=config)``, the warm-up and cosine
+    schedule, the data-parallel replicas, the loop's settings and the run folder.
+    """
+    decay_steps = config.decay_steps or config.max_steps
+    return dict(
+        optimizer=_optimizer(config, param_groups(model, config=config)),
+        schedule=WarmupCosineLR(config.lr, min(config.warmup_steps, decay_steps), decay_steps, config.min_lr),
+        parallel=DataParallel(model, config.workers),
+        settings=LoopSettings(max_steps=config.max_steps, grad_accum=config.grad_accum, grad_clip=config.grad_clip,
+                              eval_interval=config.eval_interval),
+        out_dir=Path(config.out_dir),
     )
 
 

@@ -35,17 +35,16 @@ from npllm.data.tokens import load_or_encode, split_tokens, text_sha256
 from npllm.errors import SettingError
 from npllm.io.safetensors import CheckpointError
 from npllm.models import BERTConfig, BERTForMaskedLM
-from npllm.optim import WarmupCosineLR, configure_param_groups, param_groups_by_name
-from npllm.runtime.data_parallel import DataParallel
+from npllm.optim import configure_param_groups, param_groups_by_name
 from npllm.runtime.memory import keep_freed_memory
 from npllm.tensor import no_grad
 from npllm.tokenizer import BPETokenizer
 from npllm.training import loop
 from npllm.training.checkpoint import load_checkpoint
-from npllm.training.loop import METRICS_FILE, LoopSettings, TrainingError
+from npllm.training.loop import METRICS_FILE, TrainingError
 from npllm.training.objectives import MaskedLM
-from npllm.training.pretrain import (FIXED_ON_RESUME, RECIPE_STATE_KEYS, Run, TrainConfig, _optimizer,
-                                     with_workers_fixed, unigram_loss)
+from npllm.training.pretrain import (FIXED_ON_RESUME, RECIPE_STATE_KEYS, Run, TrainConfig, optimisation,
+                                     unigram_loss, with_workers_fixed)
 
 SPECIAL_TOKENS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]")  # the last four ids, in this order
 
@@ -192,20 +191,14 @@ def _build_run(config: BERTTrainConfig, tokenizer: BPETokenizer, text: str, log,
         f" baselines on held-out tokens: unigram loss {unigram_loss(train_tokens, validation_tokens, V):.3f},"
         f" accuracy {most_frequent_accuracy(train_tokens, validation_tokens, V):.3f} (always the most frequent token)")
     model = BERTForMaskedLM(config.model_config(V), seed=config.seed)
-    decay_steps = config.decay_steps or config.max_steps
     log(f"model: {model.num_parameters():,} parameters; masking {config.mask_rate:.0%} of each window;"
         f" each batch shared by {config.workers} worker thread{'s' * (config.workers > 1)}")
     return BERTRun(
         model=model,
         objective=MaskedLM(),
-        optimizer=_optimizer(config, param_groups(model, config=config)),
-        schedule=WarmupCosineLR(config.lr, min(config.warmup_steps, decay_steps), decay_steps, config.min_lr),
         batches=batches,
         evaluation_batches=evaluation_set,
-        parallel=DataParallel(model, config.workers),
-        settings=LoopSettings(max_steps=config.max_steps, grad_accum=config.grad_accum, grad_clip=config.grad_clip,
-                              eval_interval=config.eval_interval),
-        out_dir=Path(config.out_dir),
+        **optimisation(config, model, param_groups),
         tokenizer=tokenizer,
         config=config,
         validation_tokens=validation_tokens,
