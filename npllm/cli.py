@@ -13,6 +13,7 @@ import importlib
 import re
 import sys
 import typing
+import warnings
 
 def _user_errors():
     """The exceptions that mean the user asked for something impossible, not a bug (imported only when needed).
@@ -284,6 +285,8 @@ def _fill_mask(argv):
     mask_id = mask_id_of(tokenizer)
     if mask_id not in ids:
         raise NpllmError("fill-mask: the text has no [MASK] to fill")
+    if args.top_k < 1:
+        raise NpllmError(f"fill-mask: --top-k must be at least 1, got {args.top_k}")
     guesses = fill_masks(model, ids, mask_id, args.top_k)
     print(filled_text(tokenizer, ids, guesses, mask_id))
     for n, choices in enumerate(guesses, start=1):
@@ -318,6 +321,11 @@ def _embed(argv):
     if not texts:
         raise NpllmError("embed: no texts given (as arguments or lines of standard input)")
     model, tokenizer = _load_encoder(args.model)
+    from npllm.tokenizer import WordPieceTokenizer
+
+    if not isinstance(tokenizer, WordPieceTokenizer):
+        raise NpllmError(f"embed: {args.model} holds a {type(model).__name__} with a {type(tokenizer).__name__};"
+                         " sentence embeddings need a BERT encoder with its WordPiece tokenizer")
     vectors = sentence_embeddings(model, tokenizer, texts, max_length=args.max_length)
     if args.out:
         np.save(args.out, vectors)
@@ -419,6 +427,7 @@ def main(argv=None):
             return 2
         return 0
     command, _ = COMMANDS[argv[0]]
+    warnings.showwarning = lambda message, *rest, **options: _warn(str(message))  # one line, no source quoted
     try:
         return command(argv[1:]) or 0
     except _user_errors() as error:

@@ -333,3 +333,16 @@ def test_a_cache_folder_that_cannot_be_made_is_one_line(tiny_corpus, tmp_path, m
     assert main(["train", "--data", str(tiny_corpus), "--out", str(tmp_path / "run"), *TINY_FLAGS]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{blocker / 'cache'}: Not a directory" in err
+
+
+@pytest.mark.bench
+@pytest.mark.parametrize("what", ["train", "products"])
+def test_compare_torch_without_torch_is_refused_before_any_work(what, monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    with pytest.raises(SystemExit) as exit_status:
+        main(["bench", what, "--preset", "tiny", "--compare-torch", "--repeats", "1"])
+    assert exit_status.value.code == 2
+    assert "--compare-torch needs PyTorch, which is not installed" in capsys.readouterr().err

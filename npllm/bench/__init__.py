@@ -6,6 +6,7 @@ is refused by argparse in one line before anything runs.
 """
 
 import argparse
+import importlib.util
 import re
 
 
@@ -24,3 +25,10 @@ def description(docstring: str) -> str:
     """A benchmark's ``--help`` description: its docstring's first paragraph, as plain text (no ``markup``)."""
     first_paragraph = docstring.strip().split("\n\n")[0]
     return re.sub(r"``([^`]*)``", r"\1", " ".join(first_paragraph.split()))
+
+
+def require_torch(parser: argparse.ArgumentParser):
+    """Refuse ``--compare-torch`` in one line, before any work, when PyTorch is not installed."""
+    if importlib.util.find_spec("torch") is None:
+        parser.error("--compare-torch needs PyTorch, which is not installed"
+                     " (the CPU build: pip install torch==2.13.0, or the wheel in /opt/wheels)")

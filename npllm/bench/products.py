@@ -31,7 +31,7 @@ import threading
 
 import numpy as np
 
-from npllm.bench import at_least_one, description
+from npllm.bench import at_least_one, description, require_torch
 from npllm.bench.timing import seconds
 from npllm.bench.train import PRESETS, npllm_step_function, torch_step_function
 from npllm.functional.attention import _query_blocks
@@ -124,6 +124,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=at_least_one, default=3, help="alternating rounds; medians reported (default 3)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of all figures")
     args = parser.parse_args(argv)
+    if args.compare_torch:
+        require_torch(parser)
     keep_freed_memory()  # as training does (see npllm.runtime.memory)
     preset = PRESETS[args.preset]
     workers = cores()

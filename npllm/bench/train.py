@@ -34,7 +34,7 @@ import sys
 
 import numpy as np
 
-from npllm.bench import at_least_one, description
+from npllm.bench import at_least_one, description, require_torch
 from npllm.bench.timing import seconds
 from npllm.runtime.memory import keep_freed_memory
 from npllm.runtime.pool import cores
@@ -252,6 +252,8 @@ def main(argv=None):
         parser.error(f"--workers must be at least 1, got {args.workers}")
     if args.warmup < 0:
         parser.error(f"--warmup must be at least 0, got {args.warmup}")
+    if args.compare_torch:
+        require_torch(parser)
 
     if args.child:
         print(json.dumps(measure(args.child, args.preset, steps, args.warmup, args.workers, args.model)))

@@ -282,7 +282,11 @@ def restore_run(out_dir, changes: dict, log, config_class=TrainConfig, fixed_on_
         raise CheckpointError(f"{checkpoint.folder}: not a checkpoint written by npllm train"
                               f" (state.json lacks {', '.join(missing)})")
     saved = {"workers": 1, **checkpoint.train_state["config"]}  # (a checkpoint from before workers existed ran on one)
-    config = with_workers_fixed(config_class(**{**saved, **changes, "out_dir": str(out_dir)}))
+    try:
+        config = with_workers_fixed(config_class(**{**saved, **changes, "out_dir": str(out_dir)}))
+    except TypeError as error:  # settings this recipe does not have: the run is another recipe's
+        raise CheckpointError(f"{checkpoint.folder}: a run of another kind ({error}); resume it with the command"
+                              " that started it (npllm train --model bert, npllm distill, ...)") from None
     if checkpoint.tokenizer_path is None:
         raise CheckpointError(f"{checkpoint.folder}: the checkpoint has no tokenizer file")
     tokenizer = BPETokenizer.load(checkpoint.tokenizer_path)
@@ -415,7 +419,10 @@ def load_model(run_dir, log=print):
         log(checkpoint.fallback)
     if checkpoint.tokenizer_path is None or "model_config" not in checkpoint.train_state:
         raise CheckpointError(f"{checkpoint.folder}: not a checkpoint written by npllm train (no tokenizer or config)")
-    model = GPT(GPTConfig(**checkpoint.train_state["model_config"]))
+    try:
+        model = GPT(GPTConfig(**checkpoint.train_state["model_config"]))
+    except TypeError as error:  # another model's settings (a BERT run: hidden_act, attention_dropout, ...)
+        raise CheckpointError(f"{checkpoint.folder}: not a GPT run, so this command cannot use it ({error})") from None
     try:
         model.load_state_dict(checkpoint.model_state)
     except (KeyError, ValueError) as error:

@@ -122,3 +122,21 @@ def test_a_bert_run_refuses_an_init_it_would_ignore():
 
     with pytest.raises(SettingError, match="`init` starts a GPT from another model's weights"):
         BERTTrainConfig(init="runs/gpt")
+
+
+def test_a_bert_run_given_to_a_gpt_command_is_one_line(tiny_corpus, tmp_path, capsys):
+    out = tmp_path / "bert"
+    assert main(["train", "--model", "bert", "--data", str(tiny_corpus), "--vocab-size", "300", "--n-layer", "1",
+                 "--n-embd", "16", "--context-length", "16", "--max-steps", "1", "--eval-windows", "2", "--quiet",
+                 "--out", str(out)]) == 0
+    capsys.readouterr()
+    for argv, message in [
+        (["generate", "--checkpoint", str(out), "--prompt", "a"], "not a GPT run, so this command cannot use it"),
+        (["export", "--checkpoint", str(out), "--out", str(tmp_path / "hf")], "not a GPT run"),
+        (["train", "--resume", "--out", str(out), "--max-steps", "2"], "a run of another kind"),
+        (["fill-mask", "--checkpoint", str(out), "--text", "a [MASK]", "--top-k", "0"], "--top-k must be at least 1"),
+        (["embed", "--model", str(out), "a b"], "sentence embeddings need a BERT encoder with its WordPiece"),
+    ]:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, (argv, err)
