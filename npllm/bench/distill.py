@@ -71,7 +71,7 @@ def main(argv=None):
     parser.add_argument("--temperature", type=float, default=2.0, help="softens both distributions")
     parser.add_argument("--writing-tokens", type=at_least_one, default=200,
                         help="tokens each model writes to time its generation")
-    parser.add_argument("--out", default=None, help="folder for the three runs (default: a temporary one)")
+    parser.add_argument("--out", default=None, help="folder for the three runs (None: a temporary one)")
     parser.add_argument("--json", action="store_true", help="end with the figures as one JSON line")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="npllm-bench-distill-") as scratch_folder:

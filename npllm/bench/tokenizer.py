@@ -111,6 +111,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=at_least_one, default=3, help="encoding runs per encoder; the fastest counts (default 3)")
     parser.add_argument("--json", action="store_true", help="print every figure as one JSON object on the last line")
     args = parser.parse_args(argv)
+    if not args.megabytes > 0:
+        parser.error(f"--megabytes must be positive, got {args.megabytes}")
     text = stdlib_text(max_bytes=int(args.megabytes * MEGABYTE))
     megabytes = len(text.encode("utf-8")) / MEGABYTE
     ours, tokenizer, our_ids = bench_ours(text, args.vocab_size, args.pattern, args.repeats)

@@ -152,6 +152,8 @@ def resume(out_dir, changes=None, progress=True, log=print) -> ClassifyRun:
 
 def _build(config: ClassifyConfig, log, saved_groups=None) -> ClassifyRun:
     base, tokenizer = load_model(config.checkpoint, log=log)
+    if config.train == "last-blocks" and config.last_blocks > base.config.n_layer:  # (before the data is read)
+        raise SettingError(f"`last_blocks` {config.last_blocks}: the model has {base.config.n_layer} blocks")
     base_sha256 = weights_sha256(config.checkpoint)
     data = load_labelled(config.data, config.text_field, config.label_field, seed=config.seed)
     log(f"data: {data.description}\n{data.counts()}")
@@ -160,7 +162,8 @@ def _build(config: ClassifyConfig, log, saved_groups=None) -> ClassifyRun:
     trained = choose_trained(model, config)
     total = model.num_parameters()
     count = sum(p.size for p in model.parameters() if p.requires_grad)
-    log(f"model: {config.init} GPT of {body.config.n_layer} blocks and a head of {len(data.labels)} labels;"
+    blocks = body.config.n_layer
+    log(f"model: {config.init} GPT of {blocks} block{'s' * (blocks != 1)} and a head of {len(data.labels)} labels;"
         f" training {trained}: {count:,} of {total:,} parameters ({count / total:.1%})")
     pad_id = tokenizer.special_tokens[END_OF_TEXT]
     context = body.config.context_length
@@ -190,8 +193,6 @@ def choose_trained(model: SequenceClassifier, config: ClassifyConfig) -> str:
         return "everything"
     body.requires_grad_(False)
     if config.train == "last-blocks":
-        if config.last_blocks > body.config.n_layer:
-            raise SettingError(f"`last_blocks` {config.last_blocks}: the model has {body.config.n_layer} blocks")
         for block in list(body.h)[-config.last_blocks:]:
             block.requires_grad_(True)
         body.ln_f.requires_grad_(True)

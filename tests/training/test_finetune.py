@@ -170,3 +170,12 @@ def test_a_fine_tuning_run_resumes_bit_for_bit_and_refuses_another_base(base, to
 def test_bad_fine_tuning_settings_are_refused(settings, message):
     with pytest.raises(SettingError, match=message):
         ClassifyConfig(**settings)
+
+
+def test_more_last_blocks_than_the_model_has_is_refused_before_the_data_is_read(base, topics_file, tmp_path,
+                                                                                monkeypatch):
+    import npllm.training.finetune as finetune
+
+    monkeypatch.setattr(finetune, "load_labelled", lambda *args, **kwargs: pytest.fail("the data was read"))
+    with pytest.raises(SettingError, match="`last_blocks` 5: the model has 2 blocks"):
+        classify(config(base, topics_file, tmp_path, train="last-blocks", last_blocks=5), progress=False, log=silent)
