@@ -39,7 +39,7 @@ from npllm.runtime.data_parallel import DataParallel
 from npllm.runtime.memory import keep_freed_memory
 from npllm.training import loop, pretrain
 from npllm.training.objectives import Distillation, NextToken
-from npllm.training.pretrain import TrainConfig, build_run, load_model, require_writable_folder, weights_sha256
+from npllm.training.pretrain import TrainConfig, build_run, load_model, require_new_run_folder, weights_sha256
 
 STUDENT_INITS = ("random", "teacher-layers")
 # taken from the teacher, whatever the config says: the student must read the teacher's token ids
@@ -86,10 +86,7 @@ def distill(config: DistillConfig, progress=True, log=print) -> DistillRun:
     """Start a distillation run in ``config.out_dir`` and train the student for ``config.max_steps`` steps."""
     keep_freed_memory()
     out_dir = Path(config.out_dir)
-    if (out_dir / "checkpoint").exists() or (out_dir / "checkpoint.old").exists():
-        raise pretrain.TrainingError(f"{out_dir} already holds a run: continue it with `resume`,"
-                                     " or choose another `out_dir`")
-    require_writable_folder(out_dir)
+    require_new_run_folder(out_dir)
     teacher, tokenizer = load_model(config.teacher, log=log)
     config = dataclasses.replace(pretrain.with_workers_fixed(config),
                                  **{name: getattr(teacher.config, name) for name in FROM_THE_TEACHER})

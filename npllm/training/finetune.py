@@ -42,10 +42,10 @@ from npllm.runtime.memory import keep_freed_memory
 from npllm.tensor import no_grad
 from npllm.training import evaluation, loop
 from npllm.training.checkpoint import load_checkpoint
-from npllm.training.loop import LoopSettings, TrainingError, TrainingRun
+from npllm.training.loop import LoopSettings, TrainingRun
 from npllm.training.objectives import Classification
-from npllm.training.pretrain import (END_OF_TEXT, load_model, require_writable_folder, weights_sha256,
-                                     with_workers_fixed)
+from npllm.training.pretrain import (END_OF_TEXT, check_settings, load_model, optimisation_checks,
+                                     require_new_run_folder, weights_sha256, with_workers_fixed)
 
 TRAINED = ("all", "last-blocks", "lora")
 INITS = ("pretrained", "random")
@@ -80,24 +80,13 @@ class ClassifyConfig:
     out_dir: str = "runs/classify"
 
     def __post_init__(self):
-        for name in ("batch_size", "grad_accum", "eval_interval", "max_steps", "last_blocks", "lora_rank", "workers"):
-            if getattr(self, name) is not None and not getattr(self, name) >= 1:
-                raise SettingError(f"`{name}` must be at least 1, got {getattr(self, name)}")
-        checks = [
+        check_settings(self, ("batch_size", "grad_accum", "eval_interval", "max_steps", "last_blocks", "lora_rank",
+                              "workers"), [
             ("train", self.train in TRAINED, f"one of {', '.join(TRAINED)}"),
             ("init", self.init in INITS, f"one of {', '.join(INITS)}"),
-            ("lr", 0 < self.lr < math.inf, "a positive number"),
-            ("min_lr", 0 <= self.min_lr <= self.lr, f"between 0 and `lr` ({self.lr})"),
-            ("warmup_steps", self.warmup_steps >= 0, "at least 0"),
-            ("weight_decay", 0 <= self.weight_decay < math.inf, "at least 0"),
-            ("beta2", 0 <= self.beta2 < 1, "in [0, 1)"),
-            ("grad_clip", self.grad_clip > 0, "a positive number (inf: no clipping)"),
+            *optimisation_checks(self),
             ("lora_alpha", 0 < self.lora_alpha < math.inf, "a positive number"),
-            ("seed", self.seed >= 0, "at least 0"),
-        ]
-        for name, holds, requirement in checks:
-            if not holds:
-                raise SettingError(f"`{name}` must be {requirement}, got {getattr(self, name)!r}")
+        ])
 
 
 FIXED_ON_RESUME = ("checkpoint", "data", "text_field", "label_field", "train", "last_blocks", "lora_rank",
@@ -122,9 +111,7 @@ def classify(config: ClassifyConfig, progress=True, log=print) -> ClassifyRun:
     """Fine-tune the GPT of ``config.checkpoint`` to label the texts of ``config.data``; report on the test split."""
     keep_freed_memory()
     out_dir = Path(config.out_dir)
-    if (out_dir / "checkpoint").exists() or (out_dir / "checkpoint.old").exists():
-        raise TrainingError(f"{out_dir} already holds a run: continue it with `resume`, or choose another `out_dir`")
-    require_writable_folder(out_dir)
+    require_new_run_folder(out_dir)
     run = _build(with_workers_fixed(config), log)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / loop.METRICS_FILE).unlink(missing_ok=True)

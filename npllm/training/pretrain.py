@@ -97,25 +97,13 @@ class TrainConfig:
 
         A comparison with NaN is false, so a NaN is refused by every check.
         """
-        for name in ("batch_size", "grad_accum", "eval_interval", "eval_windows", "workers", "max_steps",
-                     "tokenizer_chars", "decay_steps"):
-            if getattr(self, name) is not None and not getattr(self, name) >= 1:
-                raise SettingError(f"`{name}` must be at least 1, got {getattr(self, name)}")
-        checks = [
+        check_settings(self, ("batch_size", "grad_accum", "eval_interval", "eval_windows", "workers", "max_steps",
+                              "tokenizer_chars", "decay_steps"), [
             ("vocab_size", self.vocab_size >= 257, "at least 257 (the 256 bytes and <|endoftext|>)"),
-            ("warmup_steps", self.warmup_steps >= 0, "at least 0"),
-            ("seed", self.seed >= 0, "at least 0"),
-            ("lr", 0 < self.lr < math.inf, "a positive number"),
-            ("min_lr", 0 <= self.min_lr <= self.lr, f"between 0 and `lr` ({self.lr})"),
-            ("weight_decay", 0 <= self.weight_decay < math.inf, "at least 0"),
-            ("beta2", 0 <= self.beta2 < 1, "in [0, 1)"),
-            ("grad_clip", self.grad_clip > 0, "a positive number (inf: no clipping)"),
+            *optimisation_checks(self),
             ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
             ("validation_fraction", 0 < self.validation_fraction < 1, "between 0 and 1"),
-        ]
-        for name, holds, requirement in checks:
-            if not holds:
-                raise SettingError(f"`{name}` must be {requirement}, got {getattr(self, name)}")
+        ])
         self.model_config(self.vocab_size)  # GPTConfig checks the model's shape (n_embd divisible by n_head, ...)
 
     def model_config(self, vocab_size) -> GPTConfig:
@@ -134,6 +122,33 @@ class TrainConfig:
             if name in fixed and value != fixed[name]:
                 raise SettingError(f"`{name}` {value} contradicts the model in `init` {init}, which has {fixed[name]}")
         return cls(**{**settings, **fixed, "init": str(init)})
+
+
+def optimisation_checks(config) -> list[tuple[str, bool, str]]:
+    """(setting, whether it holds, what it must be) for the optimisation settings every recipe shares."""
+    return [
+        ("warmup_steps", config.warmup_steps >= 0, "at least 0"),
+        ("seed", config.seed >= 0, "at least 0"),
+        ("lr", 0 < config.lr < math.inf, "a positive number"),
+        ("min_lr", 0 <= config.min_lr <= config.lr, f"between 0 and `lr` ({config.lr})"),
+        ("weight_decay", 0 <= config.weight_decay < math.inf, "at least 0"),
+        ("beta2", 0 <= config.beta2 < 1, "in [0, 1)"),
+        ("grad_clip", config.grad_clip > 0, "a positive number (inf: no clipping)"),
+    ]
+
+
+def check_settings(config, at_least_one, checks):
+    """Raise a SettingError naming the first setting out of its range (a NaN fails every comparison).
+
+    ``at_least_one`` names whole-number settings that must be at least 1 (None: the default);
+    ``checks`` are (setting, whether it holds, what it must be).
+    """
+    for name in at_least_one:
+        if getattr(config, name) is not None and not getattr(config, name) >= 1:
+            raise SettingError(f"`{name}` must be at least 1, got {getattr(config, name)}")
+    for name, holds, requirement in checks:
+        if not holds:
+            raise SettingError(f"`{name}` must be {requirement}, got {getattr(config, name)!r}")
 
 
 # The settings an init's weights fix.
@@ -188,9 +203,7 @@ def resume(out_dir, changes=None, progress=True, log=print) -> Run:
 def start_run(config: TrainConfig, log) -> Run:
     config = with_workers_fixed(config)
     out_dir = Path(config.out_dir)
-    if (out_dir / "checkpoint").exists() or (out_dir / "checkpoint.old").exists():  # .old: a crash mid-save
-        raise TrainingError(f"{out_dir} already holds a run: continue it with `resume`, or choose another `out_dir`")
-    require_writable_folder(out_dir)  # before the corpus, the tokenizer and the encoding are paid for
+    require_new_run_folder(out_dir)  # before the corpus, the tokenizer and the encoding are paid for
     init_model, tokenizer = _load_init(config, log) if config.init else (None, None)
     corpus = load_corpus(config.data)
     log(f"corpus: {corpus.description}, {len(corpus.text) / 1e6:.1f} M characters")
@@ -223,6 +236,13 @@ def _load_init(config: TrainConfig, log) -> tuple[GPT, BPETokenizer]:
         raise SettingError(f"`init` {config.init}: the settings disagree with its model: {', '.join(differing)};"
                            " TrainConfig.from_init fills them in")
     return model, tokenizer
+
+
+def require_new_run_folder(out_dir: Path):
+    """Refuse, in one line and before any work, an ``out_dir`` that holds a run already or cannot be written."""
+    if (out_dir / "checkpoint").exists() or (out_dir / "checkpoint.old").exists():  # .old: a crash mid-save
+        raise TrainingError(f"{out_dir} already holds a run: continue it with `resume`, or choose another `out_dir`")
+    require_writable_folder(out_dir)
 
 
 def require_writable_folder(folder: Path):

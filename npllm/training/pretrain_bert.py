@@ -41,10 +41,10 @@ from npllm.tensor import no_grad
 from npllm.tokenizer import BPETokenizer
 from npllm.training import loop
 from npllm.training.checkpoint import load_checkpoint
-from npllm.training.loop import METRICS_FILE, TrainingError
+from npllm.training.loop import METRICS_FILE
 from npllm.training.objectives import MaskedLM
 from npllm.training.pretrain import (FIXED_ON_RESUME, RECIPE_STATE_KEYS, Run, TrainConfig, optimisation,
-                                     unigram_loss, with_workers_fixed)
+                                     require_new_run_folder, unigram_loss, with_workers_fixed)
 
 SPECIAL_TOKENS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]")  # the last four ids, in this order
 
@@ -122,8 +122,7 @@ def resume(out_dir, changes=None, progress=True, log=print) -> BERTRun:
 def start_run(config: BERTTrainConfig, log) -> BERTRun:
     config = with_workers_fixed(config)
     out_dir = Path(config.out_dir)
-    if (out_dir / "checkpoint").exists() or (out_dir / "checkpoint.old").exists():
-        raise TrainingError(f"{out_dir} already holds a run: continue it with `resume`, or choose another `out_dir`")
+    require_new_run_folder(out_dir)
     corpus = load_corpus(config.data)
     log(f"corpus: {corpus.description}, {len(corpus.text) / 1e6:.1f} M characters")
     started = time.perf_counter()
