@@ -94,7 +94,8 @@ def distill(config: DistillConfig, progress=True, log=print) -> DistillRun:
     corpus = load_corpus(config.data)
     log(f"corpus: {corpus.description}, {len(corpus.text) / 1e6:.1f} M characters")
     log(f"teacher: {config.teacher}, {teacher.num_parameters():,} parameters; its tokenizer, {tokenizer.vocab_size} ids")
-    run = _build(config, tokenizer, corpus.text, log, pretrain._new_param_groups, teacher)
+    run = _build(config, tokenizer, corpus.text, log, pretrain._new_param_groups, teacher,
+                 weights_sha256(config.teacher))
     if config.student_init == "teacher-layers":
         copy_every_other_block(teacher, run.model)
         log(f"student: blocks {', '.join(str(2 * i) for i in range(config.n_layer))} of the teacher, its embeddings"
@@ -116,17 +117,17 @@ def resume(out_dir, changes=None, progress=True, log=print) -> DistillRun:
 def _rebuild(config, tokenizer, text, log, param_groups, checkpoint):
     """The run saved in ``checkpoint``, after checking that its teacher is still the same model."""
     teacher, _ = load_model(config.teacher, log=log)
-    saved = checkpoint.train_state.get("teacher_sha256")
-    if saved != weights_sha256(config.teacher):
+    fingerprint = weights_sha256(config.teacher)
+    if checkpoint.train_state.get("teacher_sha256") != fingerprint:
         raise SettingError(f"`teacher` {config.teacher}: not the teacher this run learned from"
                            " (its weights have changed since)")
-    return _build(config, tokenizer, text, log, param_groups, teacher)
+    return _build(config, tokenizer, text, log, param_groups, teacher, fingerprint)
 
 
-def _build(config, tokenizer, text, log, param_groups, teacher) -> DistillRun:
+def _build(config, tokenizer, text, log, param_groups, teacher, fingerprint) -> DistillRun:
     objective = Distillation(teacher, temperature=config.temperature, alpha=config.alpha)
     return build_run(config, tokenizer, text, log, param_groups=param_groups, objective=objective,
-                     run_class=DistillRun, teacher_sha256=weights_sha256(config.teacher))
+                     run_class=DistillRun, teacher_sha256=fingerprint)
 
 
 def check_student_init(config: DistillConfig, teacher: GPT):

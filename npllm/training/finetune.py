@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from npllm.data.labelled import RandomExamples, example_batches, load_labelled
+from npllm.data.labelled import LabelledText, RandomExamples, example_batches, load_labelled
 from npllm.errors import SettingError
 from npllm.io.atomic import atomic_write_text
 from npllm.models import GPT, SequenceClassifier
@@ -98,13 +98,20 @@ class ClassifyRun(TrainingRun):
     """A fine-tuning run: the loop's objects, and what this recipe keeps to report and to resume."""
 
     config: ClassifyConfig = None
-    labels: list = None
+    data: LabelledText = None        # the texts and labels, both splits (the report's baselines need them)
     test_ids: list = None
-    test_labels: np.ndarray = None
     base_sha256: str = ""
 
     def recipe_state(self) -> dict:
         return {"config": dataclasses.asdict(self.config), "labels": self.labels, "base_sha256": self.base_sha256}
+
+    @property
+    def labels(self) -> list[str]:
+        return self.data.labels
+
+    @property
+    def test_labels(self) -> np.ndarray:
+        return self.data.test_labels
 
 
 def classify(config: ClassifyConfig, progress=True, log=print) -> ClassifyRun:
@@ -168,8 +175,8 @@ def _build(config: ClassifyConfig, log, saved_groups=None) -> ClassifyRun:
         parallel=DataParallel(model, config.workers),
         settings=LoopSettings(max_steps=config.max_steps, grad_accum=config.grad_accum, grad_clip=config.grad_clip,
                               eval_interval=config.eval_interval),
-        out_dir=Path(config.out_dir), tokenizer=tokenizer, config=config, labels=data.labels, test_ids=test_ids,
-        test_labels=data.test_labels, base_sha256=base_sha256,
+        out_dir=Path(config.out_dir), tokenizer=tokenizer, config=config, data=data, test_ids=test_ids,
+        base_sha256=base_sha256,
     )
 
 
@@ -201,7 +208,7 @@ def predict(run: ClassifyRun) -> np.ndarray:
 
 def _finish(run: ClassifyRun, log) -> ClassifyRun:
     """The report: the classifier beside the baselines, and its confusion matrix (also in report.json)."""
-    data = load_labelled(run.config.data, run.config.text_field, run.config.label_field, seed=run.config.seed)
+    data = run.data
     n, true, predicted = len(run.labels), run.test_labels, predict(run)
     rows = [evaluation.report("this classifier", predicted, true, n),
             evaluation.report("majority class", evaluation.majority_class(data.train_labels, len(true)), true, n),
