@@ -30,6 +30,12 @@ def tiny_config(tiny_corpus, tmp_path):
     return make
 
 
+def tiny_bert_command(corpus, out, steps):
+    """``npllm train --model bert`` on the tiny corpus with a one-block, 16-wide BERT, into ``out``."""
+    return ["train", "--model", "bert", "--data", str(corpus), "--vocab-size", "300", "--n-layer", "1", "--n-embd",
+            "16", "--context-length", "16", "--max-steps", str(steps), "--eval-windows", "2", "--quiet", "--out", str(out)]
+
+
 def metrics(run):
     return [json.loads(line) for line in (run.out_dir / "metrics.jsonl").read_text().splitlines()]
 
@@ -79,9 +85,7 @@ def test_settings_are_checked_and_named(tiny_config):
 
 def test_cli_trains_a_bert_and_names_a_bad_flag(tiny_corpus, tmp_path, capsys):
     out = tmp_path / "cli"
-    code = main(["train", "--model", "bert", "--data", str(tiny_corpus), "--vocab-size", "300", "--n-layer", "1",
-                 "--n-embd", "16", "--context-length", "16", "--max-steps", "2", "--eval-windows", "2", "--quiet",
-                 "--out", str(out)])
+    code = main(tiny_bert_command(tiny_corpus, out, steps=2))
     assert code == 0 and "npllm fill-mask --checkpoint" in capsys.readouterr().out
     assert main(["train", "--model", "bert", "--mask-rate", "1.5", "--out", str(tmp_path / "x")]) == 2
     assert "--mask-rate must be in (0, 1]" in capsys.readouterr().err
@@ -93,9 +97,7 @@ def test_cli_fill_mask_on_a_trained_run_and_embed_on_a_saved_folder(tiny_corpus,
     from npllm.tokenizer import WordPieceTokenizer
 
     out = tmp_path / "run"
-    assert main(["train", "--model", "bert", "--data", str(tiny_corpus), "--vocab-size", "300", "--n-layer", "1",
-                 "--n-embd", "16", "--context-length", "16", "--max-steps", "2", "--eval-windows", "2", "--quiet",
-                 "--out", str(out)]) == 0
+    assert main(tiny_bert_command(tiny_corpus, out, steps=2)) == 0
     capsys.readouterr()
     assert main(["fill-mask", "--checkpoint", str(out), "--text", "the [MASK] sat on the [MASK].", "--top-k", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -126,9 +128,7 @@ def test_a_bert_run_refuses_an_init_it_would_ignore():
 
 def test_a_bert_run_given_to_a_gpt_command_is_one_line(tiny_corpus, tmp_path, capsys):
     out = tmp_path / "bert"
-    assert main(["train", "--model", "bert", "--data", str(tiny_corpus), "--vocab-size", "300", "--n-layer", "1",
-                 "--n-embd", "16", "--context-length", "16", "--max-steps", "1", "--eval-windows", "2", "--quiet",
-                 "--out", str(out)]) == 0
+    assert main(tiny_bert_command(tiny_corpus, out, steps=1)) == 0
     capsys.readouterr()
     for argv, message in [
         (["generate", "--checkpoint", str(out), "--prompt", "a"], "not a GPT run, so this command cannot use it"),
