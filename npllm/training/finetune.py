@@ -36,7 +36,7 @@ from npllm.errors import SettingError
 from npllm.io.atomic import atomic_write_text
 from npllm.models import GPT, SequenceClassifier
 from npllm.nn.lora import apply_lora
-from npllm.optim import AdamW, WarmupCosineLR, configure_param_groups, param_groups_by_name
+from npllm.optim import AdamW, configure_param_groups, param_groups_by_name
 from npllm.runtime.data_parallel import DataParallel
 from npllm.runtime.memory import keep_freed_memory
 from npllm.tensor import no_grad
@@ -45,7 +45,7 @@ from npllm.training.checkpoint import load_checkpoint
 from npllm.training.loop import LoopSettings, TrainingRun
 from npllm.training.objectives import Classification
 from npllm.training.pretrain import (END_OF_TEXT, check_settings, load_model, optimisation_checks,
-                                     require_new_run_folder, weights_sha256, with_workers_fixed)
+                                     require_new_run_folder, warmup_cosine, weights_sha256, with_workers_fixed)
 
 TRAINED = ("all", "last-blocks", "lora")
 INITS = ("pretrained", "random")
@@ -165,11 +165,10 @@ def _build(config: ClassifyConfig, log, saved_groups=None) -> ClassifyRun:
     test_ids = [tokenizer.encode_ordinary(text)[:context] or [pad_id] for text in data.test_texts]
     groups = param_groups_by_name(model, saved_groups) if saved_groups else configure_param_groups(model,
                                                                                                    config.weight_decay)
-    decay_steps = config.max_steps
     return ClassifyRun(
         model=model, objective=Classification(),
         optimizer=AdamW(groups, lr=config.lr, betas=(0.9, config.beta2)),
-        schedule=WarmupCosineLR(config.lr, min(config.warmup_steps, decay_steps), decay_steps, config.min_lr),
+        schedule=warmup_cosine(config, config.max_steps),
         batches=RandomExamples(train_ids, data.train_labels, config.batch_size, pad_id, seed=config.seed),
         evaluation_batches=lambda: example_batches(test_ids, data.test_labels, config.batch_size * 4, pad_id),
         parallel=DataParallel(model, config.workers),

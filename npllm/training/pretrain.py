@@ -29,6 +29,7 @@ import hashlib
 import math
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -393,6 +394,16 @@ def build_run(config: TrainConfig, tokenizer: BPETokenizer, text: str, log, mode
     )
 
 
+def warmup_cosine(config, decay_steps: int) -> WarmupCosineLR:
+    """The warm-up and cosine schedule of ``config``, its warm-up cut (with a warning) to fit ``decay_steps``."""
+    warmup = config.warmup_steps
+    if warmup > decay_steps:
+        warnings.warn(f"`warmup_steps` {warmup} is more than the {decay_steps} steps the schedule lasts;"
+                      f" the warm-up is cut to {decay_steps}")
+        warmup = decay_steps
+    return WarmupCosineLR(config.lr, warmup, decay_steps, config.min_lr)
+
+
 def optimisation(config: TrainConfig, model, param_groups) -> dict:
     """The run's fields that every pre-training recipe builds alike from ``TrainConfig``'s settings.
 
@@ -402,7 +413,7 @@ def optimisation(config: TrainConfig, model, param_groups) -> dict:
     decay_steps = config.decay_steps or config.max_steps
     return dict(
         optimizer=_optimizer(config, param_groups(model, config=config)),
-        schedule=WarmupCosineLR(config.lr, min(config.warmup_steps, decay_steps), decay_steps, config.min_lr),
+        schedule=warmup_cosine(config, decay_steps),
         parallel=DataParallel(model, config.workers),
         settings=LoopSettings(max_steps=config.max_steps, grad_accum=config.grad_accum, grad_clip=config.grad_clip,
                               eval_interval=config.eval_interval),

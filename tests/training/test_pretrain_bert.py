@@ -115,7 +115,7 @@ def test_cli_fill_mask_on_a_trained_run_and_embed_on_a_saved_folder(tiny_corpus,
     assert main(["embed", "--model", str(folder), "--out", str(tmp_path / "v.npy"), "the cat"]) == 0
     assert np.load(tmp_path / "v.npy").shape == (1, 8)
     assert main(["fill-mask", "--checkpoint", str(folder), "--text", "the [MASK]"]) == 2
-    assert "no masked-LM head" in capsys.readouterr().err
+    assert "holds a BERT without a masked-LM head" in capsys.readouterr().err
     assert main(["embed", "--model", str(tmp_path / "nowhere"), "x"]) == 2
 
 

@@ -22,7 +22,7 @@ from npllm.errors import SettingError
 from npllm.io.safetensors import CheckpointError
 from npllm.io.checksums import file_sha256
 from npllm.runtime.pool import cores
-from npllm.training.pretrain import METRICS_FILE, TrainConfig, TrainingError, resume, train, unigram_loss
+from npllm.training.pretrain import METRICS_FILE, TrainConfig, TrainingError, resume, train, unigram_loss, warmup_cosine
 
 TINY = dict(vocab_size=300, n_layer=1, n_head=2, n_embd=16, context_length=16, batch_size=4, eval_windows=4,
             warmup_steps=2, max_steps=8, decay_steps=8, eval_interval=4)
@@ -317,3 +317,10 @@ def test_an_out_dir_where_nothing_can_be_written_is_refused_before_the_corpus_is
     with pytest.raises(SettingError, match=r"^`out_dir` .*new/run: cannot write in .* \(Read-only file system\)$"):
         quiet_train(config)
     assert not Path(config.out_dir).parent.exists()  # the check left nothing behind
+
+
+def test_a_warm_up_longer_than_the_schedule_is_cut_with_a_warning(tiny_config):
+    config = tiny_config(max_steps=4, warmup_steps=10)
+    with pytest.warns(UserWarning, match="`warmup_steps` 10 is more than the 4 steps the schedule lasts"):
+        schedule = warmup_cosine(config, config.max_steps)
+    assert schedule(3) == pytest.approx(config.lr)  # the peak, reached at the last step of the cut warm-up
