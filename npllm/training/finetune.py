@@ -120,8 +120,7 @@ def classify(config: ClassifyConfig, progress=True, log=print) -> ClassifyRun:
     out_dir = Path(config.out_dir)
     require_new_run_folder(out_dir)
     run = _build(with_workers_fixed(config), log)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / loop.METRICS_FILE).unlink(missing_ok=True)
+    loop.prepare_run_folder(out_dir)
     return _finish(loop.train(run, progress, log), log)
 
 
@@ -221,6 +220,6 @@ def _finish(run: ClassifyRun, log) -> ClassifyRun:
     log("confusion matrix (rows: true label, columns: predicted, in the same order)")
     for label, counts in zip(run.labels, matrix):
         log(f"  {label:>{width}} " + " ".join(f"{count:4d}" for count in counts))
-    atomic_write_text(Path(run.out_dir) / REPORT_FILE, json.dumps(
-        {"step": run.step, "labels": run.labels, "results": rows, "confusion_matrix": matrix.tolist()}, indent=2))
+    run.parallel.ranks.on_writer(lambda: atomic_write_text(Path(run.out_dir) / REPORT_FILE, json.dumps(
+        {"step": run.step, "labels": run.labels, "results": rows, "confusion_matrix": matrix.tolist()}, indent=2)))
     return run

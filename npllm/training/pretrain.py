@@ -45,12 +45,13 @@ from npllm.pretrained import PretrainedError, load_pretrained
 from npllm.pretrained.folder import CONFIG_FILE
 from npllm.runtime.data_parallel import DataParallel
 from npllm.runtime.memory import keep_freed_memory
+from npllm.runtime.mpi import ranks_and_threads, world
 from npllm.runtime.pool import cores
 from npllm.tokenizer import BPETokenizer
 from npllm.training import loop
 from npllm.io.checksums import file_sha256
 from npllm.training.checkpoint import MODEL_FILE, STATE_FILE, load_checkpoint
-from npllm.training.loop import METRICS_FILE, LoopSettings, TrainingError, TrainingRun
+from npllm.training.loop import METRICS_FILE, LoopSettings, TrainingError, TrainingRun  # noqa: F401 (METRICS_FILE: part of this recipe's API)
 from npllm.training.objectives import NextToken
 
 END_OF_TEXT = "<|endoftext|>"
@@ -205,7 +206,7 @@ def start_run(config: TrainConfig, log) -> Run:
     out_dir = Path(config.out_dir)
     require_new_run_folder(out_dir)  # before the corpus, the tokenizer and the encoding are paid for
     init_model, tokenizer = _load_init(config, log) if config.init else (None, None)
-    corpus = load_corpus(config.data)
+    corpus = read_corpus(config.data)
     log(f"corpus: {corpus.description}, {len(corpus.text) / 1e6:.1f} M characters")
     if init_model is None:
         started = time.perf_counter()
@@ -222,8 +223,7 @@ def start_run(config: TrainConfig, log) -> Run:
         model_config = dataclasses.replace(config.model_config(config.vocab_size),
                                            layer_norm_eps=init_model.config.layer_norm_eps)
     run = build_run(config, tokenizer, corpus.text, log, model_config, initial_weights=init_model)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / METRICS_FILE).unlink(missing_ok=True)
+    loop.prepare_run_folder(out_dir)
     return run
 
 
@@ -239,10 +239,28 @@ def _load_init(config: TrainConfig, log) -> tuple[GPT, BPETokenizer]:
 
 
 def require_new_run_folder(out_dir: Path):
-    """Refuse, in one line and before any work, an ``out_dir`` that holds a run already or cannot be written."""
-    if (out_dir / "checkpoint").exists() or (out_dir / "checkpoint.old").exists():  # .old: a crash mid-save
-        raise TrainingError(f"{out_dir} already holds a run: continue it with `resume`, or choose another `out_dir`")
-    require_writable_folder(out_dir)
+    """Refuse, in one line and before any work, an ``out_dir`` that holds a run already or cannot be written.
+
+    Under MPI every rank checks (the ranks are interchangeable: a resume may
+    put rank 0 on another machine), and every rank stops if one cannot.
+    """
+    def check():
+        if (out_dir / "checkpoint").exists() or (out_dir / "checkpoint.old").exists():  # .old: a crash mid-save
+            raise TrainingError(f"{out_dir} already holds a run: continue it with `resume`, or choose another"
+                                " `out_dir`")
+        require_writable_folder(out_dir)
+
+    world().require_everywhere(check)
+
+
+def read_corpus(data: str):
+    """``load_corpus(data)``, read (or downloaded and cached) by rank 0 first, then by the other ranks."""
+    return world().writer_first(lambda: load_corpus(data))
+
+
+def cached_tokens(text: str, tokenizer) -> np.ndarray:
+    """``load_or_encode``: rank 0 encodes and caches the tokens while the others wait, then they map the same file."""
+    return world().writer_first(lambda: load_or_encode(text, tokenizer))
 
 
 def require_writable_folder(folder: Path):
@@ -310,7 +328,7 @@ def restore_run(out_dir, changes: dict, log, config_class=TrainConfig, fixed_on_
     if checkpoint.tokenizer_path is None:
         raise CheckpointError(f"{checkpoint.folder}: the checkpoint has no tokenizer file")
     tokenizer = BPETokenizer.load(checkpoint.tokenizer_path)
-    text = load_corpus(config.data).text
+    text = read_corpus(config.data).text
     if text_sha256(text) != checkpoint.train_state["corpus_sha256"]:
         raise CheckpointError(f"{checkpoint.folder}: the text of `data` {config.data} is not the text this run"
                               " was trained on (changed, or a relative path read from another folder)")
@@ -367,7 +385,7 @@ def build_run(config: TrainConfig, tokenizer: BPETokenizer, text: str, log, mode
     across recipes) and keeps its own objects with ``run_class`` (a subclass
     of ``Run``) and ``run_fields``.
     """
-    tokens = load_or_encode(text, tokenizer)
+    tokens = cached_tokens(text, tokenizer)
     train_tokens, validation_tokens = split_tokens(tokens, config.validation_fraction)
     require_windows(validation_tokens, config.context_length, "validation")  # now, not at the first evaluation
     log(f"tokens: {len(train_tokens):,} for training, {len(validation_tokens):,} for validation;"
@@ -376,7 +394,7 @@ def build_run(config: TrainConfig, tokenizer: BPETokenizer, text: str, log, mode
     if initial_weights is not None:
         model.load_state_dict(initial_weights.state_dict())
     log(f"model: {model.num_parameters():,} parameters, {model.flops_per_token() / 1e6:.1f} MFLOP per token;"
-        f" each batch shared by {config.workers} worker thread{'s' * (config.workers > 1)}")
+        f" each batch shared by {ranks_and_threads(config.workers)}")
     return (run_class or Run)(
         model=model,
         objective=objective or NextToken(),
