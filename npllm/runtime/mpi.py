@@ -51,7 +51,6 @@ import os
 import pickle
 import sys
 import time
-from contextlib import contextmanager
 
 import numpy as np
 
@@ -130,6 +129,10 @@ class Ranks:
     def everyone_failed(self, timeout=AGREEMENT_SECONDS) -> bool:
         """After an error here: whether every rank met one too (within ``timeout``); if not, ``abort``."""
         return True
+
+    def lost_partner(self, error: BaseException) -> str | None:
+        """The line to say if ``error`` is MPI's report that another rank is gone (None for anything else)."""
+        return None
 
     def abort(self, code: int):
         sys.exit(code)
@@ -264,6 +267,13 @@ class MPIRanks(Ranks):
             time.sleep(0.01)
         return True
 
+    def lost_partner(self, error):
+        if not isinstance(error, self.MPI.Exception):
+            return None
+        reason = error.Get_error_string().splitlines()[0].strip()
+        return (f"rank {self.rank} of {self.size}: another rank of the job stopped during a collective ({reason});"
+                " every rank stops")
+
     def abort(self, code):
         sys.stdout.flush()
         sys.stderr.flush()
@@ -305,6 +315,11 @@ def world(required=False) -> Ranks:
     return _WORLD
 
 
+def current_ranks() -> Ranks:
+    """The ranks ``world`` decided on, without deciding (one process if it has not been asked)."""
+    return _WORLD or Ranks()
+
+
 def _join() -> Ranks:
     try:
         import mpi4py
@@ -315,14 +330,3 @@ def _join() -> Ranks:
     from mpi4py import MPI
 
     return MPIRanks(MPI) if MPI.COMM_WORLD.Get_size() > 1 else Ranks()
-
-
-@contextmanager
-def alone():
-    """Run a block as one process whatever the environment says (tests, and bench's single-process side)."""
-    global _WORLD
-    previous, _WORLD = _WORLD, Ranks()
-    try:
-        yield _WORLD
-    finally:
-        _WORLD = previous
