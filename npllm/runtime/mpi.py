@@ -8,7 +8,9 @@ its *ranks* 0 .. N-1.  Every rank
 
 - builds the same model from the same seed and reads the same corpus and
   token cache (rank 0 builds what is missing, the others wait for it:
-  ``writer_first``), so every rank holds identical weights;
+  ``writer_first``), so every rank holds identical weights and token ids
+  (each learns the tokenizer, which is deterministic, and the ranks check
+  that their token files are the same);
 - draws every *global* batch from the same seeded sampler and keeps its own
   rows of it (``shard``), cut at the same places whatever the threads, so the
   batch the model learns from does not depend on N;
@@ -119,8 +121,8 @@ class Ranks:
         check()
 
     def on_writer(self, work):
-        """Run ``work()`` on the writer alone; an NpllmError or OSError there is raised on every rank."""
-        work()
+        """Run ``work()`` on the writer alone (its result there, None elsewhere); its NpllmError or OSError raised on every rank."""
+        return work()
 
     def writer_first(self, work):
         """``work()`` on the writer, then on the others (which find what it built); its error raised on every rank."""
@@ -220,7 +222,7 @@ class MPIRanks(Ranks):
         try:
             check()
             failure = None
-        except NpllmError as error:
+        except (NpllmError, OSError) as error:
             failure = str(error)
         failures = self.comm.allgather(failure)
         for rank, failure in enumerate(failures):
@@ -228,15 +230,16 @@ class MPIRanks(Ranks):
                 raise RanksError(failure if rank == 0 else f"rank {rank} of {self.size}: {failure}")
 
     def on_writer(self, work):
-        failure = None
+        result, failure = None, None
         if self.is_writer:
             try:
-                work()
+                result = work()
             except (NpllmError, OSError) as error:
-                failure = error
-        failure = self.comm.bcast(_picklable(failure), root=0)
+                failure = _picklable(error)
+        failure = self.comm.bcast(failure, root=0)
         if failure is not None:
             raise failure
+        return result
 
     def writer_first(self, work):
         """The writer works first while the others wait at a broadcast; then they do the same work.
@@ -246,15 +249,7 @@ class MPIRanks(Ranks):
         machines that share no disk every machine builds its own copy, each
         written atomically.)
         """
-        result, failure = None, None
-        if self.is_writer:
-            try:
-                result = work()
-            except (NpllmError, OSError) as error:
-                failure = error
-        failure = self.comm.bcast(_picklable(failure), root=0)
-        if failure is not None:
-            raise failure
+        result = self.on_writer(work)
         return result if self.is_writer else work()
 
     def everyone_failed(self, timeout=AGREEMENT_SECONDS):

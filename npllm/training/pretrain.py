@@ -36,7 +36,7 @@ import numpy as np
 
 from npllm.data.batches import RandomWindows, evaluation_batches, require_windows
 from npllm.data.sources import load_corpus
-from npllm.data.tokens import load_or_encode, split_tokens, text_sha256
+from npllm.data.tokens import load_or_encode, split_tokens, text_sha256, token_cache_path
 from npllm.errors import SettingError
 from npllm.io.safetensors import CheckpointError
 from npllm.models import GPT, GPTConfig
@@ -259,8 +259,14 @@ def read_corpus(data: str):
 
 
 def cached_tokens(text: str, tokenizer) -> np.ndarray:
-    """``load_or_encode``: rank 0 encodes and caches the tokens while the others wait, then they map the same file."""
-    return world().writer_first(lambda: load_or_encode(text, tokenizer))
+    """``load_or_encode``: rank 0 encodes and caches the tokens while the others wait, then they map the same file.
+
+    The file's name is a fingerprint of the text and the tokenizer: the ranks
+    compare it first, so no rank trains on other ids than rank 0's.
+    """
+    ranks = world()
+    ranks.require_same({"token_cache": token_cache_path(text, tokenizer).name}, "file")
+    return ranks.writer_first(lambda: load_or_encode(text, tokenizer))
 
 
 def require_writable_folder(folder: Path):

@@ -169,6 +169,17 @@ def test_an_output_folder_that_one_rank_cannot_write_stops_every_rank(corpus):
     assert not (corpus / "runs").exists()  # refused before any work
 
 
+@needs_mpi
+def test_an_error_on_one_rank_alone_aborts_the_job_in_bounded_time(corpus):
+    (corpus / "no-corpus-here").mkdir()
+    command = [sys.executable, "-m", "npllm.cli", "train", "--data", "tiny.txt", *TINY, "--out", "alone-fails"]
+    started = time.monotonic()
+    done = launch(corpus, 1, *command[3:], ":", "-n", "1", "-wdir", str(corpus / "no-corpus-here"), *command)
+    assert time.monotonic() - started < mpi.AGREEMENT_SECONDS + 30
+    assert done.returncode == 2
+    assert "no such file or folder: tiny.txt" in done.stderr and "(rank 1 of 2 alone: stopping the job)" in done.stderr
+
+
 def rank_process(marker, rank):
     """The pid of rank ``rank`` of the job whose environment carries ``marker``."""
     for _ in range(600):
