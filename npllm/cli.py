@@ -417,6 +417,7 @@ BENCHMARKS = {
     "distill": "npllm.bench.distill",
     "generate": "npllm.bench.generate",
     "ops": "npllm.bench.ops",
+    "mpi": "npllm.bench.mpi",
     "products": "npllm.bench.products",
     "tokenizer": "npllm.bench.tokenizer",
     "train": "npllm.bench.train",

@@ -87,6 +87,7 @@ class Ranks:
     """One process alone: rank 0 of 1.  Every collective is the identity; ``MPIRanks`` is the real thing."""
 
     rank, size = 0, 1
+    allreduce_seconds = 0.0  # time spent in sum_gradients' Allreduce, waiting for the others included (bench mpi)
 
     @property
     def is_writer(self) -> bool:
@@ -149,7 +150,6 @@ class MPIRanks(Ranks):
         self.errors = self.comm.Dup()  # failures are agreed on apart, never entangled with a step's collective
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self.packed = None  # the Allreduce buffer, kept between steps
-        self.allreduce_seconds = 0.0  # time spent in sum_gradients' Allreduce since the last reset (for bench)
 
     def shard(self, batch, objective, every_rank=True):
         """Rows ``bounds[r]:bounds[r + 1]`` of the global batch: nearly equal blocks, whatever the threads do.

@@ -173,7 +173,7 @@ def _loop(run: TrainingRun, stop, progress, log):
     while run.step < settings.max_steps and not stop.agreed:
         started = time.perf_counter()
         lr = run.schedule(run.step)
-        loss, counted = _step(run, lr, stop)
+        loss, counted = train_step(run, lr, stop)
         record = {"step": run.step + 1, "train_loss": loss, "lr": lr,
                   f"{unit}_per_s": counted / (time.perf_counter() - started)}
         run.step += 1
@@ -196,14 +196,15 @@ def _loop(run: TrainingRun, stop, progress, log):
         log(f"interrupted: saved step {run.step} in {run.out_dir}; continue it with `resume`")
 
 
-def _step(run: TrainingRun, lr: float, stop) -> tuple[float, int]:
+def train_step(run: TrainingRun, lr: float, stop=None) -> tuple[float, int]:
     """One optimizer step over ``grad_accum`` micro-batches; returns the mean loss and the targets counted.
 
     Each rank draws the whole micro-batch (the sampler stays the same on
     every rank) and learns from its rows, weighted by their share of the
     batch's targets; the sum over the ranks, one Allreduce, is the gradient
     of the whole batch.  The votes to stop travel with it, so every rank
-    agrees on whether this step is the last.
+    agrees on whether this step is the last (``stop``: the loop's stop
+    request; None for a step taken outside the loop, as ``npllm bench mpi`` does).
     """
     accumulate, ranks = run.settings.grad_accum, run.parallel.ranks
     set_lr(run.optimizer, lr)
@@ -215,8 +216,9 @@ def _step(run: TrainingRun, lr: float, stop) -> tuple[float, int]:
         if share:
             total += share * run.parallel.forward_backward(rows, run.objective, scale=share / accumulate)
         counted += run.objective.count(batch)
-    total, votes = ranks.sum_gradients(run.optimizer, [total, float(stop.requested)])
-    stop.agreed = votes > 0
+    total, votes = ranks.sum_gradients(run.optimizer, [total, float(stop is not None and stop.requested)])
+    if stop is not None:
+        stop.agreed = votes > 0
     _stop_unless_finite("loss", total, run.step + 1, run.out_dir)  # (the same sum on every rank: all stop)
     clip_grad_norm([p for p in run.model.parameters() if p.requires_grad], run.settings.grad_clip)
     run.optimizer.step()

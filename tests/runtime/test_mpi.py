@@ -245,3 +245,18 @@ def test_without_mpi4py_a_run_under_mpiexec_says_how_to_install_it(monkeypatch, 
 def test_importing_npllm_never_loads_mpi4py():
     code = "import sys, npllm, npllm.training.pretrain, npllm.cli; assert 'mpi4py' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, env=environment(Path.cwd()))
+
+
+@needs_mpi
+@pytest.mark.bench
+def test_bench_mpi_prints_every_layout_with_the_same_first_loss(capsys):
+    from npllm.bench.mpi import main as bench_mpi
+
+    assert bench_mpi(["--steps", "1", "--warmup", "1", "--check-ranks", "3", "--json"]) == 0
+    output = capsys.readouterr().out
+    for layout in ("1 rank × 1 thread", "1 rank × 2 threads", "2 ranks × 1 thread", "3 ranks × 1 thread"):
+        assert layout in output
+    summary = json.loads(output.strip().splitlines()[-1])
+    losses = [figures["first_loss"] for figures in [*summary["layouts"].values(), summary["check"]]]
+    np.testing.assert_allclose(losses, losses[0], rtol=1e-5)
+    assert 0 < summary["layouts"]["2 ranks × 1 thread"]["allreduce_share"] < 1
