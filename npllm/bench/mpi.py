@@ -7,8 +7,9 @@ preset, after warm-up steps.  Each layout runs as its own MPI job
 (``mpiexec -n RANKS``, MPICH's, from the ``mpi`` extra), alternating
 layouts ``--repeats`` times; the figures are medians.  Printed per layout:
 tokens/s of the global batch, ms per step, and for several ranks the time
-rank 0 spends in the step's Allreduce (which includes waiting for the slower
-rank) and its share of the step.  The first step's loss of every layout is
+rank 0 spends in the step's Allreduce and its share of the step, and apart
+from it the time spent waiting for the slower rank (a barrier just before
+the Allreduce tells the two apart).  The first step's loss of every layout is
 printed too: the same global batch gives the same loss whatever the layout,
 to float32 summation order.
 
@@ -57,18 +58,21 @@ def measure(preset_name, steps, warmup, workers) -> dict | None:
     first_loss = train_step(run, 3e-4)[0]
     for _ in range(warmup - 1):
         train_step(run, 3e-4)
-    step_seconds, allreduce_seconds = [], []
+    ranks.measure_waiting = True  # a barrier before each Allreduce: the wait for the slower rank measured apart
+    step_seconds, allreduce_seconds, waiting_seconds = [], [], []
     for _ in range(steps):
-        before, started = ranks.allreduce_seconds, time.perf_counter()
+        before, waited, started = ranks.allreduce_seconds, ranks.waiting_seconds, time.perf_counter()
         train_step(run, 3e-4)
         step_seconds.append(time.perf_counter() - started)
         allreduce_seconds.append(ranks.allreduce_seconds - before)
+        waiting_seconds.append(ranks.waiting_seconds - waited)
     if not ranks.is_writer:
         return None
     step, allreduce = float(np.median(step_seconds)), float(np.median(allreduce_seconds))
     return {"ranks": ranks.size, "threads": workers, "first_loss": first_loss, "ms_per_step": step * 1e3,
             "tokens_per_s": preset["batch_size"] * preset["context_length"] / step,
             "allreduce_ms": allreduce * 1e3, "allreduce_share": allreduce / step,
+            "waiting_ms": float(np.median(waiting_seconds)) * 1e3,
             "gradient_mb": sum(flat.grad.nbytes for flat in optimizer.flat_groups) / 1e6}
 
 
@@ -93,8 +97,8 @@ def layout_name(figures) -> str:
 
 
 def report_line(figures) -> str:
-    allreduce = (f"   Allreduce {figures['allreduce_ms']:6.2f} ms/step ({figures['allreduce_share']:5.1%} of the step)"
-                 if figures["ranks"] > 1 else "")
+    allreduce = (f"   Allreduce {figures['allreduce_ms']:6.2f} ms/step ({figures['allreduce_share']:5.1%} of the step),"
+                 f" before it {figures['waiting_ms']:6.1f} ms waiting for the slower rank" if figures["ranks"] > 1 else "")
     return (f"  {layout_name(figures):>18}: {figures['tokens_per_s']:9,.0f} tokens/s  {figures['ms_per_step']:8.1f} ms/step"
             f"   first loss {figures['first_loss']:.6f}{allreduce}")
 
@@ -129,7 +133,8 @@ def main(argv=None):
         for ranks, threads in LAYOUTS:
             runs[ranks, threads].append(measure_job(launcher, ranks, threads, args.preset, steps, args.warmup))
     results = {layout: {**figures[0], **{key: float(np.median([run[key] for run in figures]))
-                                         for key in ("ms_per_step", "tokens_per_s", "allreduce_ms", "allreduce_share")}}
+                                         for key in ("ms_per_step", "tokens_per_s", "allreduce_ms", "allreduce_share",
+                                                     "waiting_ms")}}
                for layout, figures in runs.items()}
     preset = PRESETS[args.preset]
     repeats = f", median of {args.repeats} alternating runs" if args.repeats > 1 else ""

@@ -77,9 +77,9 @@ def launched_by_mpiexec(environ=os.environ) -> bool:
     return any(name in environ for name in LAUNCHER_VARIABLES)
 
 
-def ranks_and_threads(workers: int, ranks=None) -> str:
+def ranks_and_threads(workers: int) -> str:
     """How a batch is shared, for the log: ``2 ranks × 1 thread``."""
-    size = (ranks or world()).size
+    size = world().size
     return f"{size} rank{'s' * (size > 1)} × {workers} thread{'s' * (workers > 1)}"
 
 
@@ -87,7 +87,10 @@ class Ranks:
     """One process alone: rank 0 of 1.  Every collective is the identity; ``MPIRanks`` is the real thing."""
 
     rank, size = 0, 1
-    allreduce_seconds = 0.0  # time spent in sum_gradients' Allreduce, waiting for the others included (bench mpi)
+    # For npllm bench mpi: seconds spent in sum_gradients' Allreduce, and (with measure_waiting, a barrier just
+    # before it) apart from them the seconds spent waiting for the slowest rank to finish its backward pass.
+    allreduce_seconds = waiting_seconds = 0.0
+    measure_waiting = False
 
     @property
     def is_writer(self) -> bool:
@@ -130,7 +133,7 @@ class Ranks:
         return work()
 
     def everyone_failed(self, timeout=AGREEMENT_SECONDS) -> bool:
-        """After an error here: whether every rank met one too (within ``timeout``); if not, ``abort``."""
+        """After an error here: whether every rank met one too (within ``timeout``); if not, the caller aborts the job."""
         return True
 
     def lost_partner(self, error: BaseException) -> str | None:
@@ -191,6 +194,10 @@ class MPIRanks(Ranks):
         for grad, start, stop in zip(grads, offsets[:-1], offsets[1:]):
             self.packed[start:stop] = grad
         self.packed[offsets[-1]:] = scalars
+        if self.measure_waiting:
+            started = time.perf_counter()
+            self.comm.Barrier()
+            self.waiting_seconds += time.perf_counter() - started
         started = time.perf_counter()
         self.comm.Allreduce(self.MPI.IN_PLACE, self.packed, op=self.MPI.SUM)
         self.allreduce_seconds += time.perf_counter() - started

@@ -39,6 +39,7 @@ from npllm.nn.lora import apply_lora
 from npllm.optim import AdamW, WarmupCosineLR, configure_param_groups, param_groups_by_name
 from npllm.runtime.data_parallel import DataParallel
 from npllm.runtime.memory import keep_freed_memory
+from npllm.runtime.mpi import ranks_and_threads
 from npllm.tensor import no_grad
 from npllm.training import evaluation, loop
 from npllm.training.checkpoint import load_checkpoint
@@ -157,7 +158,8 @@ def _build(config: ClassifyConfig, log, saved_groups=None) -> ClassifyRun:
     count = sum(p.size for p in model.parameters() if p.requires_grad)
     blocks = body.config.n_layer
     log(f"model: {config.init} GPT of {blocks} block{'s' * (blocks != 1)} and a head of {len(data.labels)} labels;"
-        f" training {trained}: {count:,} of {total:,} parameters ({count / total:.1%})")
+        f" training {trained}: {count:,} of {total:,} parameters ({count / total:.1%});"
+        f" each batch shared by {ranks_and_threads(config.workers)}")
     pad_id = tokenizer.special_tokens[END_OF_TEXT]
     context = body.config.context_length
     train_ids = [tokenizer.encode_ordinary(text)[:context] or [pad_id] for text in data.train_texts]
