@@ -49,6 +49,7 @@ objective's loss (a recipe measures accuracy and the like itself, in
 
 import json
 import math
+import re
 import signal
 import time
 from contextlib import contextmanager
@@ -357,7 +358,7 @@ def _by_rank(states: list[dict]) -> dict:
 def _of_rank(states: dict, rank: int) -> dict:
     """The states ``_by_rank`` stored for ``rank`` (none for a rank the saved run did not have: it keeps its own)."""
     if rank == 0:
-        return {name: state for name, state in states.items() if not name.startswith("rank")}
+        return {name: state for name, state in states.items() if not re.match(r"rank\d+\.", name)}
     prefix = f"rank{rank}."
     return {name.removeprefix(prefix): state for name, state in states.items() if name.startswith(prefix)}
 
