@@ -176,24 +176,56 @@ def _run_recipe(argv, prog, description, config_class, start, resume, left_out=(
                             help="bert: masked-LM pre-training of an encoder; gpt: next-token prediction (default)")
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--mpi", action="store_true",
+                        help="one of the ranks of an MPI job (implied under mpiexec): mpiexec -n N " + prog + " ...")
     for field in fields:
         kind = flag_type(field)
         explained = {**TRAIN_FLAG_HELP, **DISTILL_FLAG_HELP, **(help_table or {})}[field.name]
         parser.add_argument(_flag(field.name), dest=field.name, type=kind, metavar=kind.__name__.upper(),
                             help=f"{explained} (default {field.default})")
     args = vars(parser.parse_args(argv))
+    ranks = _join_ranks(args.pop("mpi", False), {"command": prog, **args})
+    log = _log if ranks.is_writer else _silent
     args.pop("model", None)
-    is_resume, quiet = args.pop("resume", False), args.pop("quiet", False)
+    is_resume, quiet = args.pop("resume", False), args.pop("quiet", False) or not ranks.is_writer
     if is_resume:
         out_dir = args.pop("out_dir", next(field.default for field in fields if field.name == "out_dir"))
-        run = resume(out_dir, changes=args, progress=not quiet, log=_log)
+        run = resume(out_dir, changes=args, progress=not quiet, log=log)
     else:
-        run = start((make_config or (lambda settings: config_class(**settings)))(args), progress=not quiet, log=_log)
-    if run.step < run.settings.max_steps:  # Ctrl-C: the loop saved the step it finished and said so
-        print(f"stopped at step {run.step} of {run.settings.max_steps}; continue with the same command and --resume")
+        config = (make_config or (lambda settings: config_class(**settings)))(args)
+        if getattr(config, "batch_size", ranks.size) < ranks.size:  # (a resumed run's is checked by the loop)
+            from npllm.errors import SettingError
+
+            raise SettingError(f"`batch_size` {config.batch_size} is fewer examples than the {ranks.size} ranks:"
+                               " every rank needs at least one of each batch")
+        run = start(config, progress=not quiet, log=log)
+    if run.step < run.settings.max_steps:  # Ctrl-C or SIGTERM: the loop saved the step it finished and said so
+        if ranks.is_writer:
+            print(f"stopped at step {run.step} of {run.settings.max_steps};"
+                  " continue with the same command and --resume")
         return 130
-    print(f"done: step {run.step}; checkpoint in {run.config.out_dir}/checkpoint; {then(run)}")
+    if ranks.is_writer:
+        print(f"done: step {run.step}; checkpoint in {run.config.out_dir}/checkpoint; {then(run)}")
     return 0
+
+
+def _join_ranks(required: bool, flags: dict):
+    """This process's place in an MPI job (one process alone unless mpiexec started it, or ``--mpi``).
+
+    Every rank must have been given the same flags: rank 0's are sent to the
+    others and compared before any work (the first difference is named).
+    """
+    from npllm.runtime.mpi import world
+
+    ranks = world(required=required)
+    ranks.require_same(flags, "flag")
+    if not ranks.is_writer:
+        warnings.simplefilter("ignore")  # rank 0 says what needs saying
+    return ranks
+
+
+def _silent(line: str):
+    """The log of an MPI rank other than 0."""
 
 
 
@@ -395,6 +427,7 @@ BENCHMARKS = {
     "distill": "npllm.bench.distill",
     "generate": "npllm.bench.generate",
     "ops": "npllm.bench.ops",
+    "mpi": "npllm.bench.mpi",
     "products": "npllm.bench.products",
     "tokenizer": "npllm.bench.tokenizer",
     "train": "npllm.bench.train",
@@ -445,11 +478,49 @@ def main(argv=None):
     try:
         return command(argv[1:]) or 0
     except _user_errors() as error:
-        print(f"npllm {argv[0]}: error: {_one_line(error)}", file=sys.stderr)
-        return 2
+        return _fail(f"npllm {argv[0]}: error: {_one_line(error)}", 2)
     except KeyboardInterrupt:
-        print(f"npllm {argv[0]}: interrupted", file=sys.stderr)
-        return 130
+        return _fail(f"npllm {argv[0]}: interrupted", 130)
+    except Exception as error:
+        _abort_other_ranks_on_a_bug(f"npllm {argv[0]}", error)
+        raise
+
+
+def _fail(line: str, status: int) -> int:
+    """Say ``line`` and return ``status``: under MPI, once (rank 0) if every rank failed, else abort the whole job.
+
+    A rank that fails alone cannot simply leave: the others would wait for it
+    in their next collective for ever.  So it waits a few seconds for them to
+    fail too, and otherwise says its line, naming itself, and aborts the job.
+    """
+    from npllm.runtime.mpi import current_ranks
+
+    ranks = current_ranks()
+    if ranks.everyone_failed():
+        if ranks.is_writer:
+            print(line, file=sys.stderr)
+        return status
+    print(f"{line} (rank {ranks.rank} of {ranks.size} alone: stopping the job)", file=sys.stderr)
+    ranks.abort(status)
+
+
+def _abort_other_ranks_on_a_bug(command: str, error: Exception):
+    """Any other exception on one rank of an MPI job: say it here (a traceback if it is a bug), and end every rank.
+
+    MPI's own error (a partner died while this rank waited for it) is one line.
+    """
+    from npllm.runtime.mpi import current_ranks
+
+    ranks = current_ranks()
+    if ranks.size > 1:
+        lost = ranks.lost_partner(error)
+        if lost:
+            print(f"{command}: error: {lost}", file=sys.stderr)
+        else:
+            import traceback
+
+            traceback.print_exc()
+        ranks.abort(1)
 
 
 if __name__ == "__main__":

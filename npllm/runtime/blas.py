@@ -21,6 +21,13 @@ once, when NumPy is first imported, so ``npllm`` (the package's ``__init__``) im
 before NumPy.  If NumPy is already loaded, or the variable is already set,
 nothing changes.
 
+**Sharing the machine with other ranks.**  Under ``mpiexec`` several
+processes (ranks, ``npllm.runtime.mpi``) may run on one machine; each then
+owns its share of the cores (``cores_per_rank``), and its BLAS pool is made
+that size (``OPENBLAS_NUM_THREADS``, read when NumPy loads, like the
+timeout): two ranks on two cores, each with a two-thread BLAS, would make
+four threads fight over two cores.
+
 **How many threads.**  When our own threads already keep every core busy
 (data-parallel training, ``npllm.runtime.data_parallel``: one thread per core,
 each on its slice of the batch), a product must not split itself over the
@@ -40,6 +47,23 @@ import ctypes
 import os
 
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "17")  # spin 2^17 cycles (~50 us), not 2^28, before sleeping
+
+# How many processes of one MPI job run on this machine, as the launchers say: MPICH's Hydra, Open MPI.
+_LOCAL_RANKS_VARIABLES = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE")
+
+
+def _allowed_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def cores_per_rank() -> int:
+    """The cores this process may use: those it may run on, shared equally with its job's other ranks here."""
+    local = next((int(os.environ[name]) for name in _LOCAL_RANKS_VARIABLES if os.environ.get(name, "").isdigit()), 1)
+    return max(1, _allowed_cores() // max(local, 1))
+
+
+if cores_per_rank() < _allowed_cores():
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", str(cores_per_rank()))  # (only under mpiexec, with company)
 
 # The names of OpenBLAS's get/set functions: plain builds, and NumPy's wheels (scipy-openblas, 64-bit integers).
 _THREAD_FUNCTION_NAMES = (

@@ -46,6 +46,12 @@ Each replica has dropout generators of its own (spawned from the model's),
 so two shards never share a mask.  More workers than cores is allowed (the
 threads then take turns) and gives the same numbers as on a machine with
 that many cores: the shards, not the cores, decide the sums.
+
+Across processes and machines the same idea runs one level up
+(``npllm.runtime.mpi``): each MPI rank takes its rows of the global batch
+and shares them among its own threads here; ``ranks`` says which rank this
+is.  A rank other than 0 moves every dropout generator to a stream of its
+own (``jumped``), so no two ranks draw the same masks.
 """
 
 import copy
@@ -54,6 +60,7 @@ import numpy as np
 
 from npllm.nn.layers import own_generator
 from npllm.runtime.blas import blas_threads_limited
+from npllm.runtime.mpi import world
 from npllm.runtime.pool import cores, executor, working_alone
 from npllm.tensor import no_grad
 
@@ -66,14 +73,21 @@ class DataParallel:
     >>> loss = parallel.loss(batch, objective)               # forward only, for validation
 
     ``replicas[0]`` is ``model`` itself; the others share its weights.
+    ``ranks`` are the processes of an MPI job this is one of (default:
+    ``npllm.runtime.mpi.world()``, one process unless mpiexec started it).
     """
 
-    def __init__(self, model, workers=None):
+    def __init__(self, model, workers=None, ranks=None):
         workers = cores() if workers is None else workers
         if workers < 1:
             raise ValueError(f"DataParallel: workers must be at least 1, got {workers}")
         self.model = model
         self.replicas = [model] + [_replica(model) for _ in range(workers - 1)]
+        self.ranks = world() if ranks is None else ranks
+        if self.ranks.rank:
+            for replica in self.replicas:
+                for _, generator in replica.named_generators():  # rank r: r jumps of 2^127 draws ahead
+                    generator.bit_generator.state = generator.bit_generator.jumped(self.ranks.rank).state
 
     @property
     def workers(self) -> int:

@@ -30,11 +30,12 @@ row whole.
 """
 
 import contextlib
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+from npllm.runtime.blas import cores_per_rank
 
 CHUNK_ELEMENTS = 1 << 17  # elements per piece: 512 KB of float32
 _pool = None
@@ -42,8 +43,8 @@ _this_thread = threading.local()  # .alone: map_rows in this thread uses no help
 
 
 def cores() -> int:
-    """The number of cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """The number of cores this process may run on (under mpiexec: its share of them, ``cores_per_rank``)."""
+    return cores_per_rank()
 
 
 def executor() -> ThreadPoolExecutor:

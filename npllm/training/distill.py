@@ -32,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 
-from npllm.data.sources import load_corpus
 from npllm.errors import SettingError
 from npllm.models import GPT
 from npllm.runtime.data_parallel import DataParallel
@@ -91,7 +90,7 @@ def distill(config: DistillConfig, progress=True, log=print) -> DistillRun:
     config = dataclasses.replace(pretrain.with_workers_fixed(config),
                                  **{name: getattr(teacher.config, name) for name in FROM_THE_TEACHER})
     check_student_init(config, teacher)
-    corpus = load_corpus(config.data)
+    corpus = pretrain.read_corpus(config.data)
     log(f"corpus: {corpus.description}, {len(corpus.text) / 1e6:.1f} M characters")
     log(f"teacher: {config.teacher}, {teacher.num_parameters():,} parameters; its tokenizer, {tokenizer.vocab_size} ids")
     run = _build(config, tokenizer, corpus.text, log, pretrain._new_param_groups, teacher,
@@ -101,8 +100,7 @@ def distill(config: DistillConfig, progress=True, log=print) -> DistillRun:
         log(f"student: blocks {', '.join(str(2 * i) for i in range(config.n_layer))} of the teacher, its embeddings"
             " and final norm")
     log(f"teacher's validation loss {teacher_validation_loss(run, teacher):.3f}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / loop.METRICS_FILE).unlink(missing_ok=True)
+    loop.prepare_run_folder(out_dir)
     return loop.train(run, progress, log)
 
 

@@ -39,6 +39,7 @@ from npllm.nn.lora import apply_lora
 from npllm.optim import AdamW, configure_param_groups, param_groups_by_name
 from npllm.runtime.data_parallel import DataParallel
 from npllm.runtime.memory import keep_freed_memory
+from npllm.runtime.mpi import ranks_and_threads
 from npllm.tensor import no_grad
 from npllm.training import evaluation, loop
 from npllm.training.checkpoint import load_checkpoint
@@ -120,8 +121,7 @@ def classify(config: ClassifyConfig, progress=True, log=print) -> ClassifyRun:
     out_dir = Path(config.out_dir)
     require_new_run_folder(out_dir)
     run = _build(with_workers_fixed(config), log)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / loop.METRICS_FILE).unlink(missing_ok=True)
+    loop.prepare_run_folder(out_dir)
     return _finish(loop.train(run, progress, log), log)
 
 
@@ -158,7 +158,8 @@ def _build(config: ClassifyConfig, log, saved_groups=None) -> ClassifyRun:
     count = sum(p.size for p in model.parameters() if p.requires_grad)
     blocks = body.config.n_layer
     log(f"model: {config.init} GPT of {blocks} block{'s' * (blocks != 1)} and a head of {len(data.labels)} labels;"
-        f" training {trained}: {count:,} of {total:,} parameters ({count / total:.1%})")
+        f" training {trained}: {count:,} of {total:,} parameters ({count / total:.1%});"
+        f" each batch shared by {ranks_and_threads(config.workers)}")
     pad_id = tokenizer.special_tokens[END_OF_TEXT]
     context = body.config.context_length
     train_ids = [tokenizer.encode_ordinary(text)[:context] or [pad_id] for text in data.train_texts]
@@ -220,6 +221,6 @@ def _finish(run: ClassifyRun, log) -> ClassifyRun:
     log("confusion matrix (rows: true label, columns: predicted, in the same order)")
     for label, counts in zip(run.labels, matrix):
         log(f"  {label:>{width}} " + " ".join(f"{count:4d}" for count in counts))
-    atomic_write_text(Path(run.out_dir) / REPORT_FILE, json.dumps(
-        {"step": run.step, "labels": run.labels, "results": rows, "confusion_matrix": matrix.tolist()}, indent=2))
+    run.parallel.ranks.on_writer(lambda: atomic_write_text(Path(run.out_dir) / REPORT_FILE, json.dumps(
+        {"step": run.step, "labels": run.labels, "results": rows, "confusion_matrix": matrix.tolist()}, indent=2)))
     return run

@@ -22,7 +22,8 @@ rather than a demo:
   weights, the optimizer's state, the step, every random generator's state
   and the recipe's own state (its config, the tokenizer), so ``restore``
   continues *bit for bit* as if the run had never stopped;
-- Ctrl-C finishes the current step, saves, and returns;
+- Ctrl-C (or SIGTERM, as a cluster's scheduler sends) finishes the current
+  step, saves, and returns;
 - a NaN or infinite loss stops the run before it can be saved, so the last
   good checkpoint stays intact.
 
@@ -31,6 +32,12 @@ averages their gradients, training with an effective batch ``grad_accum``
 times larger in the memory of one.  Each micro-batch is shared by the
 threads of ``npllm.runtime.data_parallel.DataParallel``, weighted by the targets each
 slice counts.
+
+Under ``mpiexec -n N`` the same loop runs on every rank
+(``npllm.runtime.mpi``, reached as ``run.parallel.ranks``): each rank keeps
+its rows of every micro-batch, the gradients are summed by one Allreduce
+per step, which also carries the loss and the votes to stop, and rank 0
+alone writes.  With one process every one of those calls does nothing.
 
 Errors name settings in backquotes (`` `lr` ``), as ``npllm.errors`` says;
 the command line shows them as flags.
@@ -42,8 +49,10 @@ objective's loss (a recipe measures accuracy and the like itself, in
 
 import json
 import math
+import re
 import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -56,6 +65,7 @@ from npllm.io.atomic import FileWriteError, atomic_write_text
 from npllm.io.safetensors import CheckpointError
 from npllm.optim import clip_grad_norm, set_lr
 from npllm.runtime.data_parallel import DataParallel
+from npllm.runtime.mpi import world
 from npllm.training.checkpoint import Checkpoint, save_checkpoint
 from npllm.training.objectives import Objective
 
@@ -118,11 +128,42 @@ class TrainingRun:
 
 
 def train(run: TrainingRun, progress=True, log=print) -> TrainingRun:
-    """Train ``run`` until ``settings.max_steps`` (or Ctrl-C, which saves first)."""
+    """Train ``run`` until ``settings.max_steps`` (or Ctrl-C or SIGTERM, which save first).
+
+    Under MPI every rank calls this; rank 0's recipe state (its settings,
+    its corpus's fingerprint) must be every rank's, and rank 0 alone shows
+    the progress bar and logs.
+    """
+    ranks = run.parallel.ranks
+    ranks.require_same(_comparable_settings(run), "setting")
     stop = _StopRequest()
-    with stop.on_ctrl_c():
-        _loop(run, stop, progress, log)
+    with stop.on_signals():
+        _loop(run, stop, progress and ranks.is_writer, log if ranks.is_writer else _silent)
     return run
+
+
+def _silent(line):
+    """The log of a rank other than 0: rank 0 speaks for the job."""
+
+
+def _comparable_settings(run: TrainingRun) -> dict:
+    """The recipe's state as one flat dict (its config's fields by name), for comparing the ranks.
+
+    ``workers`` is left out: each rank uses the threads of its own machine.
+    """
+    state = json.loads(json.dumps(run.recipe_state(), default=str))
+    flat = {**state.pop("config", {}), **state}
+    flat.pop("workers", None)
+    return flat
+
+
+def prepare_run_folder(out_dir):
+    """Create a new run's folder and start its metrics afresh (on rank 0: the others write nothing)."""
+    def prepare():
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / METRICS_FILE).unlink(missing_ok=True)
+
+    world().on_writer(prepare)
 
 
 def _loop(run: TrainingRun, stop, progress, log):
@@ -130,10 +171,10 @@ def _loop(run: TrainingRun, stop, progress, log):
     metrics_path = Path(run.out_dir) / METRICS_FILE
     bar = tqdm(total=settings.max_steps, initial=run.step, disable=not progress, unit="step", dynamic_ncols=True)
     run.model.train()
-    while run.step < settings.max_steps and not stop.requested:
+    while run.step < settings.max_steps and not stop.agreed:
         started = time.perf_counter()
         lr = run.schedule(run.step)
-        loss, counted = _step(run, lr)
+        loss, counted = train_step(run, lr, stop)
         record = {"step": run.step + 1, "train_loss": loss, "lr": lr,
                   f"{unit}_per_s": counted / (time.perf_counter() - started)}
         run.step += 1
@@ -142,7 +183,7 @@ def _loop(run: TrainingRun, stop, progress, log):
             record["val_loss"] = evaluate(run)
             _stop_unless_finite("validation loss", record["val_loss"], run.step, run.out_dir)
             record.update(run.evaluation_metrics())
-        _append_metrics(metrics_path, record)  # before saving, so a saved step always has its record
+        run.parallel.ranks.on_writer(lambda: _append_metrics(metrics_path, record))  # before saving: a saved step has its record
         if evaluating:
             save(run)
         bar.update(1)
@@ -151,23 +192,35 @@ def _loop(run: TrainingRun, stop, progress, log):
                          **{name.removeprefix("val_"): f"{value:.3f}" for name, value in record.items()
                             if name.startswith("val_") and name != "val_loss"}})
     bar.close()
-    if stop.requested and run.step < settings.max_steps:
+    if stop.agreed and run.step < settings.max_steps:
         save(run)
         log(f"interrupted: saved step {run.step} in {run.out_dir}; continue it with `resume`")
 
 
-def _step(run: TrainingRun, lr: float) -> tuple[float, int]:
-    """One optimizer step over ``grad_accum`` micro-batches; returns the mean loss and the targets counted."""
-    accumulate = run.settings.grad_accum
+def train_step(run: TrainingRun, lr: float, stop=None) -> tuple[float, int]:
+    """One optimizer step over ``grad_accum`` micro-batches; returns the mean loss and the targets counted.
+
+    Each rank draws the whole micro-batch (the sampler stays the same on
+    every rank) and learns from its rows, weighted by their share of the
+    batch's targets; the sum over the ranks, one Allreduce, is the gradient
+    of the whole batch.  The votes to stop travel with it, so every rank
+    agrees on whether this step is the last (``stop``: the loop's stop
+    request; None for a step taken outside the loop, as ``npllm bench mpi`` does).
+    """
+    accumulate, ranks = run.settings.grad_accum, run.parallel.ranks
     set_lr(run.optimizer, lr)
     run.optimizer.zero_grad()
     total, counted = 0.0, 0
     for _ in range(accumulate):
         batch = run.batches.next_batch()
-        loss = run.parallel.forward_backward(batch, run.objective, scale=1.0 / accumulate)
-        _stop_unless_finite("loss", loss, run.step + 1, run.out_dir)
-        total += loss
+        rows, share = ranks.shard(batch, run.objective)
+        if share:
+            total += share * run.parallel.forward_backward(rows, run.objective, scale=share / accumulate)
         counted += run.objective.count(batch)
+    total, votes = ranks.sum_gradients(run.optimizer, [total, float(stop is not None and stop.requested)])
+    if stop is not None:
+        stop.agreed = votes > 0
+    _stop_unless_finite("loss", total, run.step + 1, run.out_dir)  # (the same sum on every rank: all stop)
     clip_grad_norm([p for p in run.model.parameters() if p.requires_grad], run.settings.grad_clip)
     run.optimizer.step()
     return total / accumulate, counted
@@ -187,29 +240,45 @@ def evaluate(run: TrainingRun, objective: Objective = None) -> float:
     the one it trains on (a distilled student is measured on the text alone,
     so its figure compares with its teacher's and with a student trained
     from scratch).
+
+    Under MPI each rank measures its rows of every batch; the ranks' parts
+    are summed (one Allreduce) before the batches are averaged.
     """
     objective = objective or run.evaluation_objective or run.objective
+    ranks = run.parallel.ranks
     run.model.eval()
     losses, weights = [], []
     for batch in run.evaluation_batches():
-        losses.append(run.parallel.loss(batch, objective))  # on every core, as training
+        rows, share = ranks.shard(batch, objective, every_rank=False)
+        losses.append(share * run.parallel.loss(rows, objective) if share else 0.0)  # on every core, as training
         weights.append(objective.count(batch))
     run.model.train()
-    return float(np.average(losses, weights=weights))
+    return float(np.average(ranks.sum(np.array(losses)), weights=weights))
 
 
 # --- saving and restoring ---------------------------------------------------
 def save(run: TrainingRun):
-    """Write the whole run (weights, optimizer state, step, every RNG, the recipe's state) atomically."""
-    optimizer_arrays, optimizer_rest = flatten_optimizer_state(run.optimizer.state_dict())
-    state = {
-        "step": run.step,
-        "optimizer": optimizer_rest,
-        "batches_rng": run.batches.state_dict(),
-        "dropout_rngs": generator_states(run.parallel),
-        **run.recipe_state(),
-    }
-    save_checkpoint(run.out_dir, run.model.state_dict(), optimizer_arrays, state, run.tokenizer)
+    """Write the whole run (weights, optimizer state, step, every RNG, the recipe's state) atomically.
+
+    Under MPI every rank calls this: each sends its dropout generators' states
+    to rank 0, which writes the checkpoint (the weights and the optimizer are
+    the same on every rank); a failure to write stops every rank.
+    """
+    ranks = run.parallel.ranks
+    dropout_rngs = ranks.gather_to_writer(generator_states(run.parallel))
+
+    def write():
+        optimizer_arrays, optimizer_rest = flatten_optimizer_state(run.optimizer.state_dict())
+        state = {
+            "step": run.step,
+            "optimizer": optimizer_rest,
+            "batches_rng": run.batches.state_dict(),
+            "dropout_rngs": _by_rank(dropout_rngs),
+            **run.recipe_state(),
+        }
+        save_checkpoint(run.out_dir, run.model.state_dict(), optimizer_arrays, state, run.tokenizer)
+
+    ranks.on_writer(write)
 
 
 def require_loop_state(checkpoint: Checkpoint):
@@ -230,9 +299,9 @@ def restore(run: TrainingRun, checkpoint: Checkpoint):
     except (KeyError, ValueError) as error:
         raise CheckpointError(f"{checkpoint.folder}: does not fit this model ({error})") from error
     run.batches.load_state_dict(state["batches_rng"])
-    set_generator_states(run.parallel, state["dropout_rngs"])
+    set_generator_states(run.parallel, _of_rank(state["dropout_rngs"], run.parallel.ranks.rank))
     run.step = state["step"]
-    _drop_metrics_after(Path(run.out_dir) / METRICS_FILE, run.step)
+    run.parallel.ranks.on_writer(lambda: _drop_metrics_after(Path(run.out_dir) / METRICS_FILE, run.step))
 
 
 def flatten_optimizer_state(state: dict) -> tuple[dict, dict]:
@@ -280,6 +349,20 @@ def set_generator_states(parallel: DataParallel, states: dict):
             generators[name].bit_generator.state = state
 
 
+def _by_rank(states: list[dict]) -> dict:
+    """Every rank's generator states in one dict: rank 0's by their names, rank r's (r >= 1) under ``rank{r}.``."""
+    return {f"rank{rank}.{name}" if rank else name: state
+            for rank, own in enumerate(states) for name, state in own.items()}
+
+
+def _of_rank(states: dict, rank: int) -> dict:
+    """The states ``_by_rank`` stored for ``rank`` (none for a rank the saved run did not have: it keeps its own)."""
+    if rank == 0:
+        return {name: state for name, state in states.items() if not re.match(r"rank\d+\.", name)}
+    prefix = f"rank{rank}."
+    return {name.removeprefix(prefix): state for name, state in states.items() if name.startswith(prefix)}
+
+
 def _named_generators(parallel: DataParallel):
     for k, replica in enumerate(parallel.replicas):
         prefix = f"replica{k}." if k else ""
@@ -317,18 +400,26 @@ def _drop_metrics_after(path: Path, step: int):
 
 
 class _StopRequest:
-    """Ctrl-C sets a flag; the loop finishes its step, saves, and returns. A second Ctrl-C aborts."""
+    """Ctrl-C or SIGTERM sets a flag; the loop finishes its step, saves, and returns. A second signal aborts.
+
+    ``requested``: a signal reached this process; ``agreed``: some rank's did
+    (known to all after the step's Allreduce), which is what ends the loop, so
+    every rank leaves after the same step.
+    """
 
     def __init__(self):
         self.requested = False
+        self.agreed = False
 
     def _handle(self, signum, frame):
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
 
-    def on_ctrl_c(self):
-        return _SignalHandler(signal.SIGINT, self._handle)
+    @contextmanager
+    def on_signals(self):
+        with _SignalHandler(signal.SIGINT, self._handle), _SignalHandler(signal.SIGTERM, self._handle):
+            yield
 
 
 class _SignalHandler:

@@ -37,7 +37,7 @@ import numpy as np
 
 from npllm.data.batches import RandomWindows, evaluation_batches, require_windows
 from npllm.data.sources import load_corpus
-from npllm.data.tokens import load_or_encode, split_tokens, text_sha256
+from npllm.data.tokens import load_or_encode, split_tokens, text_sha256, token_cache_path
 from npllm.errors import SettingError
 from npllm.io.safetensors import CheckpointError
 from npllm.models import GPT, GPTConfig
@@ -46,12 +46,13 @@ from npllm.pretrained import PretrainedError, load_pretrained
 from npllm.pretrained.folder import CONFIG_FILE
 from npllm.runtime.data_parallel import DataParallel
 from npllm.runtime.memory import keep_freed_memory
+from npllm.runtime.mpi import ranks_and_threads, world
 from npllm.runtime.pool import cores
 from npllm.tokenizer import BPETokenizer
 from npllm.training import loop
 from npllm.io.checksums import file_sha256
 from npllm.training.checkpoint import MODEL_FILE, STATE_FILE, load_checkpoint
-from npllm.training.loop import METRICS_FILE, LoopSettings, TrainingError, TrainingRun
+from npllm.training.loop import METRICS_FILE, LoopSettings, TrainingError, TrainingRun  # noqa: F401 (METRICS_FILE: part of this recipe's API)
 from npllm.training.objectives import NextToken
 
 END_OF_TEXT = "<|endoftext|>"
@@ -206,7 +207,7 @@ def start_run(config: TrainConfig, log) -> Run:
     out_dir = Path(config.out_dir)
     require_new_run_folder(out_dir)  # before the corpus, the tokenizer and the encoding are paid for
     init_model, tokenizer = _load_init(config, log) if config.init else (None, None)
-    corpus = load_corpus(config.data)
+    corpus = read_corpus(config.data)
     log(f"corpus: {corpus.description}, {len(corpus.text) / 1e6:.1f} M characters")
     if init_model is None:
         started = time.perf_counter()
@@ -223,8 +224,7 @@ def start_run(config: TrainConfig, log) -> Run:
         model_config = dataclasses.replace(config.model_config(config.vocab_size),
                                            layer_norm_eps=init_model.config.layer_norm_eps)
     run = build_run(config, tokenizer, corpus.text, log, model_config, initial_weights=init_model)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / METRICS_FILE).unlink(missing_ok=True)
+    loop.prepare_run_folder(out_dir)
     return run
 
 
@@ -240,10 +240,34 @@ def _load_init(config: TrainConfig, log) -> tuple[GPT, BPETokenizer]:
 
 
 def require_new_run_folder(out_dir: Path):
-    """Refuse, in one line and before any work, an ``out_dir`` that holds a run already or cannot be written."""
-    if (out_dir / "checkpoint").exists() or (out_dir / "checkpoint.old").exists():  # .old: a crash mid-save
-        raise TrainingError(f"{out_dir} already holds a run: continue it with `resume`, or choose another `out_dir`")
-    require_writable_folder(out_dir)
+    """Refuse, in one line and before any work, an ``out_dir`` that holds a run already or cannot be written.
+
+    Under MPI every rank checks (the ranks are interchangeable: a resume may
+    put rank 0 on another machine), and every rank stops if one cannot.
+    """
+    def check():
+        if (out_dir / "checkpoint").exists() or (out_dir / "checkpoint.old").exists():  # .old: a crash mid-save
+            raise TrainingError(f"{out_dir} already holds a run: continue it with `resume`, or choose another"
+                                " `out_dir`")
+        require_writable_folder(out_dir)
+
+    world().require_everywhere(check)
+
+
+def read_corpus(data: str):
+    """``load_corpus(data)``, read (or downloaded and cached) by rank 0 first, then by the other ranks."""
+    return world().writer_first(lambda: load_corpus(data))
+
+
+def cached_tokens(text: str, tokenizer) -> np.ndarray:
+    """``load_or_encode``: rank 0 encodes and caches the tokens while the others wait, then they map the same file.
+
+    The file's name is a fingerprint of the text and the tokenizer: the ranks
+    compare it first, so no rank trains on other ids than rank 0's.
+    """
+    ranks = world()
+    ranks.require_same({"token_cache": token_cache_path(text, tokenizer).name}, "file")
+    return ranks.writer_first(lambda: load_or_encode(text, tokenizer))
 
 
 def require_writable_folder(folder: Path):
@@ -311,7 +335,7 @@ def restore_run(out_dir, changes: dict, log, config_class=TrainConfig, fixed_on_
     if checkpoint.tokenizer_path is None:
         raise CheckpointError(f"{checkpoint.folder}: the checkpoint has no tokenizer file")
     tokenizer = BPETokenizer.load(checkpoint.tokenizer_path)
-    text = load_corpus(config.data).text
+    text = read_corpus(config.data).text
     if text_sha256(text) != checkpoint.train_state["corpus_sha256"]:
         raise CheckpointError(f"{checkpoint.folder}: the text of `data` {config.data} is not the text this run"
                               " was trained on (changed, or a relative path read from another folder)")
@@ -368,7 +392,7 @@ def build_run(config: TrainConfig, tokenizer: BPETokenizer, text: str, log, mode
     across recipes) and keeps its own objects with ``run_class`` (a subclass
     of ``Run``) and ``run_fields``.
     """
-    tokens = load_or_encode(text, tokenizer)
+    tokens = cached_tokens(text, tokenizer)
     train_tokens, validation_tokens = split_tokens(tokens, config.validation_fraction)
     require_windows(validation_tokens, config.context_length, "validation")  # now, not at the first evaluation
     log(f"tokens: {len(train_tokens):,} for training, {len(validation_tokens):,} for validation;"
@@ -377,7 +401,7 @@ def build_run(config: TrainConfig, tokenizer: BPETokenizer, text: str, log, mode
     if initial_weights is not None:
         model.load_state_dict(initial_weights.state_dict())
     log(f"model: {model.num_parameters():,} parameters, {model.flops_per_token() / 1e6:.1f} MFLOP per token;"
-        f" each batch shared by {config.workers} worker thread{'s' * (config.workers > 1)}")
+        f" each batch shared by {ranks_and_threads(config.workers)}")
     return (run_class or Run)(
         model=model,
         objective=objective or NextToken(),

@@ -30,21 +30,20 @@ from pathlib import Path
 import numpy as np
 
 from npllm.data.masking import MaskedWindows, MaskingRule, masked_evaluation_batches
-from npllm.data.sources import load_corpus
-from npllm.data.tokens import load_or_encode, split_tokens, text_sha256
+from npllm.data.tokens import split_tokens, text_sha256
 from npllm.errors import SettingError
 from npllm.io.safetensors import CheckpointError
 from npllm.models import BERTConfig, BERTForMaskedLM
 from npllm.optim import configure_param_groups, param_groups_by_name
 from npllm.runtime.memory import keep_freed_memory
+from npllm.runtime.mpi import ranks_and_threads
 from npllm.tensor import no_grad
 from npllm.tokenizer import BPETokenizer
 from npllm.training import loop
 from npllm.training.checkpoint import load_checkpoint
-from npllm.training.loop import METRICS_FILE
 from npllm.training.objectives import MaskedLM
-from npllm.training.pretrain import (FIXED_ON_RESUME, RECIPE_STATE_KEYS, Run, TrainConfig, optimisation,
-                                     require_new_run_folder, unigram_loss, with_workers_fixed)
+from npllm.training.pretrain import (FIXED_ON_RESUME, RECIPE_STATE_KEYS, Run, TrainConfig, cached_tokens, optimisation,
+                                     read_corpus, require_new_run_folder, unigram_loss, with_workers_fixed)
 
 SPECIAL_TOKENS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]")  # the last four ids, in this order
 
@@ -123,14 +122,13 @@ def start_run(config: BERTTrainConfig, log) -> BERTRun:
     config = with_workers_fixed(config)
     out_dir = Path(config.out_dir)
     require_new_run_folder(out_dir)
-    corpus = load_corpus(config.data)
+    corpus = read_corpus(config.data)
     log(f"corpus: {corpus.description}, {len(corpus.text) / 1e6:.1f} M characters")
     started = time.perf_counter()
     tokenizer = train_tokenizer(corpus.text, config)
     log(f"tokenizer: {tokenizer.vocab_size} tokens learned in {time.perf_counter() - started:.1f} s")
     run = _build_run(config, tokenizer, corpus.text, log)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / METRICS_FILE).unlink(missing_ok=True)
+    loop.prepare_run_folder(out_dir)
     return run
 
 
@@ -151,7 +149,7 @@ def restore_run(out_dir, changes: dict, log) -> BERTRun:
             or checkpoint.tokenizer_path is None:
         raise CheckpointError(f"{checkpoint.folder}: not a checkpoint written by npllm train --model bert")
     config = with_workers_fixed(BERTTrainConfig(**{**state["config"], **changes, "out_dir": str(out_dir)}))
-    text = load_corpus(config.data).text
+    text = read_corpus(config.data).text
     if text_sha256(text) != state["corpus_sha256"]:
         raise CheckpointError(f"{checkpoint.folder}: the text of `data` {config.data} is not the text this run"
                               " was trained on (changed, or a relative path read from another folder)")
@@ -174,7 +172,7 @@ def _new_param_groups(model, config: BERTTrainConfig) -> list[dict]:
 
 def _build_run(config: BERTTrainConfig, tokenizer: BPETokenizer, text: str, log,
                param_groups=_new_param_groups) -> BERTRun:
-    tokens = load_or_encode(text, tokenizer)
+    tokens = cached_tokens(text, tokenizer)
     train_tokens, validation_tokens = split_tokens(tokens, config.validation_fraction)
     V = tokenizer.vocab_size
     rule = config.masking_rule(V)
@@ -191,7 +189,7 @@ def _build_run(config: BERTTrainConfig, tokenizer: BPETokenizer, text: str, log,
         f" accuracy {most_frequent_accuracy(train_tokens, validation_tokens, V):.3f} (always the most frequent token)")
     model = BERTForMaskedLM(config.model_config(V), seed=config.seed)
     log(f"model: {model.num_parameters():,} parameters; masking {config.mask_rate:.0%} of each window;"
-        f" each batch shared by {config.workers} worker thread{'s' * (config.workers > 1)}")
+        f" each batch shared by {ranks_and_threads(config.workers)}")
     return BERTRun(
         model=model,
         objective=MaskedLM(),

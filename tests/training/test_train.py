@@ -87,15 +87,15 @@ def rewrite_state(state_path, state):
 
 def fault_once_at_step(monkeypatch, step, fault):
     """Make ``fault()`` happen once, at the start of training step ``step`` (1-based)."""
-    original, fired = loop_module._step, []
+    original, fired = loop_module.train_step, []
 
-    def faulty_step(run, lr):
+    def faulty_step(run, lr, stop):
         if run.step + 1 == step and not fired:
             fired.append(step)
             fault()
-        return original(run, lr)
+        return original(run, lr, stop)
 
-    monkeypatch.setattr(loop_module, "_step", faulty_step)
+    monkeypatch.setattr(loop_module, "train_step", faulty_step)
 
 
 def ctrl_c():
