@@ -71,7 +71,8 @@ TRAIN_FLAG_HELP = {  # one sentence per TrainConfig field (a test checks that no
     "dropout": "dropout probability in training",
     "batch_size": "windows of --context-length tokens per micro-batch",
     "grad_accum": "micro-batches whose gradients are averaged into one step",
-    "workers": "threads, each training on a slice of every batch (None: one per core; a resumed run keeps its count)",
+    "workers": "threads, each training on a slice of every batch (None: one per core; a resumed run keeps its count);"
+               " as many processes tokenize a streamed corpus",
     "max_steps": "optimizer steps to train for",
     "lr": "peak learning rate, reached after the warm-up",
     "min_lr": "the learning rate the cosine decays to (at most --lr)",

@@ -51,7 +51,7 @@ import os
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 
 import numpy as np
@@ -131,12 +131,15 @@ def ordered_map(function, items, workers: int, initializer, initargs) -> Iterato
     """``map(function, items)`` on ``workers`` processes, in order, at most ``2 x workers`` items in flight.
 
     (``Pool.imap`` would read ``items`` to their end at once: a whole corpus in memory.)
-    One worker runs in this process, with no pool to start.
+    One worker, or a stream of a single item, runs in this process, with no pool to start.
     """
-    if workers == 1:
+    items = iter(items)
+    first = list(islice(items, 2))
+    if workers == 1 or len(first) < 2:
         initializer(*initargs)
-        yield from map(function, items)
+        yield from map(function, chain(first, items))
         return
+    items = chain(first, items)
     with multiprocessing.get_context("spawn").Pool(workers, initializer, initargs) as pool:
         pending = deque()
         for item in items:

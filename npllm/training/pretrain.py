@@ -91,7 +91,8 @@ class TrainConfig:
     batch_size: int = 16
     grad_accum: int = 1                     # micro-batches per step
     workers: int | None = None              # threads, each on a slice of every batch (default: one per core;
-                                            # recorded in the checkpoint: a resumed run keeps its count)
+                                            # recorded in the checkpoint: a resumed run keeps its count);
+                                            # as many processes tokenize a streamed corpus
     max_steps: int = 2000
     lr: float = 2e-3                        # peak learning rate (small models like large rates)
     min_lr: float = 2e-4                    # the cosine decays to this floor
@@ -368,7 +369,7 @@ def corpus_tokens(config: TrainConfig, tokenizer: BPETokenizer, corpus, log) -> 
         return CorpusTokens(*split_tokens(tokens, config.validation_fraction), text_sha256(corpus.text))
     if isinstance(corpus, DocumentSource):
         folder = tokenize_to_shards(corpus, tokenizer, Path(config.out_dir) / "shards", config.shard_tokens,
-                                    config.validation_fraction, log=log)
+                                    config.validation_fraction, workers=config.workers, log=log)
         corpus = open_shards(folder)
     elif corpus.index["validation_fraction"] != config.validation_fraction:
         raise SettingError(f"`validation_fraction` {config.validation_fraction} differs from the one `data`"
