@@ -28,10 +28,10 @@ seeded sample of the smallest corpus, and not timed.
 import argparse
 import json
 import multiprocessing
-import resource
 import shutil
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -66,22 +66,47 @@ def write_corpus(path: Path, megabytes: float, text: str, seed: int) -> int:
     return written
 
 
-def peak_memory_megabytes(who) -> float:
-    """Peak resident memory in MB (``ru_maxrss`` is KiB on Linux, bytes on macOS)."""
-    scale = 1 if sys.platform == "darwin" else 1024
-    return resource.getrusage(who).ru_maxrss * scale / MEGABYTE
+def high_water_megabytes(pid="self") -> float:
+    """A process's peak resident memory in MB, from Linux's ``VmHWM`` (0 when it cannot be read).
+
+    Not ``getrusage``'s ``ru_maxrss``: Linux carries that across ``exec``, so a
+    spawned process would report at least what its parent held when it forked.
+    """
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024 / MEGABYTE
+    except OSError:
+        pass
+    return 0.0
+
+
+class WorkerPeaks(threading.Thread):
+    """Watches this process's children (the encoding processes) and keeps the largest peak memory seen."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.peak, self.done = 0.0, threading.Event()
+
+    def run(self):
+        while not self.done.wait(0.2):
+            for child in multiprocessing.active_children():
+                self.peak = max(self.peak, high_water_megabytes(child.pid))
 
 
 def measure_in_this_process(results, corpus: str, tokenizer_path: str, out: str, workers: int, shard_tokens: int):
     """One tokenization, timed, with this process's peak memory and its largest child's, put on ``results``."""
     tokenizer = BPETokenizer.load(tokenizer_path)
+    watcher = WorkerPeaks()
+    watcher.start()
     folder, seconds = timed(tokenize_to_shards, DocumentSource(corpus), tokenizer, out, shard_tokens, 0.05, workers,
                             log=lambda line: None)
+    watcher.done.set()
     shards = open_shards(folder)
     results.put({"seconds": seconds, "tokens": len(shards.train) + len(shards.validation),
-                 "shards": len(shards.index["shards"]),
-                 "peak_main_mb": peak_memory_megabytes(resource.RUSAGE_SELF),
-                 "peak_worker_mb": peak_memory_megabytes(resource.RUSAGE_CHILDREN)})
+                 "shards": len(shards.index["shards"]), "peak_main_mb": high_water_megabytes(),
+                 "peak_worker_mb": watcher.peak})
 
 
 def measure(corpus: Path, tokenizer_path: Path, out: Path, workers: int, shard_tokens: int) -> dict:
@@ -127,8 +152,8 @@ def ids_in_stream_order(shard_folder: Path) -> np.ndarray:
     eot = shards.end_of_text
     documents = {}
     for split in ("train", "validation"):
-        ids = np.concatenate(getattr(shards, split).arrays)
-        documents[split] = np.split(ids, np.flatnonzero(ids == eot)[:-1] + 1)
+        ids = np.concatenate(getattr(shards, split).arrays or [np.zeros(0, dtype=np.int64)])
+        documents[split] = np.split(ids, np.flatnonzero(ids == eot) + 1)[:-1]  # (the piece after the last is empty)
     fraction, taken = shards.index["validation_fraction"], {"train": 0, "validation": 0}
     ordered = []
     for number in range(len(documents["train"]) + len(documents["validation"])):
@@ -145,8 +170,8 @@ def report(results: dict) -> list[str]:
     for run in results["runs"]:
         rate = run["megabytes"] / run["seconds"]
         lines.append(f"ours {run['workers']} core{'s' * (run['workers'] > 1)} {run['megabytes']:7.1f} MB"
-                     f"  {run['seconds']:7.1f} s  {rate:6.2f} MB/s  {run['tokens']:>12,} tokens in {run['shards']}"
-                     f" shards  peak memory {run['peak_main_mb']:6.1f} MB (main), {run['peak_worker_mb']:6.1f} MB"
+                     f"  {run['seconds']:7.1f} s  {rate:6.2f} MB/s  {run['tokens']:>12,} tokens, {run['shards']:3} shards"
+                     f"  peak memory {run['peak_main_mb']:6.1f} MB (main), {run['peak_worker_mb']:6.1f} MB"
                      " (largest worker)")
     for name, value in results["figures"].items():
         lines.append(f"{name}: {value}")
