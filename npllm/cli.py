@@ -350,6 +350,7 @@ def _embed(argv):
 # --- npllm tokenizer --------------------------------------------------------
 def _tokenizer(argv):
     from npllm.data.sources import load_corpus
+    from npllm.data.streams import DocumentSource, sample_documents, wants_streaming
     from npllm.errors import NpllmError
     from npllm.tokenizer import BPETokenizer
 
@@ -357,10 +358,14 @@ def _tokenizer(argv):
     commands = parser.add_subparsers(dest="action", required=True)
     defaults = argparse.ArgumentDefaultsHelpFormatter
     train = commands.add_parser("train", help="learn merges from text", formatter_class=defaults)
-    train.add_argument("--data", default="stdlib", help="stdlib, docs, shakespeare, or a text file or folder")
+    train.add_argument("--data", default="stdlib", help="stdlib, docs, shakespeare, a text file or folder, or a"
+                       " stream (JSONL, a MediaWiki XML dump, .gz/.bz2/.xz files), of which a seeded sample is read")
+    train.add_argument("--text-field", default="text", help="the key of each JSONL record's text")
+    train.add_argument("--seed", type=int, default=1337, help="seed of a stream's sample")
     train.add_argument("--vocab-size", type=int, default=4096, help="tokens in the vocabulary: 256 bytes + merges")
     train.add_argument("--pattern", default="gpt4", help="how text is split before merging: gpt2, gpt4, or a regex")
-    train.add_argument("--max-chars", type=int, default=None, help="learn from at most this many characters")
+    train.add_argument("--max-chars", type=int, default=None,
+                       help="learn from at most this many characters (of a stream: 4,000,000 when not given)")
     train.add_argument("--out", required=True, help="tokenizer file to write")
     for name, what, given in (("encode", "text to token ids", "the text to encode"),
                               ("decode", "token ids to text", "the token ids to decode, separated by spaces")):
@@ -370,7 +375,10 @@ def _tokenizer(argv):
     args = parser.parse_args(argv)
 
     if args.action == "train":
-        text = load_corpus(args.data).text[: args.max_chars]
+        if args.data not in ("stdlib", "docs", "shakespeare") and wants_streaming(Path(args.data)):
+            text = sample_documents(DocumentSource(args.data, args.text_field), args.max_chars or 4_000_000, args.seed)
+        else:
+            text = load_corpus(args.data).text[: args.max_chars]
         tokenizer = BPETokenizer.train(text, vocab_size=args.vocab_size, pattern=args.pattern, verbose=True)
         tokenizer.save(args.out)
         print(f"wrote {args.out}: {tokenizer!r}")

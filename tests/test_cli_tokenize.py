@@ -1,6 +1,5 @@
 """``npllm tokenize`` and ``npllm bench tokenize``: shards from a dump, and every bad input as one line, status 2."""
 
-import bz2
 import json
 
 import pytest
@@ -67,3 +66,11 @@ def test_bench_tokenize_runs_with_tiny_settings(capsys):
     results = json.loads(out.splitlines()[-1])
     assert [run["workers"] for run in results["runs"]] == [1, 1]
     assert isinstance(results["huggingface"], str) or results["huggingface"]["same_ids_as_ours"]
+
+
+def test_a_tokenizer_learns_from_a_sample_of_a_dump(wiki_dump, tmp_path, capsys):
+    out = tmp_path / "tokenizer.txt"
+    assert main(["tokenizer", "train", "--data", str(wiki_dump), "--vocab-size", "280", "--out", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    assert main(["tokenizer", "encode", "--tokenizer", str(out), "Tortoises are reptiles"]) == 0
+    assert len(capsys.readouterr().out.split()) < len("Tortoises are reptiles")

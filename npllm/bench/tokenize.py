@@ -29,7 +29,6 @@ import argparse
 import json
 import multiprocessing
 import shutil
-import sys
 import tempfile
 import threading
 from pathlib import Path

@@ -46,7 +46,7 @@ interpreter), and keeping tables as text.
 
 import html
 import re
-import xml.etree.ElementTree as ElementTree
+from xml.etree import ElementTree
 from collections.abc import Iterator
 from typing import IO
 
@@ -108,7 +108,7 @@ def article_text(page: ElementTree.Element) -> str | None:
 
 COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.DOTALL)
 DROPPED_BLOCKS = ("ref", "math", "gallery", "timeline", "score", "syntaxhighlight", "source", "imagemap", "graph")
-DROPPED_BLOCK = re.compile(r"<(%s)\b[^>]*?(?<!/)>.*?</\1\s*>" % "|".join(DROPPED_BLOCKS), re.DOTALL | re.IGNORECASE)
+DROPPED_BLOCK = re.compile(rf"<({'|'.join(DROPPED_BLOCKS)})\b[^>]*?(?<!/)>.*?</\1\s*>", re.DOTALL | re.IGNORECASE)
 SELF_CLOSED_REF = re.compile(r"<ref\b[^>]*/>", re.IGNORECASE)
 ANY_TAG = re.compile(r"</?[A-Za-z][^<>]*>")
 INNERMOST_TEMPLATE = re.compile(r"\{\{[^{}]*\}\}")

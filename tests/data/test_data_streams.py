@@ -29,7 +29,7 @@ def test_pieces_of_a_long_file_encode_to_exactly_the_ids_of_the_whole(tmp_path, 
 
 @pytest.mark.parametrize("compress, suffix", [(gzip.compress, ".gz"), (bz2.compress, ".bz2"), (lzma.compress, ".xz")])
 def test_compressed_files_are_read_through_the_standard_library(tmp_path, compress, suffix):
-    (tmp_path / f"notes.txt{suffix}").write_bytes(compress("first file".encode()))
+    (tmp_path / f"notes.txt{suffix}").write_bytes(compress(b"first file"))
     (tmp_path / "more.jsonl").write_text('{"body": "a record"}\n\n{"body": "another"}\n')
     source = DocumentSource(tmp_path, text_field="body")
     assert wants_streaming(tmp_path)
