@@ -431,6 +431,7 @@ def _tokenize(argv):
         tokenizer = BPETokenizer.load(args.tokenizer)
     elif (Path(args.out) / TOKENIZER_FILE).is_file():  # a tokenization to finish keeps the tokenizer it began with
         tokenizer = BPETokenizer.load(Path(args.out) / TOKENIZER_FILE)
+        _log(f"tokenizer: the one {args.out} was begun with, {tokenizer.vocab_size} ids")
     else:
         _log(f"tokenizer: learning {args.vocab_size} ids from a sample of {args.tokenizer_chars:,} characters")
         tokenizer = BPETokenizer.train(sample_documents(source, args.tokenizer_chars, args.seed), args.vocab_size,

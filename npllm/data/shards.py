@@ -70,7 +70,8 @@ END_OF_TEXT_TOKENS = ("<|endoftext|>", "[SEP]")  # GPT's document end, else BERT
 BATCH_CHARS = 1 << 20  # characters per batch sent to a process: large enough that sending it costs little
 DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
 # What a folder's shards are made from and how: a resumed tokenization must agree on all of it.
-SETTINGS = ("source_fingerprint", "text_field", "tokenizer_sha256", "dtype", "validation_fraction", "shard_tokens")
+# (Not the shard size: a run resumed with another one continues the same stream of ids in other files.)
+SETTINGS = ("source_fingerprint", "text_field", "tokenizer_sha256", "dtype", "validation_fraction")
 
 
 class ShardError(NpllmError):
@@ -238,8 +239,9 @@ def tokenize_to_shards(source: DocumentSource, tokenizer: BPETokenizer, folder, 
     folder.mkdir(parents=True, exist_ok=True)
     settings = {"source_fingerprint": source.fingerprint(), "text_field": source.text_field,
                 "tokenizer_sha256": tokenizer_fingerprint(tokenizer), "dtype": token_type.name,
-                "validation_fraction": validation_fraction, "shard_tokens": shard_tokens}
-    progress = Progress(folder, resume_index(folder, settings, log) or new_index(source, tokenizer, settings), {})
+                "validation_fraction": validation_fraction}
+    index = resume_index(folder, settings, log) or new_index(source, tokenizer, settings)
+    progress = Progress(folder, {**index, "shard_tokens": shard_tokens}, {})
     if progress.index["complete"]:
         return folder
     tokenizer.save(folder / TOKENIZER_FILE)

@@ -19,8 +19,9 @@ every core).  What a file holds is read from its name:
 
 Each may be compressed: ``.gz``, ``.bz2`` and ``.xz`` are read through the standard
 library (``gzip``, ``bz2``, ``lzma``) as a stream; a truncated archive is refused in
-one line.  A folder is every such file under it, hidden ones excluded, in sorted
-order.  The names ``stdlib`` and ``docs`` are sources too: a document per standard
+one line.  A folder is every such file under it whose extension is JSONL, XML or
+text (``.txt .md .py .rst``, as ``sources.py`` reads), hidden ones excluded, in
+sorted order.  The names ``stdlib`` and ``docs`` are sources too: a document per standard
 library file, and the pydoc topics as one document.
 
 ``fingerprint()`` is a SHA-256 of every file's bytes (and of how they are read),
@@ -50,8 +51,8 @@ from typing import IO
 import numpy as np
 
 from npllm.data.corpus import docs_text, iter_stdlib_files, read_utf8_or_none
+from npllm.data.sources import DEFAULT_EXTENSIONS, DataSourceError
 from npllm.data.wikitext import DumpError, clean_wikitext, iter_articles
-from npllm.errors import NpllmError
 
 PIECE_CHARS = 1 << 20           # plain text is read about a million characters at a time
 MAX_PIECE_CHARS = 8 * PIECE_CHARS  # a text with no safe cut in this many characters is cut anyway
@@ -61,7 +62,7 @@ SAFE_CUT = re.compile(r"(?<=\S)\n(?=[^\W\d_])")  # after a line break between a 
 FINGERPRINT_VERSION = "npllm-streams-1"  # changes when the way files are read into documents changes
 
 
-class StreamError(NpllmError, ValueError):
+class StreamError(DataSourceError):
     """A streamed corpus that cannot be read: a damaged archive, a bad JSONL line, a file that is not UTF-8."""
 
 
@@ -77,12 +78,17 @@ class Piece:
         return clean_wikitext(self.text) if self.wikitext else self.text
 
 
-def kind_of(path: Path) -> str:
-    """What a file holds, from its name: ``.jsonl``, ``.xml`` or ``""`` (plain text), under any compression."""
+def base_suffix(path: Path) -> str:
+    """The file's extension under any compression: ``dump.xml.bz2`` -> ``.xml``."""
     suffixes = [suffix.lower() for suffix in path.suffixes]
     if suffixes and suffixes[-1] in COMPRESSIONS:
         suffixes.pop()
-    return suffixes[-1] if suffixes and suffixes[-1] in STREAMED_KINDS else ""
+    return suffixes[-1] if suffixes else ""
+
+
+def kind_of(path: Path) -> str:
+    """What a file holds, from its name: ``.jsonl``, ``.xml`` or ``""`` (plain text), under any compression."""
+    return base_suffix(path) if base_suffix(path) in STREAMED_KINDS else ""
 
 
 def is_compressed(path: Path) -> bool:
@@ -96,9 +102,13 @@ def wants_streaming(path: Path) -> bool:
 
 
 def visible_files(folder: Path) -> list[Path]:
-    """Every file under ``folder`` but hidden ones (``.git``), sorted by path."""
+    """The corpus files under ``folder``, sorted by path: JSONL, dumps and text (``DEFAULT_EXTENSIONS``),
+    compressed or not; hidden ones (``.git``) and any other file left out."""
+    wanted = (*STREAMED_KINDS, *DEFAULT_EXTENSIONS)
+
     def visible(path: Path) -> bool:
-        return path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+        return (base_suffix(path) in wanted and path.is_file()
+                and not any(part.startswith(".") for part in path.relative_to(folder).parts))
 
     return sorted((path for path in folder.rglob("*") if visible(path)), key=lambda p: p.relative_to(folder).parts)
 
@@ -200,20 +210,31 @@ def jsonl_pieces(file: IO[bytes], path: Path, text_field: str) -> Iterator[Piece
 
 def text_pieces(file: IO[str]) -> Iterator[Piece]:
     """A plain text file as pieces of about ``PIECE_CHARS``, cut where no chunk can cross (the docstring)."""
+    texts = cut_texts(file)
+    previous = next(texts, None)
+    for text in texts:  # one piece behind, so the last one, which ends the document, is known as such
+        yield Piece(previous, ends_document=False)
+        previous = text
+    if previous is not None:
+        yield Piece(previous)
+
+
+def cut_texts(file: IO[str]) -> Iterator[str]:
+    """The file's text in consecutive non-empty pieces, each cut at a safe line break (or at ``MAX_PIECE_CHARS``)."""
     carried = ""
     while True:
         block = file.read(PIECE_CHARS)
         text = carried + block
         if not block:
             if text:
-                yield Piece(text, ends_document=True)
+                yield text
             return
         cut = last_safe_cut(text)
         if cut is None and len(text) < MAX_PIECE_CHARS:
             carried = text
             continue
         cut = cut or len(text)
-        yield Piece(text[:cut], ends_document=False)
+        yield text[:cut]
         carried = text[cut:]
 
 

@@ -72,3 +72,12 @@ def test_the_tokenizers_sample_is_seeded_about_the_size_asked_and_in_stream_orde
 def test_a_missing_path_is_one_line(tmp_path):
     with pytest.raises(StreamError, match="no such file or folder"):
         DocumentSource(tmp_path / "absent.jsonl")
+
+
+def test_a_text_without_a_safe_cut_is_cut_anyway_and_its_document_still_ends(tmp_path, monkeypatch):
+    monkeypatch.setattr(streams, "PIECE_CHARS", 100)
+    monkeypatch.setattr(streams, "MAX_PIECE_CHARS", 300)
+    (tmp_path / "a.txt").write_text("x" * 600)  # no line break at all: cut at 300 and at 600, the end
+    (tmp_path / "b.txt").write_text("second file")
+    pieces = list(DocumentSource(tmp_path).pieces())
+    assert [(len(piece.text), piece.ends_document) for piece in pieces] == [(300, False), (300, True), (11, True)]
