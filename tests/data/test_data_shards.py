@@ -1,6 +1,11 @@
 """Token shards: documents ended, split by document, the same on any number of processes, resumable, checked."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -147,3 +152,33 @@ def test_windows_drawn_across_shards_are_those_of_one_array(corpus, tokenizer, t
         a, b = sharded.next_batch(), single.next_batch()
         np.testing.assert_array_equal(a["input_ids"], b["input_ids"])
         np.testing.assert_array_equal(a["targets"], b["targets"])
+
+
+@pytest.mark.slow
+def test_a_tokenization_killed_by_sigkill_resumes_to_the_same_shards(tmp_path):
+    """A real kill: ``npllm tokenize`` in its own process, SIGKILLed once its first checkpoint is on disk."""
+    corpus = tmp_path / "big.jsonl"
+    corpus.write_text("".join(json.dumps({"text": f"Record {i}. " + "a tortoise walks. " * (i % 17 + 1)}) + "\n"
+                              for i in range(1500)))
+    tokenizer = tmp_path / "tokenizer.txt"
+    trained = BPETokenizer.train(corpus.read_text()[:5000], vocab_size=300, special_tokens={EOT: 299})
+    trained.save(tokenizer)
+
+    def command(out):
+        return [sys.executable, "-m", "npllm.cli", "tokenize", "--data", str(corpus), "--tokenizer", str(tokenizer),
+                "--out", str(out), "--shard-tokens", "3000", "--workers", "1"]
+
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    process = subprocess.Popen(command(tmp_path / "killed"), env=environment, stdout=subprocess.DEVNULL)
+    index = tmp_path / "killed" / INDEX_FILE
+    while not index.exists() and process.poll() is None:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed = json.loads(index.read_text())
+    finished = subprocess.run(command(tmp_path / "killed"), env=environment, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
+    if not killed["complete"]:  # (on a very fast machine the first run may finish before the kill lands)
+        assert "resuming after" in finished.stdout
+    whole = tokenize(corpus, trained, tmp_path / "whole", shard_tokens=3000, validation_fraction=0.05)
+    assert json.loads(index.read_text())["shards"] == whole.index["shards"]
