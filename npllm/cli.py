@@ -398,7 +398,7 @@ def _tokenizer(argv):
 
 # --- npllm tokenize -----------------------------------------------------------
 def _tokenize(argv):
-    from npllm.data.shards import TOKENIZER_FILE, open_shards, tokenize_to_shards
+    from npllm.data.shards import TOKENIZER_FILE, is_shard_folder, open_shards, tokenize_to_shards
     from npllm.data.streams import DocumentSource, sample_documents
     from npllm.errors import SettingError
     from npllm.tokenizer import BPETokenizer
@@ -426,6 +426,8 @@ def _tokenize(argv):
     for name in ("vocab_size", "tokenizer_chars", "shard_tokens", "workers"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise SettingError(f"`{name}` must be at least 1, got {getattr(args, name)}")
+    if is_shard_folder(args.data):
+        raise SettingError(f"`data` {args.data} is a shard folder already: train on it (npllm train --data {args.data})")
     source = DocumentSource(args.data, args.text_field)
     if args.tokenizer is not None:
         tokenizer = BPETokenizer.load(args.tokenizer)
@@ -439,7 +441,8 @@ def _tokenize(argv):
     folder = tokenize_to_shards(source, tokenizer, args.out, args.shard_tokens, args.validation_fraction,
                                 args.workers, args.dtype, log=_log)
     shards = open_shards(folder)
-    print(f"wrote {folder}: {len(shards.index['shards'])} shards, {len(shards.train):,} tokens for training and"
+    count = len(shards.index["shards"])
+    print(f"wrote {folder}: {count} shard{'s' * (count > 1)}, {len(shards.train):,} tokens for training and"
           f" {len(shards.validation):,} for validation; train on it: npllm train --data {folder}")
     return 0
 

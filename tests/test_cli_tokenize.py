@@ -25,6 +25,7 @@ def test_a_dump_becomes_shards_that_train_and_a_second_run_keeps_them(wiki_dump,
     assert index["complete"] and sum(record["documents"] for record in index["shards"]) == 2  # the two articles
     assert tokenize("--data", str(wiki_dump), "--out", str(out), "--validation-fraction", "0.4") == 0
     assert json.loads((out / "index.json").read_text()) == index
+    one_line_error(capsys, ["--data", str(out), "--out", str(tmp_path / "again")], "is a shard folder already")
     assert main(["train", "--data", str(out), "--out", str(tmp_path / "run"), "--max-steps", "1", "--n-layer", "1",
                  "--n-embd", "16", "--n-head", "2", "--context-length", "8", "--batch-size", "2", "--eval-windows",
                  "1", "--validation-fraction", "0.4", "--quiet", "--workers", "1"]) == 0
