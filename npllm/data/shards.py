@@ -245,6 +245,7 @@ def tokenize_to_shards(source: DocumentSource, tokenizer: BPETokenizer, folder, 
     if progress.index["complete"]:
         return folder
     tokenizer.save(folder / TOKENIZER_FILE)
+    write_index(folder, progress.index)  # before any shard: a folder with shards but no index is another's
     skipped = progress.index["pieces_read"]
     if skipped:
         log(f"tokenize: resuming after {skipped:,} pieces ({len(progress.index['shards'])} shards kept)")
@@ -337,6 +338,10 @@ def resume_index(folder: Path, settings: dict, log) -> dict | None:
     if differing:
         raise ShardError(f"{folder} holds shards of another corpus or tokenizer ({', '.join(differing)} differ);"
                          " choose another `out_dir` or empty it")
+    listed = {record["file"] for record in index["shards"]}
+    for stray in folder.glob("*.bin"):  # renamed by a run killed before its index was written: made again
+        if stray.name not in listed:
+            stray.unlink()
     itemsize = np.dtype(index["dtype"]).itemsize
     for record in index["shards"]:
         problem = shard_problem(folder, record, itemsize, check_sha256=True)
