@@ -156,7 +156,7 @@ def test_windows_drawn_across_shards_are_those_of_one_array(corpus, tokenizer, t
 
 @pytest.mark.slow
 def test_a_tokenization_killed_by_sigkill_resumes_to_the_same_shards(tmp_path):
-    """A real kill: ``npllm tokenize`` in its own process, SIGKILLed once its first checkpoint is on disk."""
+    """A real kill: ``npllm tokenize`` in its own process, SIGKILLed once its first shards are in the index."""
     corpus = tmp_path / "big.jsonl"
     corpus.write_text("".join(json.dumps({"text": f"Record {i}. " + "a tortoise walks. " * (i % 17 + 1)}) + "\n"
                               for i in range(1500)))
@@ -171,7 +171,10 @@ def test_a_tokenization_killed_by_sigkill_resumes_to_the_same_shards(tmp_path):
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     process = subprocess.Popen(command(tmp_path / "killed"), env=environment, stdout=subprocess.DEVNULL)
     index = tmp_path / "killed" / INDEX_FILE
-    while not index.exists() and process.poll() is None:
+    def checkpoints_written():  # the index is replaced atomically: it reads whole or not at all
+        return index.exists() and json.loads(index.read_text())["shards"]
+
+    while not checkpoints_written() and process.poll() is None:
         time.sleep(0.005)
     process.send_signal(signal.SIGKILL)
     process.wait()
