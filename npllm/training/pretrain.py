@@ -196,7 +196,7 @@ class Run(TrainingRun):
 
     config: TrainConfig = None
     validation_tokens: np.ndarray = None  # the held-out end of the corpus
-    corpus_sha256: str = ""  # the training text's fingerprint: a resumed run must read the same text
+    corpus_sha256: str = ""  # the training ids' fingerprint (the text's, or the shards'): a resume must read the same
 
     def recipe_state(self) -> dict:
         return {"config": dataclasses.asdict(self.config), "model_config": dataclasses.asdict(self.model.config),
@@ -463,6 +463,7 @@ def build_run(config: TrainConfig, tokenizer: BPETokenizer, corpus, log, model_c
               **run_fields) -> Run:
     """The run's objects; ``param_groups(model, config)`` chooses the optimizer's groups (a resume: the saved ones).
 
+    ``corpus`` is what ``read_data`` returned: its ids come from ``corpus_tokens``.
     ``model_config`` defaults to ``config``'s shape at the tokenizer's vocabulary; ``initial_weights``, a
     model of its shape, replaces the random initialisation.
 
