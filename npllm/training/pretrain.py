@@ -299,9 +299,17 @@ def with_workers_fixed(config: TrainConfig) -> TrainConfig:
 
 
 def train_tokenizer(sample: str | list[str], config: TrainConfig) -> BPETokenizer:
-    """A byte-level BPE with ``vocab_size`` ids, the last one being <|endoftext|>, learned from ``sample``."""
-    return BPETokenizer.train(sample, vocab_size=config.vocab_size, pattern="gpt4",
+    """A byte-level BPE with ``vocab_size`` ids, the last one being <|endoftext|>.
+
+    Learned from ``sample``: a text's first ``tokenizer_chars``, or the documents ``tokenizer_sample`` drew.
+    """
+    return BPETokenizer.train(within_budget(sample, config), vocab_size=config.vocab_size, pattern="gpt4",
                               special_tokens={END_OF_TEXT: config.vocab_size - 1})
+
+
+def within_budget(sample: str | list[str], config: TrainConfig) -> str | list[str]:
+    """A text cut to its first ``tokenizer_chars``; a stream's sample is drawn to that size already."""
+    return sample[: config.tokenizer_chars] if isinstance(sample, str) else sample
 
 
 # ---- the corpus: read whole, streamed into shards, or sharded already ------
@@ -332,9 +340,9 @@ def read_data(config: TrainConfig, log) -> Corpus | DocumentSource | Shards:
 
 
 def tokenizer_sample(corpus: Corpus | DocumentSource, config: TrainConfig) -> str | list[str]:
-    """What the tokenizer learns from: the first ``tokenizer_chars`` of a text, a seeded sample of a stream's."""
+    """What the tokenizer learns from: a text (its first ``tokenizer_chars`` are used), or a seeded sample of a stream."""
     if isinstance(corpus, Corpus):
-        return corpus.text[: config.tokenizer_chars]
+        return corpus.text
     return sample_documents(corpus, config.tokenizer_chars, config.seed)
 
 
@@ -363,7 +371,9 @@ class CorpusTokens:
 
 
 def corpus_tokens(config: TrainConfig, tokenizer: BPETokenizer, corpus, log) -> CorpusTokens:
-    """The ids of ``corpus`` (from ``read_data``) under ``tokenizer``: cached, or sharded in the run folder."""
+    """The ids of ``corpus`` (from ``read_data``, or a text) under ``tokenizer``: cached, or sharded in the run folder."""
+    if isinstance(corpus, str):
+        corpus = Corpus(corpus, "a text")
     if isinstance(corpus, Corpus):
         tokens = load_or_encode(corpus.text, tokenizer)
         return CorpusTokens(*split_tokens(tokens, config.validation_fraction), text_sha256(corpus.text))

@@ -43,7 +43,8 @@ from npllm.training.loop import METRICS_FILE
 from npllm.training.objectives import MaskedLM
 from npllm.training.pretrain import (FIXED_ON_RESUME, RECIPE_STATE_KEYS, Run, TrainConfig, corpus_tokens,
                                      optimisation, read_data, require_new_run_folder, require_same_corpus,
-                                     shard_tokenizer, tokenizer_sample, unigram_loss, with_workers_fixed)
+                                     shard_tokenizer, tokenizer_sample, unigram_loss, with_workers_fixed,
+                                     within_budget)
 
 SPECIAL_TOKENS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]")  # the last four ids, in this order
 
@@ -139,7 +140,7 @@ def start_run(config: BERTTrainConfig, log) -> BERTRun:
 def train_tokenizer(sample: str | list[str], config: BERTTrainConfig) -> BPETokenizer:
     """A byte-level BPE of ``vocab_size`` ids whose last four are [PAD], [CLS], [SEP], [MASK]."""
     first = config.vocab_size - len(SPECIAL_TOKENS)
-    return BPETokenizer.train(sample, vocab_size=config.vocab_size, pattern="gpt4",
+    return BPETokenizer.train(within_budget(sample, config), vocab_size=config.vocab_size, pattern="gpt4",
                               special_tokens={token: first + i for i, token in enumerate(SPECIAL_TOKENS)})
 
 
