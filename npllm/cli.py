@@ -14,6 +14,7 @@ import re
 import sys
 import typing
 import warnings
+from pathlib import Path
 
 def _user_errors():
     """The exceptions that mean the user asked for something impossible, not a bug (imported only when needed).
@@ -54,9 +55,14 @@ def _flag(setting: str) -> str:
 
 # --- npllm train ------------------------------------------------------------
 TRAIN_FLAG_HELP = {  # one sentence per TrainConfig field (a test checks that none is missing)
-    "data": "training text: stdlib, docs, shakespeare, or a text file or folder",
+    "data": "training text: stdlib, docs, shakespeare, a text file or folder (read whole), a shard folder of"
+            " npllm tokenize, or a stream tokenized into shards in --out: JSONL, a MediaWiki XML dump, .gz/.bz2/.xz",
+    "text_field": "the key of each JSONL record's text",
+    "boundaries": "cross: windows run across documents (GPT-2); respect: never across an end-of-text",
+    "shard_tokens": "a streamed corpus is tokenized into shards of about this many token ids",
     "vocab_size": "tokens in the BPE vocabulary: 256 bytes, the merges, and <|endoftext|>",
-    "tokenizer_chars": "the tokenizer learns its merges from this many characters of the corpus",
+    "tokenizer_chars": "the tokenizer learns its merges from this many characters of the corpus"
+                       " (of a stream: a seeded sample of its documents)",
     "validation_fraction": "the share of the corpus, at its end, held out to measure the validation loss",
     "n_layer": "transformer blocks",
     "n_head": "attention heads per block (must divide --n-embd)",
@@ -65,7 +71,8 @@ TRAIN_FLAG_HELP = {  # one sentence per TrainConfig field (a test checks that no
     "dropout": "dropout probability in training",
     "batch_size": "windows of --context-length tokens per micro-batch",
     "grad_accum": "micro-batches whose gradients are averaged into one step",
-    "workers": "threads, each training on a slice of every batch (None: one per core; a resumed run keeps its count)",
+    "workers": "threads, each training on a slice of every batch (None: one per core; a resumed run keeps its count);"
+               " as many processes tokenize a streamed corpus",
     "max_steps": "optimizer steps to train for",
     "lr": "peak learning rate, reached after the warm-up",
     "min_lr": "the learning rate the cosine decays to (at most --lr)",
@@ -379,6 +386,7 @@ def _embed(argv):
 # --- npllm tokenizer --------------------------------------------------------
 def _tokenizer(argv):
     from npllm.data.sources import load_corpus
+    from npllm.data.streams import DocumentSource, sample_documents, wants_streaming
     from npllm.errors import NpllmError
     from npllm.io.atomic import require_writable_file
     from npllm.tokenizer import BPETokenizer
@@ -387,10 +395,14 @@ def _tokenizer(argv):
     commands = parser.add_subparsers(dest="action", required=True)
     defaults = argparse.ArgumentDefaultsHelpFormatter
     train = commands.add_parser("train", help="learn merges from text", formatter_class=defaults)
-    train.add_argument("--data", default="stdlib", help="stdlib, docs, shakespeare, or a text file or folder")
+    train.add_argument("--data", default="stdlib", help="stdlib, docs, shakespeare, a text file or folder, or a"
+                       " stream (JSONL, a MediaWiki XML dump, .gz/.bz2/.xz files), of which a seeded sample is read")
+    train.add_argument("--text-field", default="text", help="the key of each JSONL record's text")
+    train.add_argument("--seed", type=int, default=1337, help="seed of a stream's sample")
     train.add_argument("--vocab-size", type=int, default=4096, help="tokens in the vocabulary: 256 bytes + merges")
     train.add_argument("--pattern", default="gpt4", help="how text is split before merging: gpt2, gpt4, or a regex")
-    train.add_argument("--max-chars", type=int, default=None, help="learn from at most this many characters")
+    train.add_argument("--max-chars", type=int, default=None,
+                       help="learn from at most this many characters (of a stream: 4,000,000 when not given)")
     train.add_argument("--out", required=True, help="tokenizer file to write")
     for name, what, given in (("encode", "text to token ids", "the text to encode"),
                               ("decode", "token ids to text", "the token ids to decode, separated by spaces")):
@@ -403,7 +415,10 @@ def _tokenizer(argv):
         if args.max_chars is not None and args.max_chars < 1:
             raise NpllmError(f"--max-chars must be at least 1, got {args.max_chars}")
         require_writable_file(args.out)  # before the minutes of training, not after
-        text = load_corpus(args.data).text[: args.max_chars]
+        if args.data not in ("stdlib", "docs", "shakespeare") and wants_streaming(Path(args.data)):
+            text = sample_documents(DocumentSource(args.data, args.text_field), args.max_chars or 4_000_000, args.seed)
+        else:
+            text = load_corpus(args.data).text[: args.max_chars]
         tokenizer = BPETokenizer.train(text, vocab_size=args.vocab_size, pattern=args.pattern, verbose=True)
         tokenizer.save(args.out)
         print(f"wrote {args.out}: {tokenizer!r}")
@@ -421,6 +436,57 @@ def _tokenizer(argv):
     return 0
 
 
+# --- npllm tokenize -----------------------------------------------------------
+def _tokenize(argv):
+    from npllm.data.shards import TOKENIZER_FILE, is_shard_folder, open_shards, tokenize_to_shards
+    from npllm.data.streams import DocumentSource, sample_documents
+    from npllm.errors import SettingError
+    from npllm.tokenizer import BPETokenizer
+    from npllm.training.pretrain import END_OF_TEXT
+
+    parser = argparse.ArgumentParser(
+        prog="npllm tokenize", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Tokenize a corpus of any size into token shards, on every core; resumable after a kill.")
+    parser.add_argument("--data", required=True, help="a text file or folder, JSONL, a MediaWiki XML dump"
+                        " (.xml, .xml.bz2), any of them .gz/.bz2/.xz; or stdlib, docs")
+    parser.add_argument("--out", required=True, help="the shard folder to write (or to finish or repair)")
+    parser.add_argument("--tokenizer", default=None, help="a tokenizer file (npllm tokenizer train, or a run's"
+                        " tokenizer.txt); without it, a BPE is trained on a sample of the corpus")
+    parser.add_argument("--vocab-size", type=int, default=2048, help="without --tokenizer: the vocabulary to learn")
+    parser.add_argument("--tokenizer-chars", type=int, default=4_000_000,
+                        help="without --tokenizer: characters of the seeded sample of documents it learns from")
+    parser.add_argument("--text-field", default="text", help="the key of each JSONL record's text")
+    parser.add_argument("--shard-tokens", type=int, default=100_000_000, help="token ids per shard, about")
+    parser.add_argument("--validation-fraction", type=float, default=0.05, help="share of documents held out")
+    parser.add_argument("--workers", type=int, default=None, help="processes that encode (default: one per core)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "uint16", "uint32"],
+                        help="the shards' id type; auto: uint16 when the vocabulary allows")
+    parser.add_argument("--seed", type=int, default=1337, help="seed of the tokenizer's sample")
+    args = parser.parse_args(argv)
+    for name in ("vocab_size", "tokenizer_chars", "shard_tokens", "workers"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise SettingError(f"`{name}` must be at least 1, got {getattr(args, name)}")
+    if is_shard_folder(args.data):
+        raise SettingError(f"`data` {args.data} is a shard folder already: train on it (npllm train --data {args.data})")
+    source = DocumentSource(args.data, args.text_field)
+    if args.tokenizer is not None:
+        tokenizer = BPETokenizer.load(args.tokenizer)
+    elif (Path(args.out) / TOKENIZER_FILE).is_file():  # a tokenization to finish keeps the tokenizer it began with
+        tokenizer = BPETokenizer.load(Path(args.out) / TOKENIZER_FILE)
+        _log(f"tokenizer: the one {args.out} was begun with, {tokenizer.vocab_size} ids")
+    else:
+        _log(f"tokenizer: learning {args.vocab_size} ids from a sample of {args.tokenizer_chars:,} characters")
+        tokenizer = BPETokenizer.train(sample_documents(source, args.tokenizer_chars, args.seed), args.vocab_size,
+                                       special_tokens={END_OF_TEXT: args.vocab_size - 1})
+    folder = tokenize_to_shards(source, tokenizer, args.out, args.shard_tokens, args.validation_fraction,
+                                args.workers, args.dtype, log=_log)
+    shards = open_shards(folder)
+    count = len(shards.index["shards"])
+    print(f"wrote {folder}: {count} shard{'s' * (count > 1)}, {len(shards.train):,} tokens for training and"
+          f" {len(shards.validation):,} for validation; train on it: npllm train --data {folder}")
+    return 0
+
+
 # --- npllm bench ------------------------------------------------------------
 BENCHMARKS = {
     "checkpoint": "npllm.bench.checkpoint",
@@ -429,6 +495,7 @@ BENCHMARKS = {
     "ops": "npllm.bench.ops",
     "mpi": "npllm.bench.mpi",
     "products": "npllm.bench.products",
+    "tokenize": "npllm.bench.tokenize",
     "tokenizer": "npllm.bench.tokenizer",
     "train": "npllm.bench.train",
 }
@@ -453,6 +520,7 @@ COMMANDS = {
     "fill-mask": (_fill_mask, "fill each [MASK] in a text with a BERT (trained here, or from Hugging Face)"),
     "embed": (_embed, "sentence embeddings and their similarities (default: all-MiniLM-L6-v2)"),
     "tokenizer": (_tokenizer, "train, encode and decode with a byte-level BPE tokenizer"),
+    "tokenize": (_tokenize, "tokenize a corpus of any size (a Wikipedia dump) into token shards, on every core"),
     "bench": (_bench, "measure speed: " + ", ".join(sorted(BENCHMARKS))),
 }
 

@@ -27,6 +27,16 @@ batch of every objective is (``npllm.training.objectives``): named arrays
 whose first axis is the example.  Windows come back as ``int64``, the index
 type embedding lookups and cross-entropy expect.
 
+**Document boundaries.**  A sharded corpus (``shards.py``) ends every document
+with an end-of-text id.  By default windows cross those boundaries, as GPT-2's
+did: the model learns that after the end-of-text token anything may begin.
+Given ``boundary_id``, windows respect them instead: a start is drawn uniformly
+from the places where a window lies inside one document (``DocumentStarts``: a
+document shorter than the window offers one start, its first token), and every
+target after the window's first end-of-text is ``IGNORE_INDEX``, so no
+prediction is ever conditioned on another document (the end-of-text itself is
+still predicted: the model learns where documents end).
+
 What this module leaves out on purpose: shuffling epochs without replacement,
 padding and attention masks (every window is full), and background prefetching.
 """
@@ -35,9 +45,11 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from npllm.data.tokens import token_chunks
 from npllm.errors import SettingError
 
 Batch = dict[str, np.ndarray]  # {"input_ids": (B, T), "targets": (B, T)}, int64
+IGNORE_INDEX = -100  # a target that is not learned from (the same value as npllm.functional's)
 
 
 def gather_windows(tokens: np.ndarray, starts: np.ndarray, context_length: int) -> Batch:
@@ -45,6 +57,42 @@ def gather_windows(tokens: np.ndarray, starts: np.ndarray, context_length: int) 
     offsets = np.arange(context_length + 1)                       # (T+1,)
     windows = np.asarray(tokens[starts[:, None] + offsets], dtype=np.int64)  # (B, T+1)
     return {"input_ids": windows[:, :-1], "targets": windows[:, 1:]}  # (B, T) each
+
+
+def ignore_after_boundary(batch: Batch, boundary_id: int | None) -> Batch:
+    """The batch with every target after the first ``boundary_id`` among its inputs ignored (None: unchanged)."""
+    if boundary_id is not None:
+        crossed = np.cumsum(batch["input_ids"] == boundary_id, axis=1) > 0  # (B, T): another document began
+        batch["targets"] = np.where(crossed, IGNORE_INDEX, batch["targets"])
+    return batch
+
+
+def document_ends(tokens, boundary_id: int) -> np.ndarray:
+    """One past each document's last id: after every ``boundary_id``, and the end of the tokens."""
+    ends, offset = [], 0
+    for piece in token_chunks(tokens):  # one pass in bounded memory, even over many memory-mapped shards
+        ends.append(np.flatnonzero(np.asarray(piece) == boundary_id) + offset + 1)
+        offset += len(piece)
+    ends = np.concatenate(ends or [np.zeros(0, dtype=np.int64)])
+    return ends if len(ends) and ends[-1] == len(tokens) else np.append(ends, len(tokens))
+
+
+class DocumentStarts:
+    """Starts of windows of ``length`` ids that lie inside one document (one start for a shorter document)."""
+
+    def __init__(self, tokens, boundary_id: int, length: int):
+        ends = document_ends(tokens, boundary_id)
+        self.document_starts = np.concatenate([[0], ends[:-1]])
+        self.counts = np.maximum(ends - self.document_starts - length + 1, 1)  # starts each document offers
+        self.cumulative = np.cumsum(self.counts)
+        self.highest = len(tokens) - length  # a short last document: its window reaches back into the one before
+
+    def draw(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """``size`` starts, uniform over all the allowed ones."""
+        drawn = rng.integers(0, self.cumulative[-1], size=size)                   # (B,)
+        document = np.searchsorted(self.cumulative, drawn, side="right")          # (B,)
+        offset = drawn - (self.cumulative[document] - self.counts[document])
+        return np.minimum(self.document_starts[document] + offset, self.highest)
 
 
 def count_windows(n_tokens: int, context_length: int, stride: int) -> int:
@@ -62,20 +110,29 @@ def require_windows(tokens: np.ndarray, context_length: int, what: str) -> None:
 
 
 class RandomWindows:
-    """Training batches: ``B`` windows at uniformly random starts, reproducible from a seed."""
+    """Training batches: ``B`` windows at uniformly random starts, reproducible from a seed.
 
-    def __init__(self, tokens: np.ndarray, context_length: int, batch_size: int, seed: int):
+    ``tokens`` is an array or ``ShardedTokens``; with ``boundary_id``, windows respect documents (see above).
+    """
+
+    def __init__(self, tokens: np.ndarray, context_length: int, batch_size: int, seed: int,
+                 boundary_id: int | None = None):
         require_windows(tokens, context_length, "training")
         self.tokens = tokens
         self.context_length = context_length
         self.batch_size = batch_size
+        self.boundary_id = boundary_id
+        self.documents = None if boundary_id is None else DocumentStarts(tokens, boundary_id, context_length + 1)
         self.rng = np.random.default_rng(seed)
 
     def next_batch(self) -> Batch:
         """The next batch: ``input_ids`` and ``targets``, each (B, T) int64."""
-        highest_start = len(self.tokens) - self.context_length - 1
-        starts = self.rng.integers(0, highest_start, size=self.batch_size, endpoint=True)  # (B,)
-        return gather_windows(self.tokens, starts, self.context_length)
+        if self.documents is None:
+            highest_start = len(self.tokens) - self.context_length - 1
+            starts = self.rng.integers(0, highest_start, size=self.batch_size, endpoint=True)  # (B,)
+        else:
+            starts = self.documents.draw(self.rng, self.batch_size)
+        return ignore_after_boundary(gather_windows(self.tokens, starts, self.context_length), self.boundary_id)
 
     def state_dict(self) -> dict:
         """The generator's exact state, JSON-serialisable, for a bit-exact resume."""
@@ -119,7 +176,11 @@ class SlidingWindows:
 
 
 def evaluation_batches(tokens: np.ndarray, context_length: int, batch_size: int,
-                       max_windows: int | None = None) -> Iterator[Batch]:
-    """A fixed sweep over ``tokens``: disjoint windows from the start, at most ``max_windows``."""
+                       max_windows: int | None = None, boundary_id: int | None = None) -> Iterator[Batch]:
+    """A fixed sweep over ``tokens``: disjoint windows from the start, at most ``max_windows``.
+
+    With ``boundary_id``, the targets after a window's first boundary are ignored, as in training.
+    """
     require_windows(tokens, context_length, "validation")
-    return SlidingWindows(tokens, context_length, stride=context_length).batches(batch_size, max_windows)
+    windows = SlidingWindows(tokens, context_length, stride=context_length).batches(batch_size, max_windows)
+    return (ignore_after_boundary(batch, boundary_id) for batch in windows)

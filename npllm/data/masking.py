@@ -25,6 +25,14 @@ sweeps disjoint windows of the held-out tokens with masks drawn from a
 generator seeded afresh each time, so every evaluation scores the same
 masked positions.
 
+**Document boundaries.**  Windows cross the end-of-text ids of a sharded
+corpus by default.  Given ``boundary_id`` (and ``pad_id``), they respect them:
+starts are drawn where a window lies inside one document (``DocumentStarts``),
+and a window that still meets a boundary (a document shorter than the window)
+keeps its text up to that boundary, which is BERT's [SEP]; the rest, and the
+closing [SEP], become [PAD] with ``attention_mask`` 0 and are never chosen.  So an
+encoder, which sees both ways, never reads two documents as one.
+
 Left out: whole-word masking, span masking, and next-sentence pairs.
 """
 
@@ -33,9 +41,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from npllm.data.batches import IGNORE_INDEX, DocumentStarts
 from npllm.errors import SettingError
-
-IGNORE_INDEX = -100  # a target that is not learned from (the same value as npllm.functional's)
 
 
 @dataclass(frozen=True)
@@ -89,11 +96,31 @@ def framed_windows(tokens: np.ndarray, starts: np.ndarray, length: int, cls_id: 
     return np.concatenate([np.full((B, 1), cls_id), windows, np.full((B, 1), sep_id)], axis=1)
 
 
-def _masked_batch(ids: np.ndarray, rule: MaskingRule, rng: np.random.Generator) -> dict:
+@dataclass(frozen=True)
+class Boundaries:
+    """How windows respect documents: the id that ends one, and the [PAD] that fills a window after it."""
+
+    boundary_id: int
+    pad_id: int
+
+    def padded(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, attention_mask): each framed window (B, T) cut after its first boundary, the rest [PAD]."""
+        boundaries = np.zeros(ids.shape, dtype=np.int64)
+        boundaries[:, 1:-1] = ids[:, 1:-1] == self.boundary_id
+        after = np.cumsum(boundaries, axis=1) - boundaries > 0  # past the first boundary (closing [SEP] included)
+        return np.where(after, self.pad_id, ids), (~after).astype(np.int64)
+
+
+def _masked_batch(ids: np.ndarray, rule: MaskingRule, rng: np.random.Generator,
+                  boundaries: Boundaries | None = None) -> dict:
     choosable = np.ones(ids.shape, dtype=bool)
     choosable[:, [0, -1]] = False  # [CLS] and [SEP]
+    batch = {}
+    if boundaries is not None:
+        ids, batch["attention_mask"] = boundaries.padded(ids)
+        choosable &= (batch["attention_mask"] == 1) & (ids != boundaries.boundary_id)
     masked, targets = mask_tokens(ids, choosable, rule, rng)
-    return {"input_ids": masked, "targets": targets}
+    return {"input_ids": masked, "targets": targets, **batch}
 
 
 def _window_length(context_length: int, tokens: np.ndarray, what: str) -> int:
@@ -111,17 +138,22 @@ class MaskedWindows:
     """Training batches: ``B`` framed windows at random starts, masked; starts and masks from one seeded generator."""
 
     def __init__(self, tokens: np.ndarray, context_length: int, batch_size: int, seed: int, rule: MaskingRule,
-                 cls_id: int, sep_id: int):
+                 cls_id: int, sep_id: int, boundaries: Boundaries | None = None):
         self.length = _window_length(context_length, tokens, "training")
         self.tokens, self.batch_size, self.rule = tokens, batch_size, rule
         self.cls_id, self.sep_id = cls_id, sep_id
+        self.boundaries = boundaries
+        self.documents = None if boundaries is None else DocumentStarts(tokens, boundaries.boundary_id, self.length)
         self.rng = np.random.default_rng(seed)
 
     def next_batch(self) -> dict:
         """``input_ids`` (masked) and ``targets`` (IGNORE_INDEX where not chosen), each (B, T) int64."""
-        starts = self.rng.integers(0, len(self.tokens) - self.length, size=self.batch_size, endpoint=True)
+        if self.documents is None:
+            starts = self.rng.integers(0, len(self.tokens) - self.length, size=self.batch_size, endpoint=True)
+        else:
+            starts = self.documents.draw(self.rng, self.batch_size)
         ids = framed_windows(self.tokens, starts, self.length, self.cls_id, self.sep_id)
-        return _masked_batch(ids, self.rule, self.rng)
+        return _masked_batch(ids, self.rule, self.rng, self.boundaries)
 
     def state_dict(self) -> dict:
         """The generator's exact state (starts and masks both come from it), for a bit-exact resume."""
@@ -132,11 +164,15 @@ class MaskedWindows:
 
 
 def masked_evaluation_batches(tokens: np.ndarray, context_length: int, batch_size: int, max_windows: int,
-                              rule: MaskingRule, cls_id: int, sep_id: int, seed: int = 0) -> Iterator[dict]:
-    """Disjoint framed windows from the start of ``tokens``, masked the same way every time (a fresh ``seed``)."""
+                              rule: MaskingRule, cls_id: int, sep_id: int, seed: int = 0,
+                              boundaries: Boundaries | None = None) -> Iterator[dict]:
+    """Disjoint framed windows from the start of ``tokens``, masked the same way every time (a fresh ``seed``).
+
+    With ``boundaries``, each window is cut after its first boundary, as in training.
+    """
     length = _window_length(context_length, tokens, "validation")
     n_windows = min(max_windows, len(tokens) // length)
     rng = np.random.default_rng(seed)
     for first in range(0, n_windows, batch_size):
         starts = np.arange(first, min(first + batch_size, n_windows)) * length
-        yield _masked_batch(framed_windows(tokens, starts, length, cls_id, sep_id), rule, rng)
+        yield _masked_batch(framed_windows(tokens, starts, length, cls_id, sep_id), rule, rng, boundaries)

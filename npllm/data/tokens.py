@@ -21,7 +21,9 @@ held out for validation. A contiguous tail, not a random sample, so no training
 window overlaps a validation window except at the single boundary.
 
 What this module leaves out on purpose: sharding into several files, parallel
-encoding, and document boundaries (the corpus is one stream of text).
+encoding, and document boundaries (the corpus is one stream of text): a corpus
+too large for one string is tokenized by ``shards.py`` instead.  ``token_chunks``
+and ``token_counts`` read either kind a bounded piece at a time.
 """
 
 import hashlib
@@ -36,6 +38,7 @@ from npllm.errors import SettingError
 from npllm.io.atomic import atomic_write
 
 UINT16_VOCABULARY_LIMIT = 1 << 16
+CHUNK_TOKENS = 1 << 24  # a pass over all the ids reads this many at a time
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -86,3 +89,18 @@ def split_tokens(tokens: np.ndarray, validation_fraction: float = 0.1) -> tuple[
         raise SettingError(f"`validation_fraction` must be between 0 and 1, got {validation_fraction}")
     n_train = len(tokens) - int(len(tokens) * validation_fraction)
     return tokens[:n_train], tokens[n_train:]
+
+
+def token_chunks(tokens):
+    """The ids in order, ``CHUNK_TOKENS`` at a time: of an array, or of shards (``ShardedTokens.chunks``)."""
+    if hasattr(tokens, "chunks"):
+        return tokens.chunks(CHUNK_TOKENS)
+    return (tokens[first:first + CHUNK_TOKENS] for first in range(0, len(tokens), CHUNK_TOKENS))
+
+
+def token_counts(tokens, vocab_size: int) -> np.ndarray:
+    """How often each id below ``vocab_size`` occurs, in int64, counted a chunk at a time."""
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    for chunk in token_chunks(tokens):
+        counts += np.bincount(chunk, minlength=vocab_size)[:vocab_size]
+    return counts

@@ -90,10 +90,9 @@ def distill(config: DistillConfig, progress=True, log=print) -> DistillRun:
     config = dataclasses.replace(pretrain.with_workers_fixed(config),
                                  **{name: getattr(teacher.config, name) for name in FROM_THE_TEACHER})
     check_student_init(config, teacher)
-    corpus = pretrain.read_corpus(config.data)
-    log(f"corpus: {corpus.description}, {len(corpus.text) / 1e6:.1f} M characters")
+    corpus = pretrain.read_data(config, log)
     log(f"teacher: {config.teacher}, {teacher.num_parameters():,} parameters; its tokenizer, {tokenizer.vocab_size} ids")
-    run = _build(config, tokenizer, corpus.text, log, pretrain._new_param_groups, teacher,
+    run = _build(config, tokenizer, corpus, log, pretrain._new_param_groups, teacher,
                  weights_sha256(config.teacher))
     if config.student_init == "teacher-layers":
         copy_every_other_block(teacher, run.model)
@@ -112,19 +111,19 @@ def resume(out_dir, changes=None, progress=True, log=print) -> DistillRun:
     return loop.train(run, progress, log)
 
 
-def _rebuild(config, tokenizer, text, log, param_groups, checkpoint):
+def _rebuild(config, tokenizer, corpus, log, param_groups, checkpoint):
     """The run saved in ``checkpoint``, after checking that its teacher is still the same model."""
     teacher, _ = load_model(config.teacher, log=log)
     fingerprint = weights_sha256(config.teacher)
     if checkpoint.train_state.get("teacher_sha256") != fingerprint:
         raise SettingError(f"`teacher` {config.teacher}: not the teacher this run learned from"
                            " (its weights have changed since)")
-    return _build(config, tokenizer, text, log, param_groups, teacher, fingerprint)
+    return _build(config, tokenizer, corpus, log, param_groups, teacher, fingerprint)
 
 
-def _build(config, tokenizer, text, log, param_groups, teacher, fingerprint) -> DistillRun:
+def _build(config, tokenizer, corpus, log, param_groups, teacher, fingerprint) -> DistillRun:
     objective = Distillation(teacher, temperature=config.temperature, alpha=config.alpha)
-    return build_run(config, tokenizer, text, log, param_groups=param_groups, objective=objective,
+    return build_run(config, tokenizer, corpus, log, param_groups=param_groups, objective=objective,
                      run_class=DistillRun, teacher_sha256=fingerprint)
 
 

@@ -3,8 +3,12 @@
 What this recipe decides, and hands to the shared loop (``loop.py``) as a
 ``TrainingRun``:
 
-    corpus       the standard library's source (default), the docs, a download, or the user's files
-    tokenizer    a byte-level BPE learned from the corpus's first characters, <|endoftext|> last
+    corpus       the standard library's source (default), the docs, a download, or the user's files,
+                 read whole; or a corpus too large for that: a shard folder of ``npllm tokenize``,
+                 or a stream (a JSONL file, a Wikipedia dump, compressed files) tokenized into
+                 shards in the run folder first (``read_data``, ``corpus_tokens``)
+    tokenizer    a byte-level BPE learned from the corpus's first characters (of a stream: a seeded
+                 sample of its documents), <|endoftext|> last; a shard folder's own
     model        a GPT-2 in miniature (``GPTConfig`` from ``TrainConfig``), initialised at random
     init         ... or, with ``init``, the weights and tokenizer of a Hugging Face GPT-2 folder or
                  of another run, trained further on the corpus (the tokenizer is not retrained)
@@ -21,7 +25,11 @@ setting that contradicts them.  Settings that
 decide what is learned (``FIXED_ON_RESUME``) must match the checkpoint's;
 the rest (``max_steps``, ``eval_interval``, ...) may change on resume.
 
-Left out on purpose: sequence packing with document boundaries.
+A sharded corpus keeps its documents: windows cross their boundaries by
+default (``boundaries`` "cross", as GPT-2), or never (``"respect"``, see
+``npllm.data.batches``).
+
+Left out on purpose: padding short documents to full windows.
 """
 
 import dataclasses
@@ -36,8 +44,11 @@ from pathlib import Path
 import numpy as np
 
 from npllm.data.batches import RandomWindows, evaluation_batches, require_windows
-from npllm.data.sources import load_corpus
-from npllm.data.tokens import load_or_encode, split_tokens, text_sha256, token_cache_path
+from npllm.data.shards import Shards, is_shard_folder, open_shards, tokenize_to_shards
+from npllm.data.sources import Corpus, load_corpus
+from npllm.data.streams import DocumentSource, sample_documents, wants_streaming
+from npllm.data.tokens import (load_or_encode, split_tokens, text_sha256, token_cache_path, token_counts,
+                               tokenizer_fingerprint)
 from npllm.errors import SettingError
 from npllm.io.safetensors import CheckpointError
 from npllm.models import GPT, GPTConfig
@@ -63,7 +74,11 @@ class TrainConfig:
     """Everything a run needs; the defaults train in about six minutes on two CPU cores."""
 
     # data and tokenizer
-    data: str = "stdlib"                    # "stdlib", "docs", "shakespeare", or a text file / folder
+    data: str = "stdlib"                    # "stdlib", "docs", "shakespeare", a text file / folder, a shard
+                                            # folder, or a stream: JSONL, a MediaWiki dump, .gz/.bz2/.xz files
+    text_field: str = "text"                # the key of each JSONL record's text
+    boundaries: str = "cross"               # windows "cross" document boundaries (GPT-2) or "respect" them
+    shard_tokens: int = 100_000_000         # a stream is tokenized into shards of about this many ids
     vocab_size: int = 2048                  # BPE vocabulary: 256 bytes + merges + <|endoftext|>
     tokenizer_chars: int = 4_000_000        # the tokenizer learns its merges from this many characters
     validation_fraction: float = 0.05       # the last 5% of the tokens are held out
@@ -79,7 +94,8 @@ class TrainConfig:
     batch_size: int = 16
     grad_accum: int = 1                     # micro-batches per step
     workers: int | None = None              # threads, each on a slice of every batch (default: one per core;
-                                            # recorded in the checkpoint: a resumed run keeps its count)
+                                            # recorded in the checkpoint: a resumed run keeps its count);
+                                            # as many processes tokenize a streamed corpus
     max_steps: int = 2000
     lr: float = 2e-3                        # peak learning rate (small models like large rates)
     min_lr: float = 2e-4                    # the cosine decays to this floor
@@ -100,11 +116,13 @@ class TrainConfig:
         A comparison with NaN is false, so a NaN is refused by every check.
         """
         check_settings(self, ("batch_size", "grad_accum", "eval_interval", "eval_windows", "workers", "max_steps",
-                              "tokenizer_chars", "decay_steps"), [
+                              "tokenizer_chars", "decay_steps", "shard_tokens"), [
             ("vocab_size", self.vocab_size >= 257, "at least 257 (the 256 bytes and <|endoftext|>)"),
             *optimisation_checks(self),
             ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
             ("validation_fraction", 0 < self.validation_fraction < 1, "between 0 and 1"),
+            ("boundaries", self.boundaries in BOUNDARIES, "cross or respect"),
+            ("text_field", isinstance(self.text_field, str) and self.text_field != "", "a non-empty key"),
         ])
         self.model_config(self.vocab_size)  # GPTConfig checks the model's shape (n_embd divisible by n_head, ...)
 
@@ -124,6 +142,9 @@ class TrainConfig:
             if name in fixed and value != fixed[name]:
                 raise SettingError(f"`{name}` {value} contradicts the model in `init` {init}, which has {fixed[name]}")
         return cls(**{**settings, **fixed, "init": str(init)})
+
+
+BOUNDARIES = ("cross", "respect")
 
 
 def optimisation_checks(config) -> list[tuple[str, bool, str]]:
@@ -164,7 +185,7 @@ def init_shape(model_config: GPTConfig) -> dict:
 # The settings a resumed run must share with its checkpoint (the rest, like max_steps, may change).
 # weight_decay and beta2 live in the optimizer state the checkpoint restores, so a new value would be
 # ignored; validation_fraction decides which tokens are trained on.
-FIXED_ON_RESUME = ("data", "vocab_size", "validation_fraction", "n_layer", "n_head", "n_embd", "context_length",
+FIXED_ON_RESUME = ("data", "text_field", "boundaries", "vocab_size", "validation_fraction", "n_layer", "n_head", "n_embd", "context_length",
                    "dropout", "batch_size", "grad_accum", "weight_decay", "beta2", "seed", "init")
 
 
@@ -178,7 +199,7 @@ class Run(TrainingRun):
 
     config: TrainConfig = None
     validation_tokens: np.ndarray = None  # the held-out end of the corpus
-    corpus_sha256: str = ""  # the training text's fingerprint: a resumed run must read the same text
+    corpus_sha256: str = ""  # the training ids' fingerprint (the text's, or the shards'): a resume must read the same
 
     def recipe_state(self) -> dict:
         return {"config": dataclasses.asdict(self.config), "model_config": dataclasses.asdict(self.model.config),
@@ -207,11 +228,15 @@ def start_run(config: TrainConfig, log) -> Run:
     out_dir = Path(config.out_dir)
     require_new_run_folder(out_dir)  # before the corpus, the tokenizer and the encoding are paid for
     init_model, tokenizer = _load_init(config, log) if config.init else (None, None)
-    corpus = read_corpus(config.data)
-    log(f"corpus: {corpus.description}, {len(corpus.text) / 1e6:.1f} M characters")
-    if init_model is None:
+    corpus = read_data(config, log)
+    if isinstance(corpus, Shards):
+        tokenizer = shard_tokenizer(corpus, tokenizer, config, log)
+        model_config = (config.model_config(tokenizer.vocab_size) if init_model is None else
+                        dataclasses.replace(config.model_config(config.vocab_size),
+                                            layer_norm_eps=init_model.config.layer_norm_eps))
+    elif init_model is None:
         started = time.perf_counter()
-        tokenizer = train_tokenizer(corpus.text, config)
+        tokenizer = train_tokenizer(tokenizer_sample(corpus, config), config)
         merges = len(tokenizer.mergeable_ranks) - 256
         short = (f" (the text ran out of pairs to merge before {config.vocab_size - 257}: ids up to"
                  f" {config.vocab_size - 1} are kept for the model, the unused ones never occur)"
@@ -223,7 +248,7 @@ def start_run(config: TrainConfig, log) -> Run:
         log(f"init: the weights and the {tokenizer.vocab_size}-token tokenizer of {config.init}")
         model_config = dataclasses.replace(config.model_config(config.vocab_size),
                                            layer_norm_eps=init_model.config.layer_norm_eps)
-    run = build_run(config, tokenizer, corpus.text, log, model_config, initial_weights=init_model)
+    run = build_run(config, tokenizer, corpus, log, model_config, initial_weights=init_model)
     loop.prepare_run_folder(out_dir)
     return run
 
@@ -299,11 +324,96 @@ def with_workers_fixed(config: TrainConfig) -> TrainConfig:
     return config if config.workers is not None else dataclasses.replace(config, workers=cores())
 
 
-def train_tokenizer(text: str, config: TrainConfig) -> BPETokenizer:
-    """A byte-level BPE with ``vocab_size`` ids, the last one being <|endoftext|>."""
-    sample = text[: config.tokenizer_chars]
-    return BPETokenizer.train(sample, vocab_size=config.vocab_size, pattern="gpt4",
+def train_tokenizer(sample: str | list[str], config: TrainConfig) -> BPETokenizer:
+    """A byte-level BPE with ``vocab_size`` ids, the last one being <|endoftext|>.
+
+    Learned from ``sample``: a text's first ``tokenizer_chars``, or the documents ``tokenizer_sample`` drew.
+    """
+    return BPETokenizer.train(within_budget(sample, config), vocab_size=config.vocab_size, pattern="gpt4",
                               special_tokens={END_OF_TEXT: config.vocab_size - 1})
+
+
+def within_budget(sample: str | list[str], config: TrainConfig) -> str | list[str]:
+    """A text cut to its first ``tokenizer_chars``; a stream's sample is drawn to that size already."""
+    return sample[: config.tokenizer_chars] if isinstance(sample, str) else sample
+
+
+# ---- the corpus: read whole, streamed into shards, or sharded already ------
+
+def read_data(config: TrainConfig, log) -> Corpus | DocumentSource | Shards:
+    """``config.data`` as a corpus in memory (the names, a plain text file or folder), a stream, or shards.
+
+    A folder with an ``index.json`` is a shard folder of ``npllm tokenize``; a
+    compressed file, a JSONL file or an XML dump (or a folder holding one) is
+    streamed; anything else is read whole, as before.
+    """
+    named = config.data in ("stdlib", "docs", "shakespeare")
+    if not named and is_shard_folder(config.data):
+        shards = open_shards(config.data)
+        log(f"corpus: the shards of {config.data} ({shards.index['source']}): {len(shards.train):,} tokens"
+            f" for training, {len(shards.validation):,} for validation")
+        return shards
+    if not named and wants_streaming(Path(config.data)):
+        source = DocumentSource(config.data, config.text_field)
+        log(f"corpus: {source.description}, streamed into shards")
+        return source
+    if config.boundaries == "respect":
+        raise SettingError(f"`boundaries` respect needs documents: {config.data} is read as one text; give a shard"
+                           " folder (npllm tokenize) or a streamed corpus (JSONL, a dump, compressed files)")
+    corpus = read_corpus(config.data)
+    log(f"corpus: {corpus.description}, {len(corpus.text) / 1e6:.1f} M characters")
+    return corpus
+
+
+def tokenizer_sample(corpus: Corpus | DocumentSource, config: TrainConfig) -> str | list[str]:
+    """What the tokenizer learns from: a text (its first ``tokenizer_chars`` are used), or a seeded sample of a stream."""
+    if isinstance(corpus, Corpus):
+        return corpus.text
+    return sample_documents(corpus, config.tokenizer_chars, config.seed)
+
+
+def shard_tokenizer(shards: Shards, init_tokenizer, config: TrainConfig, log) -> BPETokenizer:
+    """The tokenizer the shards were encoded with (an init's must be the same one)."""
+    tokenizer = BPETokenizer.load(shards.tokenizer_path)
+    if init_tokenizer is not None and tokenizer_fingerprint(init_tokenizer) != shards.index["tokenizer_sha256"]:
+        raise SettingError(f"`data` {config.data} was tokenized with another tokenizer than the one of `init`"
+                           f" {config.init}; tokenize it with that one (npllm tokenize --tokenizer)")
+    log(f"tokenizer: the shards' own, a vocabulary of {tokenizer.vocab_size} ids")
+    return tokenizer
+
+
+@dataclass(frozen=True)
+class CorpusTokens:
+    """A corpus's ids for training and for validation, its fingerprint, and the id that ends its documents."""
+
+    train: object        # an array, or ShardedTokens
+    validation: object
+    fingerprint: str     # equal fingerprints: the same ids (a resumed run checks it)
+    end_of_text: int | None = None  # None: the corpus is one text, without documents
+
+    def boundary_id(self, config: TrainConfig) -> int | None:
+        """The id windows must not cross, when ``boundaries`` says so."""
+        return self.end_of_text if config.boundaries == "respect" else None
+
+
+def corpus_tokens(config: TrainConfig, tokenizer: BPETokenizer, corpus, log) -> CorpusTokens:
+    """The ids of ``corpus`` (from ``read_data``, or a text) under ``tokenizer``: cached, or sharded in the run folder."""
+    if isinstance(corpus, str):
+        corpus = Corpus(corpus, "a text")
+    if isinstance(corpus, Corpus):
+        tokens = cached_tokens(corpus.text, tokenizer)
+        return CorpusTokens(*split_tokens(tokens, config.validation_fraction), text_sha256(corpus.text))
+    if isinstance(corpus, DocumentSource):  # rank 0 writes the shards while the other ranks wait, then all map them
+        folder = Path(config.out_dir) / "shards"
+        world().on_writer(lambda: tokenize_to_shards(corpus, tokenizer, folder, config.shard_tokens,
+                                                     config.validation_fraction, workers=config.workers, log=log))
+        corpus = open_shards(folder)
+    elif corpus.index["validation_fraction"] != config.validation_fraction:
+        raise SettingError(f"`validation_fraction` {config.validation_fraction} differs from the one `data`"
+                           f" {config.data} was split with, {corpus.index['validation_fraction']}")
+    if corpus.index["tokenizer_sha256"] != tokenizer_fingerprint(tokenizer):
+        raise SettingError(f"`data` {config.data}: its shards were encoded with another tokenizer than this run's")
+    return CorpusTokens(corpus.train, corpus.validation, corpus.fingerprint(), corpus.end_of_text)
 
 
 def restore_run(out_dir, changes: dict, log, config_class=TrainConfig, fixed_on_resume=FIXED_ON_RESUME,
@@ -311,7 +421,7 @@ def restore_run(out_dir, changes: dict, log, config_class=TrainConfig, fixed_on_
     """Rebuild the run saved in ``out_dir``, with the allowed ``changes`` applied.
 
     A recipe built on this one (distillation) passes its own ``config_class``,
-    the settings it fixes, and ``build(config, tokenizer, text, log,
+    the settings it fixes, and ``build(config, tokenizer, corpus, log,
     param_groups, checkpoint)`` for its own run; the default builds this
     recipe's.
     """
@@ -335,10 +445,8 @@ def restore_run(out_dir, changes: dict, log, config_class=TrainConfig, fixed_on_
     if checkpoint.tokenizer_path is None:
         raise CheckpointError(f"{checkpoint.folder}: the checkpoint has no tokenizer file")
     tokenizer = BPETokenizer.load(checkpoint.tokenizer_path)
-    text = read_corpus(config.data).text
-    if text_sha256(text) != checkpoint.train_state["corpus_sha256"]:
-        raise CheckpointError(f"{checkpoint.folder}: the text of `data` {config.data} is not the text this run"
-                              " was trained on (changed, or a relative path read from another folder)")
+    corpus = read_data(config, log)
+
     def saved_groups(model, config):
         try:
             return _saved_param_groups(model, checkpoint.train_state["optimizer"], config)
@@ -347,12 +455,20 @@ def restore_run(out_dir, changes: dict, log, config_class=TrainConfig, fixed_on_
 
     if build is None:
         model_config = GPTConfig(**checkpoint.train_state["model_config"])
-        run = build_run(config, tokenizer, text, log, model_config, param_groups=saved_groups)
+        run = build_run(config, tokenizer, corpus, log, model_config, param_groups=saved_groups)
     else:
-        run = build(config, tokenizer, text, log, saved_groups, checkpoint)
+        run = build(config, tokenizer, corpus, log, saved_groups, checkpoint)
+    require_same_corpus(run, checkpoint, config)
     loop.restore(run, checkpoint)
     log(f"resumed {out_dir} at step {run.step}")
     return run
+
+
+def require_same_corpus(run, checkpoint, config: TrainConfig):
+    """Refuse to resume on other ids than the run was trained on."""
+    if run.corpus_sha256 != checkpoint.train_state["corpus_sha256"]:
+        raise CheckpointError(f"{checkpoint.folder}: the text of `data` {config.data} is not the text this run"
+                              " was trained on (changed, or a relative path read from another folder)")
 
 
 def _saved_param_groups(model: GPT, saved_optimizer: dict, config: TrainConfig) -> list[dict]:
@@ -379,11 +495,12 @@ def _new_param_groups(model: GPT, config: TrainConfig) -> list[dict]:
     return configure_param_groups(model, config.weight_decay)
 
 
-def build_run(config: TrainConfig, tokenizer: BPETokenizer, text: str, log, model_config: GPTConfig = None,
+def build_run(config: TrainConfig, tokenizer: BPETokenizer, corpus, log, model_config: GPTConfig = None,
               param_groups=_new_param_groups, initial_weights: GPT | None = None, objective=None, run_class=None,
               **run_fields) -> Run:
     """The run's objects; ``param_groups(model, config)`` chooses the optimizer's groups (a resume: the saved ones).
 
+    ``corpus`` is what ``read_data`` returned: its ids come from ``corpus_tokens``.
     ``model_config`` defaults to ``config``'s shape at the tokenizer's vocabulary; ``initial_weights``, a
     model of its shape, replaces the random initialisation.
 
@@ -392,8 +509,8 @@ def build_run(config: TrainConfig, tokenizer: BPETokenizer, text: str, log, mode
     across recipes) and keeps its own objects with ``run_class`` (a subclass
     of ``Run``) and ``run_fields``.
     """
-    tokens = cached_tokens(text, tokenizer)
-    train_tokens, validation_tokens = split_tokens(tokens, config.validation_fraction)
+    tokens = corpus_tokens(config, tokenizer, corpus, log)
+    train_tokens, validation_tokens, boundary_id = tokens.train, tokens.validation, tokens.boundary_id(config)
     require_windows(validation_tokens, config.context_length, "validation")  # now, not at the first evaluation
     log(f"tokens: {len(train_tokens):,} for training, {len(validation_tokens):,} for validation;"
         f" unigram baseline loss {unigram_loss(train_tokens, validation_tokens, tokenizer.vocab_size):.3f}")
@@ -406,14 +523,15 @@ def build_run(config: TrainConfig, tokenizer: BPETokenizer, text: str, log, mode
         model=model,
         objective=objective or NextToken(),
         evaluation_objective=NextToken(),
-        batches=RandomWindows(train_tokens, config.context_length, config.batch_size, seed=config.seed),
+        batches=RandomWindows(train_tokens, config.context_length, config.batch_size, seed=config.seed,
+                              boundary_id=boundary_id),
         evaluation_batches=lambda: evaluation_batches(validation_tokens, config.context_length, config.batch_size,
-                                                      config.eval_windows),
+                                                      config.eval_windows, boundary_id),
         **optimisation(config, model, param_groups),
         tokenizer=tokenizer,
         config=config,
         validation_tokens=validation_tokens,
-        corpus_sha256=text_sha256(text),
+        corpus_sha256=tokens.fingerprint,
         **run_fields,
     )
 
@@ -450,9 +568,10 @@ def unigram_loss(train_tokens, validation_tokens, vocab_size) -> float:
 
     The number any trained model must beat; add-one smoothing keeps unseen tokens finite.
     """
-    counts = np.bincount(train_tokens, minlength=vocab_size) + 1.0
+    counts = token_counts(train_tokens, vocab_size) + 1.0
     log_probs = np.log(counts / counts.sum())
-    return float(-log_probs[validation_tokens].mean())
+    validation_counts = token_counts(validation_tokens, vocab_size)
+    return float(-(validation_counts * log_probs).sum() / validation_counts.sum())
 
 
 def load_model(run_dir, log=print):

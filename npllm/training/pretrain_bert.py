@@ -27,10 +27,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from npllm.data.masking import MaskedWindows, MaskingRule, masked_evaluation_batches
-from npllm.data.tokens import split_tokens, text_sha256
+from npllm.data.masking import Boundaries, MaskedWindows, MaskingRule, masked_evaluation_batches
+from npllm.data.shards import Shards
+from npllm.data.tokens import token_counts
 from npllm.errors import SettingError
 from npllm.io.safetensors import CheckpointError
 from npllm.models import BERTConfig, BERTForMaskedLM
@@ -42,8 +41,10 @@ from npllm.tokenizer import BPETokenizer
 from npllm.training import loop
 from npllm.training.checkpoint import load_checkpoint
 from npllm.training.objectives import MaskedLM
-from npllm.training.pretrain import (FIXED_ON_RESUME, RECIPE_STATE_KEYS, Run, TrainConfig, cached_tokens, optimisation,
-                                     read_corpus, require_new_run_folder, unigram_loss, with_workers_fixed)
+from npllm.training.pretrain import (FIXED_ON_RESUME, RECIPE_STATE_KEYS, Run, TrainConfig, corpus_tokens,
+                                     optimisation, read_data, require_new_run_folder, require_same_corpus,
+                                     shard_tokenizer, tokenizer_sample, unigram_loss, with_workers_fixed,
+                                     within_budget)
 
 SPECIAL_TOKENS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]")  # the last four ids, in this order
 
@@ -122,21 +123,33 @@ def start_run(config: BERTTrainConfig, log) -> BERTRun:
     config = with_workers_fixed(config)
     out_dir = Path(config.out_dir)
     require_new_run_folder(out_dir)
-    corpus = read_corpus(config.data)
-    log(f"corpus: {corpus.description}, {len(corpus.text) / 1e6:.1f} M characters")
-    started = time.perf_counter()
-    tokenizer = train_tokenizer(corpus.text, config)
-    log(f"tokenizer: {tokenizer.vocab_size} tokens learned in {time.perf_counter() - started:.1f} s")
-    run = _build_run(config, tokenizer, corpus.text, log)
+    corpus = read_data(config, log)
+    if isinstance(corpus, Shards):
+        tokenizer = shard_tokenizer(corpus, None, config, log)
+        require_bert_specials(tokenizer, config)
+    else:
+        started = time.perf_counter()
+        tokenizer = train_tokenizer(tokenizer_sample(corpus, config), config)
+        log(f"tokenizer: {tokenizer.vocab_size} tokens learned in {time.perf_counter() - started:.1f} s")
+    run = _build_run(config, tokenizer, corpus, log)
     loop.prepare_run_folder(out_dir)
     return run
 
 
-def train_tokenizer(text: str, config: BERTTrainConfig) -> BPETokenizer:
+def train_tokenizer(sample: str | list[str], config: BERTTrainConfig) -> BPETokenizer:
     """A byte-level BPE of ``vocab_size`` ids whose last four are [PAD], [CLS], [SEP], [MASK]."""
     first = config.vocab_size - len(SPECIAL_TOKENS)
-    return BPETokenizer.train(text[: config.tokenizer_chars], vocab_size=config.vocab_size, pattern="gpt4",
+    return BPETokenizer.train(within_budget(sample, config), vocab_size=config.vocab_size, pattern="gpt4",
                               special_tokens={token: first + i for i, token in enumerate(SPECIAL_TOKENS)})
+
+
+def require_bert_specials(tokenizer: BPETokenizer, config: BERTTrainConfig):
+    """A shard folder's tokenizer must end with BERT's four special tokens, as this recipe's own does."""
+    V = tokenizer.vocab_size
+    expected = {token: V - len(SPECIAL_TOKENS) + i for i, token in enumerate(SPECIAL_TOKENS)}
+    if {token: tokenizer.special_tokens.get(token) for token in SPECIAL_TOKENS} != expected:
+        raise SettingError(f"`data` {config.data}: its tokenizer does not end with {', '.join(SPECIAL_TOKENS)}"
+                           " (tokenize the corpus with a BERT run's tokenizer)")
 
 
 def restore_run(out_dir, changes: dict, log) -> BERTRun:
@@ -149,10 +162,7 @@ def restore_run(out_dir, changes: dict, log) -> BERTRun:
             or checkpoint.tokenizer_path is None:
         raise CheckpointError(f"{checkpoint.folder}: not a checkpoint written by npllm train --model bert")
     config = with_workers_fixed(BERTTrainConfig(**{**state["config"], **changes, "out_dir": str(out_dir)}))
-    text = read_corpus(config.data).text
-    if text_sha256(text) != state["corpus_sha256"]:
-        raise CheckpointError(f"{checkpoint.folder}: the text of `data` {config.data} is not the text this run"
-                              " was trained on (changed, or a relative path read from another folder)")
+    corpus = read_data(config, log)
 
     def saved_groups(model, config):
         try:
@@ -160,7 +170,8 @@ def restore_run(out_dir, changes: dict, log) -> BERTRun:
         except (KeyError, TypeError) as error:
             raise CheckpointError(f"{checkpoint.folder}: its optimizer state does not fit this model ({error})") from error
 
-    run = _build_run(config, BPETokenizer.load(checkpoint.tokenizer_path), text, log, param_groups=saved_groups)
+    run = _build_run(config, BPETokenizer.load(checkpoint.tokenizer_path), corpus, log, param_groups=saved_groups)
+    require_same_corpus(run, checkpoint, config)
     loop.restore(run, checkpoint)
     log(f"resumed {out_dir} at step {run.step}")
     return run
@@ -170,19 +181,22 @@ def _new_param_groups(model, config: BERTTrainConfig) -> list[dict]:
     return configure_param_groups(model, config.weight_decay)
 
 
-def _build_run(config: BERTTrainConfig, tokenizer: BPETokenizer, text: str, log,
+def _build_run(config: BERTTrainConfig, tokenizer: BPETokenizer, corpus, log,
                param_groups=_new_param_groups) -> BERTRun:
-    tokens = cached_tokens(text, tokenizer)
-    train_tokens, validation_tokens = split_tokens(tokens, config.validation_fraction)
+    tokens = corpus_tokens(config, tokenizer, corpus, log)
+    train_tokens, validation_tokens = tokens.train, tokens.validation
     V = tokenizer.vocab_size
     rule = config.masking_rule(V)
     cls_id, sep_id = tokenizer.special_tokens["[CLS]"], tokenizer.special_tokens["[SEP]"]
+    boundary_id = tokens.boundary_id(config)
+    boundaries = None if boundary_id is None else Boundaries(boundary_id, tokenizer.special_tokens["[PAD]"])
 
     def evaluation_set():
         return masked_evaluation_batches(validation_tokens, config.context_length, config.batch_size,
-                                         config.eval_windows, rule, cls_id, sep_id)
+                                         config.eval_windows, rule, cls_id, sep_id, boundaries=boundaries)
 
-    batches = MaskedWindows(train_tokens, config.context_length, config.batch_size, config.seed, rule, cls_id, sep_id)
+    batches = MaskedWindows(train_tokens, config.context_length, config.batch_size, config.seed, rule, cls_id, sep_id,
+                            boundaries)
     next(iter(evaluation_set()))  # too few held-out tokens for one window: say so now, not at the first evaluation
     log(f"tokens: {len(train_tokens):,} for training, {len(validation_tokens):,} for validation;"
         f" baselines on held-out tokens: unigram loss {unigram_loss(train_tokens, validation_tokens, V):.3f},"
@@ -199,15 +213,15 @@ def _build_run(config: BERTTrainConfig, tokenizer: BPETokenizer, text: str, log,
         tokenizer=tokenizer,
         config=config,
         validation_tokens=validation_tokens,
-        corpus_sha256=text_sha256(text),
+        corpus_sha256=tokens.fingerprint,
         evaluation_set=evaluation_set,
     )
 
 
 def most_frequent_accuracy(train_tokens, validation_tokens, vocab_size) -> float:
     """How often the training text's most frequent token is right on the held-out tokens."""
-    most_frequent = np.bincount(train_tokens, minlength=vocab_size).argmax()
-    return float(np.mean(np.asarray(validation_tokens) == most_frequent))
+    most_frequent = token_counts(train_tokens, vocab_size).argmax()
+    return float(token_counts(validation_tokens, vocab_size)[most_frequent] / len(validation_tokens))
 
 
 def load_model(run_dir):

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from npllm.data.batches import RandomWindows, SlidingWindows, evaluation_batches
+from npllm.data.batches import IGNORE_INDEX, DocumentStarts, RandomWindows, SlidingWindows, evaluation_batches
 
 TOKENS = np.arange(100, dtype=np.uint16)  # token i is i, so a window shows where it starts
 
@@ -73,3 +73,20 @@ def test_too_few_tokens_for_one_window_is_a_clear_error():
         evaluation_batches(np.arange(10), context_length=10, batch_size=2)
     with pytest.raises(ValueError, match="the training tokens"):
         RandomWindows(np.arange(5), context_length=8, batch_size=2, seed=0)
+
+
+def test_windows_that_respect_documents_lie_inside_one_or_ignore_what_follows_its_end():
+    eot = 99
+    lengths = [3, 30, 5, 40, 2, 12]  # documents, each ending with eot; some shorter than the window
+    tokens = np.concatenate([np.append(np.arange(1, n), eot) for n in lengths])
+    starts = DocumentStarts(tokens, eot, length=9).draw(np.random.default_rng(0), 4000)
+    document_starts = np.cumsum([0] + lengths[:-1])
+    fits = {s for first, n in zip(document_starts, lengths) for s in range(first, first + max(n - 8, 1))}
+    assert set(starts.tolist()) == fits  # every allowed start is drawn, and no other
+    windows = RandomWindows(tokens, context_length=8, batch_size=64, seed=3, boundary_id=eot)
+    batch = windows.next_batch()
+    after = np.cumsum(batch["input_ids"] == eot, axis=1) > 0
+    assert (batch["targets"][after] == IGNORE_INDEX).all() and (batch["targets"][~after] != IGNORE_INDEX).all()
+    resumed = RandomWindows(tokens, context_length=8, batch_size=64, seed=3, boundary_id=eot)
+    resumed.load_state_dict(windows.state_dict())
+    np.testing.assert_array_equal(resumed.next_batch()["targets"], windows.next_batch()["targets"])

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from npllm.data.masking import (IGNORE_INDEX, MaskedWindows, MaskingRule, framed_windows, mask_tokens,
+from npllm.data.masking import (IGNORE_INDEX, Boundaries, MaskedWindows, MaskingRule, framed_windows, mask_tokens,
                                 masked_evaluation_batches)
 from npllm.errors import SettingError
 
@@ -74,3 +74,15 @@ def test_evaluation_batches_mask_the_same_positions_every_time():
 def test_bad_settings_are_named(make, message):
     with pytest.raises(SettingError, match=message):
         make()
+
+
+def test_windows_that_respect_documents_pad_after_the_first_boundary_and_never_choose_it():
+    sep, pad = 92, 90
+    tokens = np.concatenate([np.append(np.arange(1, n), sep) for n in [4, 20, 6, 3, 25]])
+    windows = MaskedWindows(tokens, 12, 64, seed=1, rule=RULE, cls_id=91, sep_id=sep, boundaries=Boundaries(sep, pad))
+    batch = windows.next_batch()
+    padded = batch["attention_mask"] == 0
+    assert padded.any() and (batch["input_ids"][padded] == pad).all() and (batch["targets"][padded] == IGNORE_INDEX).all()
+    for row, mask in zip(batch["input_ids"], batch["attention_mask"]):
+        kept = row[mask == 1]
+        assert kept[0] == 91 and kept[-1] == sep and sep not in kept[1:-1]  # [CLS] one document's text [SEP]
