@@ -108,7 +108,7 @@ class BARTConfig:
     bos_token_id: int = 0               # <s>, the first token of every text
     eos_token_id: int = 2               # </s>, the last
     decoder_start_token_id: int = 2     # the decoder's first input (BART starts from </s>)
-    forced_bos_token_id: int | None = None  # a token generation must write first (bart-large-cnn: None; mBART: a language)
+    forced_bos_token_id: int | None = None  # a token generation must write first (None: none)
     forced_eos_token_id: int | None = 2     # the token generation writes when it reaches its length limit
     dtype: str = "float32"              # float32 to run; float64 for gradient checks
 
@@ -308,7 +308,7 @@ class DecoderCache:
 
 
 class BART(Module):
-    """BART's encoder and decoder (Hugging Face's ``BartModel``): ``model(input_ids, decoder_input_ids)`` -> (B, T, C)."""
+    """BART's two stacks (Hugging Face's ``BartModel``): ``model(input_ids, decoder_input_ids)`` -> (B, T, C)."""
 
     def __init__(self, config: BARTConfig, seed=0, rng=None):
         super().__init__()
