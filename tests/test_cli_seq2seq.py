@@ -1,6 +1,8 @@
 """``npllm generate`` with a seq2seq model (a Hugging Face BART folder): beams, sampling, batches, and the flags
 that belong to the other kind of model, each refused in one line with exit status 2."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -103,3 +105,12 @@ def test_write_targets_takes_a_bpe_tokenizer_with_barts_special_tokens(folders):
     with pytest.raises(npllm.errors.SettingError, match="needs BART's special tokens"):
         write_targets(model, BPETokenizer(bpe.mergeable_ranks, "gpt2"), ["def"])
     assert np.isfinite(write_targets(model, tokenizer, ["def"], num_beams=2, max_new_tokens=4)[0][0][1])
+
+
+@pytest.mark.bench
+def test_bench_generate_seq2seq_runs_with_tiny_settings(capsys):
+    assert main(["bench", "generate", "--model", "seq2seq", "--preset", "tiny", "--new-tokens", "2", "--sources", "1",
+                 "--beams", "2", "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "beam search 2" in out and "same hypotheses: yes" in out
+    assert json.loads(out.splitlines()[-1])["tokens_per_s"] > 0
