@@ -1,4 +1,4 @@
-"""``npllm bench generate``: tokens per second with and without the KV cache (a GPT, or a BART's beam search), or GPT-2 against transformers.
+"""``npllm bench generate``: tokens/s with and without the KV cache (a GPT; a BART's beam search), or GPT-2 vs HF.
 
 Without a cache, every new token re-runs the model over the whole context
 (cost grows with the square of the text's length); with it, each new token
