@@ -31,7 +31,6 @@ the thing.
 import json
 from pathlib import Path
 
-
 from npllm.errors import SettingError
 from npllm.io.atomic import atomic_write_text
 from npllm.io.safetensors import save_safetensors
