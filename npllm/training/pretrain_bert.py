@@ -119,26 +119,30 @@ def resume(out_dir, changes=None, progress=True, log=print) -> BERTRun:
     return loop.train(restore_run(out_dir, changes or {}, log), progress, log)
 
 
-def start_run(config: BERTTrainConfig, log) -> BERTRun:
+def start_run(config: BERTTrainConfig, log, special_tokens=SPECIAL_TOKENS, build=None):
+    """A new run of ``config``: its tokenizer learned with ``special_tokens`` last, then ``build(config, tokenizer, text, log)``.
+
+    The encoder–decoder's recipe starts its runs here too, with its own special tokens and build.
+    """
     config = with_workers_fixed(config)
     out_dir = Path(config.out_dir)
     require_new_run_folder(out_dir)
     corpus = load_corpus(config.data)
     log(f"corpus: {corpus.description}, {len(corpus.text) / 1e6:.1f} M characters")
     started = time.perf_counter()
-    tokenizer = train_tokenizer(corpus.text, config)
+    tokenizer = train_tokenizer(corpus.text, config, special_tokens)
     log(f"tokenizer: {tokenizer.vocab_size} tokens learned in {time.perf_counter() - started:.1f} s")
-    run = _build_run(config, tokenizer, corpus.text, log)
+    run = (build or _build_run)(config, tokenizer, corpus.text, log)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / METRICS_FILE).unlink(missing_ok=True)
     return run
 
 
-def train_tokenizer(text: str, config: BERTTrainConfig) -> BPETokenizer:
-    """A byte-level BPE of ``vocab_size`` ids whose last four are [PAD], [CLS], [SEP], [MASK]."""
-    first = config.vocab_size - len(SPECIAL_TOKENS)
+def train_tokenizer(text: str, config: BERTTrainConfig, special_tokens=SPECIAL_TOKENS) -> BPETokenizer:
+    """A byte-level BPE of ``vocab_size`` ids whose last ones are ``special_tokens`` ([PAD], [CLS], [SEP], [MASK])."""
+    first = config.vocab_size - len(special_tokens)
     return BPETokenizer.train(text[: config.tokenizer_chars], vocab_size=config.vocab_size, pattern="gpt4",
-                              special_tokens={token: first + i for i, token in enumerate(SPECIAL_TOKENS)})
+                              special_tokens={token: first + i for i, token in enumerate(special_tokens)})
 
 
 def restore_run(out_dir, changes: dict, log) -> BERTRun:
