@@ -3,19 +3,26 @@
     y[n] = W[ids[n]]
 
 Its backward is a scatter-add: every use of a row adds to that row's gradient,
-so repeated ids must accumulate.  The composed version is plain indexing
+so repeated ids must accumulate.  With a ``padding_idx`` (PyTorch's option,
+which BART's checkpoints rely on) that one row receives no gradient from
+the lookup: padding positions read it but never train it.  The composed version is plain indexing
 (``GetItem``, whose backward uses ``np.add.at``); the fused one is the fast
 scatter-add measured in its docstring.
 """
 
 import numpy as np
 
+from npllm import ops
 from npllm.tensor import Function, ShapeError, as_array
 
 
 # --- the composed reference: the definition, from primitives (autograd derives its backward) ---
-def embedding_composed(ids, weight):
-    return weight[ids]  # GetItem's backward: np.add.at over the repeated rows
+def embedding_composed(ids, weight, padding_idx=None):
+    rows = weight[ids]  # GetItem's backward: np.add.at over the repeated rows
+    if padding_idx is None:
+        return rows
+    padding = (np.asarray(ids) == padding_idx)[..., None]  # (*ids.shape, 1)
+    return ops.where(padding, weight.detach()[ids], rows)  # the padding rows read a constant copy
 
 
 # --- the fused op: one Function, backward derived by hand ---
@@ -30,11 +37,12 @@ class FusedEmbedding(Function):
     the first occurrence of each id (no conflicts, one fancy-index copy), and
     add only the repeats with ``np.add.at`` on a flat element index, NumPy's
     fast 1-D path: ~2 ms for uniform ids, ~3.5 ms for text-like (Zipf) ids.
+    With ``padding_idx``, dW[padding_idx] = 0.
     """
 
     @staticmethod
-    def forward(ctx, ids, weight):
-        ctx.ids, ctx.weight_shape = ids, weight.shape
+    def forward(ctx, ids, weight, padding_idx=None):
+        ctx.ids, ctx.weight_shape, ctx.padding_idx = ids, weight.shape, padding_idx
         return weight[ids]
 
     @staticmethod
@@ -54,11 +62,16 @@ class FusedEmbedding(Function):
         if len(repeats):
             flat_index = (ids[repeats][:, None] * C + np.arange(C)).reshape(-1)  # (R * C,)
             np.add.at(dweight.reshape(-1), flat_index, grad_rows[repeats].reshape(-1))
+        if ctx.padding_idx is not None:
+            dweight[ctx.padding_idx] = 0.0
         return None, dweight
 
 
-def embedding(ids, weight):
-    """Rows of ``weight`` (V, C) picked by integer ``ids`` of any shape: output (*ids.shape, C)."""
+def embedding(ids, weight, padding_idx=None):
+    """Rows of ``weight`` (V, C) picked by integer ``ids`` of any shape: output (*ids.shape, C).
+
+    ``padding_idx``: a row that the lookup reads but gives no gradient.
+    """
     ids = as_array(ids)
     V = as_array(weight).shape[0]
     if ids.dtype.kind not in "iu":
@@ -68,4 +81,4 @@ def embedding(ids, weight):
     if ids.size and (ids.min() < 0 or ids.max() >= V):
         bad = int(ids.min()) if ids.min() < 0 else int(ids.max())
         raise ValueError(f"embedding: id {bad} is out of range for a table of V = {V} rows (valid ids are 0..{V - 1})")
-    return FusedEmbedding.apply(ids, weight)
+    return FusedEmbedding.apply(ids, weight, padding_idx=padding_idx)

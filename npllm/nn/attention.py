@@ -28,6 +28,14 @@ projection to the layer after it: ``QKVSelfAttention``, which joins the
 three weights side by side at each call and so still makes one large
 product and runs the same fused attention.
 
+BART (fairseq's layout) keeps four projections apart, ``q_proj``, ``k_proj``,
+``v_proj`` and ``out_proj``, in all three uses: ``ProjectedAttention``.  Its
+self-attention joins q, k, v as BERT's does; its cross-attention joins k and
+v and applies them to the context.  A decoder generating from one source
+reads the same context at every step, so ``context_kv`` computes the
+context's keys and values once and every step passes them back in
+(``context_kv=``) instead of projecting the context again.
+
 The KV cache.  When generating, step t would recompute the keys and values
 of all t earlier positions, although (attention being causal) they never
 change.  A ``KVCache`` keeps them: arrays preallocated to the context
@@ -36,9 +44,11 @@ The new token's query then attends to the cached keys, so step t costs O(t)
 instead of a whole forward pass over t tokens.  The cache stores plain
 arrays: it is for inference (under ``no_grad``), not for training.
 
-Left out on purpose: caching for cross-attention (the context's keys and
-values would be computed once per sequence), grouped/multi-query attention,
-rotary positions.
+Beam search keeps several hypotheses per source and, after each step,
+continues the best ones: ``KVCache.reorder`` makes row i of the cache a
+copy of row ``rows[i]``, the hypothesis it continues.
+
+Left out on purpose: grouped/multi-query attention, rotary positions.
 """
 
 import numpy as np
@@ -75,6 +85,36 @@ class KVCache:
         self.values[:, :, start:end] = v
         self.length = end
         return self.keys[:, :, :end], self.values[:, :, :end]
+
+    def reorder(self, rows):
+        """Row i of the cache becomes (a copy of) row ``rows[i]``: the hypotheses beam search continues."""
+        rows = np.asarray(rows)
+        self.keys[:, :, :self.length] = self.keys[rows, :, :self.length]
+        self.values[:, :, :self.length] = self.values[rows, :, :self.length]
+
+
+def split_heads(x, n_head):
+    """(B, T, C) -> (B, H, T, D): each head's slice of the channels, as its own sequence."""
+    B, T, C = x.shape
+    return x.reshape(B, T, n_head, C // n_head).transpose(0, 2, 1, 3)  # (B, H, T, D)
+
+
+def merge_heads(y):
+    """(B, H, T, D) -> (B, T, C): the heads' outputs side by side again."""
+    B, H, T, D = y.shape
+    return y.transpose(0, 2, 1, 3).reshape(B, T, H * D)  # (B, T, C)
+
+
+def joined_projection(x, projections):
+    """x projected by several Linear layers at once: their weights joined side by side, one product.
+
+    Equal to concatenating ``p(x)`` along the last axis; the join copies
+    the weights (small beside the product it saves splitting), and its
+    backward hands each weight its slice of the gradient.
+    """
+    weight = ops.concatenate([p.weight for p in projections], axis=1)  # (C, sum of outs)
+    bias = ops.concatenate([p.bias for p in projections], axis=0)  # (sum of outs,)
+    return F.linear(x, weight, bias)
 
 
 class MultiHeadAttention(Module):
@@ -128,17 +168,9 @@ class MultiHeadAttention(Module):
         if kv_cache is not None:
             raise ValueError("MultiHeadAttention: the KV cache serves causal self-attention, not cross-attention")
         k, v = self.c_attn(context).split(2, axis=-1)
-        q, k, v = self._split_heads(self.q_attn(x)), self._split_heads(k), self._split_heads(v)
+        q, k, v = (split_heads(t, self.n_head) for t in (self.q_attn(x), k, v))
         y = F.scaled_dot_product_attention(q, k, v, mask=mask, dropout_p=dropout_p, rng=self.attn_rng)
-        return self._merge_heads(y)
-
-    def _split_heads(self, x):
-        B, T, C = x.shape
-        return x.reshape(B, T, self.n_head, self.head_size).transpose(0, 2, 1, 3)  # (B, H, T, D)
-
-    def _merge_heads(self, y):
-        B, H, T, D = y.shape
-        return y.transpose(0, 2, 1, 3).reshape(B, T, H * D)  # (B, T, C)
+        return merge_heads(y)
 
     def extra_repr(self):
         kind = "cross" if self.cross else ("causal" if self.causal else "bidirectional")
@@ -169,12 +201,72 @@ class QKVSelfAttention(Module):
 
     def forward(self, x, mask=None):
         """``mask``: boolean, True = may attend, broadcastable to (B, H, T, T) (padding: (B, 1, 1, T))."""
-        projections = (self.query, self.key, self.value)
-        weight = ops.concatenate([p.weight for p in projections], axis=1)  # (C, 3C)
-        bias = ops.concatenate([p.bias for p in projections], axis=0)  # (3C,)
-        qkv = F.linear(x, weight, bias)  # (B, T, 3C)
+        qkv = joined_projection(x, (self.query, self.key, self.value))  # (B, T, 3C)
         dropout_p = self.dropout if self.training else 0.0
         return F.self_attention(qkv, self.n_head, mask=mask, dropout_p=dropout_p, rng=self.attn_rng)
 
     def extra_repr(self):
         return f"n_embd={self.n_embd}, n_head={self.n_head}, bidirectional"
+
+
+class ProjectedAttention(Module):
+    """Attention with four projections of its own, ``q_proj``, ``k_proj``, ``v_proj``, ``out_proj`` (BART's layout).
+
+    Self-attention (``causal`` or not; a ``KVCache`` when causal) or, with
+    ``cross=True``, attention from x to a context (the encoder's output).
+    ``dropout`` is the dropout of the attention weights; the dropout of the
+    output belongs to the layer around it, as in Hugging Face's BART.
+    """
+
+    def __init__(self, n_embd, n_head, dropout=0.0, causal=False, cross=False, dtype=np.float32, rng=None,
+                 std=GPT2_INIT_STD):
+        super().__init__()
+        if n_embd % n_head:
+            raise ValueError(f"ProjectedAttention: n_embd {n_embd} is not divisible by n_head {n_head}")
+        if cross and causal:
+            raise ValueError("ProjectedAttention: cross-attention is not causal; pass causal=False with cross=True")
+        self.n_embd, self.n_head, self.head_size = n_embd, n_head, n_embd // n_head
+        self.causal, self.cross, self.dropout = causal, cross, dropout
+        for name in ("k_proj", "v_proj", "q_proj", "out_proj"):  # Hugging Face's order
+            setattr(self, name, Linear(n_embd, n_embd, dtype=dtype, rng=rng, std=std))
+        self.attn_rng = own_generator(rng)  # masks for the dropout of the attention weights
+
+    def new_kv_cache(self, batch_size, capacity) -> KVCache:
+        return KVCache(batch_size, self.n_head, self.head_size, capacity, self.out_proj.weight.dtype)
+
+    def context_kv(self, context):
+        """The keys and values of ``context`` (B, S, C), each (B, H, S, D): computed once, read at every step."""
+        k, v = joined_projection(context, (self.k_proj, self.v_proj)).split(2, axis=-1)  # (B, S, C) each
+        return split_heads(k, self.n_head), split_heads(v, self.n_head)
+
+    def forward(self, x, context=None, mask=None, kv_cache=None, context_kv=None):
+        """x (B, T, C) -> (B, T, C).
+
+        ``mask``: boolean, True = may attend, broadcastable to (B, H, T, S)
+        (padding: (B, 1, 1, S)); causal self-attention adds the causal mask
+        to it (and then takes no KV cache).
+        Cross-attention reads ``context`` (B, S, C), or its ``context_kv``
+        computed before.  ``kv_cache``: causal self-attention's KVCache.
+        """
+        dropout_p = self.dropout if self.training else 0.0
+        if not self.cross:
+            qkv = joined_projection(x, (self.q_proj, self.k_proj, self.v_proj))  # (B, T, 3C)
+            causal = self.causal
+            if causal and mask is not None:  # padding and the future hidden, as one mask
+                mask, causal = np.logical_and(mask, F.causal_mask(x.shape[1], x.shape[1])), False
+            y = F.self_attention(qkv, self.n_head, mask=mask, is_causal=causal, dropout_p=dropout_p,
+                                 rng=self.attn_rng, kv_cache=kv_cache)
+            return self.out_proj(y)
+        if kv_cache is not None:
+            raise ValueError("ProjectedAttention: the KV cache serves causal self-attention; pass context_kv instead")
+        if context_kv is None:
+            if context is None:
+                raise ValueError("ProjectedAttention(cross=True) needs a context or its context_kv")
+            context_kv = self.context_kv(context)
+        q = split_heads(self.q_proj(x), self.n_head)  # (B, H, T, D)
+        y = F.scaled_dot_product_attention(q, *context_kv, mask=mask, dropout_p=dropout_p, rng=self.attn_rng)
+        return self.out_proj(merge_heads(y))
+
+    def extra_repr(self):
+        kind = "cross" if self.cross else ("causal" if self.causal else "bidirectional")
+        return f"n_embd={self.n_embd}, n_head={self.n_head}, {kind}"

@@ -76,14 +76,21 @@ class Linear(Module):
 
 
 class Embedding(Module):
-    """A table of ``num_embeddings`` learned vectors of size ``embedding_dim``; forward(ids) looks rows up."""
+    """A table of ``num_embeddings`` learned vectors of size ``embedding_dim``; forward(ids) looks rows up.
 
-    def __init__(self, num_embeddings, embedding_dim, dtype=np.float32, rng=None, std=GPT2_INIT_STD):
+    ``padding_idx``: a row that starts at zero and that the lookup never trains (PyTorch's option).
+    """
+
+    def __init__(self, num_embeddings, embedding_dim, dtype=np.float32, rng=None, std=GPT2_INIT_STD,
+                 padding_idx=None):
         super().__init__()
         self.weight = Parameter(_normal(rng, (num_embeddings, embedding_dim), std, dtype))
+        self.padding_idx = padding_idx
+        if padding_idx is not None:
+            self.weight.data[padding_idx] = 0.0
 
     def forward(self, ids):
-        return F.embedding(ids, self.weight)
+        return F.embedding(ids, self.weight, padding_idx=self.padding_idx)
 
     def extra_repr(self):
         return f"{self.weight.shape[0]}, {self.weight.shape[1]}"

@@ -84,6 +84,8 @@ CASES = [
     ("layer_norm no affine", F.layer_norm, R.layer_norm_composed, [(3, 5)]),
     ("gelu", F.gelu, R.gelu_composed, [(3, 7)]),
     ("embedding repeated ids", lambda w: F.embedding(IDS, w), lambda w: R.embedding_composed(IDS, w), [(4, 5)]),
+    ("embedding with a padding row", lambda w: F.embedding(IDS, w, padding_idx=3),
+     lambda w: R.embedding_composed(IDS, w, padding_idx=3), [(4, 5)]),
     ("attention", F.scaled_dot_product_attention, R.attention_composed, [(2, 2, 4, 3)] * 3),
     ("attention causal",
      lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
@@ -117,13 +119,16 @@ CASES = [
      lambda x, w: F.linear(x, w.T), lambda x, w: R.linear_composed(x, w.T), [(2, 3, 4), (5, 4)]),
 ]
 IDS_OF_CASES = [case[0] for case in CASES]
+# cases whose gradient is by definition not the derivative (padding_idx stops the padding row's): no gradcheck
+STOPPED_GRADIENTS = {"embedding with a padding row"}
+DERIVATIVE_CASES = [case for case in CASES if case[0] not in STOPPED_GRADIENTS]
 
 
 def inputs_for(shapes, dtype=np.float64):
     return [randn(*shape, dtype=dtype, seed=i) for i, shape in enumerate(shapes)]
 
 
-@pytest.mark.parametrize("name, fused, composed, shapes", CASES, ids=IDS_OF_CASES)
+@pytest.mark.parametrize("name, fused, composed, shapes", DERIVATIVE_CASES, ids=[c[0] for c in DERIVATIVE_CASES])
 def test_gradcheck(name, fused, composed, shapes):
     assert gradcheck(fused, inputs_for(shapes), atol=1e-6, rtol=1e-5)
 

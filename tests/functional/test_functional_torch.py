@@ -101,6 +101,8 @@ def test_embedding(dtype):
     ids = np.random.default_rng(7).integers(0, 10, size=(4, 9))  # 36 lookups into 10 rows: many repeats
     w, tw = pair((10, 8), dtype, seed=8)
     check(F.embedding(ids, w), TF.embedding(torch.tensor(ids), tw), [w], [tw], dtype)
+    w, tw = pair((10, 8), dtype, seed=8)
+    check(F.embedding(ids, w, padding_idx=4), TF.embedding(torch.tensor(ids), tw, padding_idx=4), [w], [tw], dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -6,7 +6,9 @@ import pytest
 from npllm import Tensor, gradcheck, no_grad
 from npllm.nn import (
     MLP, Block, Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, MultiHeadAttention, Parameter,
+    ProjectedAttention,
 )
+from npllm.nn.attention import KVCache
 
 F64 = np.float64
 
@@ -137,6 +139,14 @@ def test_embedding_gradchecks_with_repeated_ids():
     np.testing.assert_array_equal(layer(ids).data[0, 1], layer.weight.data[1])
 
 
+def test_embedding_with_a_padding_row_starts_it_at_zero_and_never_trains_it():
+    layer = Embedding(7, 3, dtype=F64, padding_idx=1)
+    assert not layer.weight.data[1].any()
+    randomize(layer)
+    layer(np.array([[1, 1, 6], [0, 1, 6]])).sum().backward()
+    assert not layer.weight.grad[1].any() and (layer.weight.grad[6] == 2).all()
+
+
 def test_layernorm_gradchecks_and_normalises():
     layer = LayerNorm(5, dtype=F64)
     x = rand(3, 4, 5)
@@ -221,11 +231,73 @@ def test_kv_cache_one_token_at_a_time_equals_full_attention():
         layer(Tensor(x[:, :1]), kv_cache=cache)
 
 
+def projected(**options):
+    return ProjectedAttention(6, 3, dtype=F64, rng=np.random.default_rng(0), **options)
+
+
+def test_projected_attention_has_barts_names_and_gradchecks_in_each_use():
+    layer = projected(causal=True)
+    assert list(layer.state_dict()) == [f"{p}.{leaf}" for p in ("k_proj", "v_proj", "q_proj", "out_proj")
+                                        for leaf in ("weight", "bias")]
+    check_layer(layer, rand(2, 4, 6))
+    padding = np.array([True, True, True, False])[None, None, None, :]
+    check_layer(projected(), rand(2, 4, 6), mask=padding)
+    check_layer(projected(causal=True), rand(2, 4, 6), mask=padding)  # causal and padded together
+    cross = projected(cross=True)
+    randomize(cross)
+    assert gradcheck(lambda x, c, *params: cross(x, context=c, mask=padding[..., :3]),
+                     [rand(2, 4, 6), rand(2, 3, 6, seed=1), *cross.parameters()], max_elements=40)
+
+
+def test_projected_attention_equals_its_composition():
+    layer = projected(causal=True)
+    randomize(layer)
+    x = rand(2, 4, 6).data
+    padding = np.array([[True] * 4, [True, True, False, True]])[:, None, None, :]
+    q, k, v = (x @ p.weight.data + p.bias.data for p in (layer.q_proj, layer.k_proj, layer.v_proj))
+    heads = [t.reshape(2, 4, 3, 2).transpose(0, 2, 1, 3) for t in (q, k, v)]
+    scores = heads[0] @ heads[1].transpose(0, 1, 3, 2) / np.sqrt(2)
+    scores = np.where(padding & np.tri(4, dtype=bool), scores, -np.inf)
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    y = (weights @ heads[2]).transpose(0, 2, 1, 3).reshape(2, 4, 6)
+    with no_grad():
+        np.testing.assert_allclose(layer(Tensor(x), mask=padding).data, y @ layer.out_proj.weight.data
+                                   + layer.out_proj.bias.data, rtol=0, atol=1e-12)
+
+
+def test_cross_attention_reads_its_context_kv_computed_once():
+    layer = projected(cross=True)
+    randomize(layer)
+    x, context = rand(2, 3, 6), rand(2, 5, 6, seed=1)
+    with no_grad():
+        kv = layer.context_kv(context)
+        assert kv[0].shape == (2, 3, 5, 2)
+        np.testing.assert_array_equal(layer(x, context_kv=kv).data, layer(x, context=context).data)
+        with pytest.raises(ValueError, match="context or its context_kv"):
+            layer(x)
+        with pytest.raises(ValueError, match="context_kv instead"):
+            layer(x, context=context, kv_cache=layer.new_kv_cache(2, 4))
+
+
+def test_kv_cache_reorder_copies_the_chosen_rows():
+    cache = KVCache(3, 1, 2, capacity=4, dtype=F64)
+    keys = np.arange(12.0).reshape(3, 1, 2, 2)
+    cache.append(keys, -keys)
+    cache.reorder([2, 2, 0])
+    np.testing.assert_array_equal(cache.keys[:, :, :2], keys[[2, 2, 0]])
+    np.testing.assert_array_equal(cache.values[:, :, :2], -keys[[2, 2, 0]])
+
+
 def test_attention_errors():
     with pytest.raises(ValueError, match="n_embd 6 is not divisible by n_head 4"):
         MultiHeadAttention(6, 4)
     with pytest.raises(ValueError, match="causal=False"):
         MultiHeadAttention(6, 3, cross=True)
+    with pytest.raises(ValueError, match="causal=False"):
+        ProjectedAttention(6, 3, causal=True, cross=True)
+    with pytest.raises(ValueError, match="not divisible"):
+        ProjectedAttention(6, 4)
 
 
 # --- surgery: freezing and replacing sub-modules -----------------------------
