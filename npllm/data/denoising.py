@@ -32,7 +32,8 @@ predicting ``target </s>``).  ``DenoisingWindows`` draws the windows' starts
 and their corruption from one seeded generator, its state checkpointed;
 ``denoising_evaluation_batches`` corrupts the same held-out windows the same
 way every time.  Each batch also carries ``kept`` (B, T): 1 where the target
-token survived in the source, which the recipe's copy baseline and
+token survived in the source (the closing </s> does; with permuted sentences
+no token counts as kept), which the recipe's copy baseline and
 ``masked accuracy`` read (it is not an input of the model).
 
 Left out: BART's token masking, deletion, rotation (it found infilling best).
@@ -118,7 +119,7 @@ def denoising_batch(windows: np.ndarray, rule: InfillingRule, framing: Framing, 
         sources.append(corrupted.tolist())
         kept.append(survived if not rule.permute_sentences else np.zeros(len(window), dtype=bool))
     batch = pair_batch(sources, [window.tolist() for window in windows], framing)
-    target_kept = np.zeros(batch["targets"].shape, dtype=np.int64)  # (B, n + 1): the final </s> is never kept
+    target_kept = np.ones(batch["targets"].shape, dtype=np.int64)  # (B, n + 1): the closing </s> is copied too
     target_kept[:, : windows.shape[1]] = kept
     return {**batch, "kept": target_kept}
 

@@ -90,7 +90,8 @@ class Seq2SeqTrainConfig(TrainConfig):
                           encoder_layers=self.n_layer, decoder_layers=self.n_layer,
                           encoder_attention_heads=self.n_head, decoder_attention_heads=self.n_head,
                           encoder_ffn_dim=self.n_inner or 4 * self.n_embd, decoder_ffn_dim=self.n_inner or 4 * self.n_embd,
-                          dropout=self.dropout, attention_dropout=self.dropout, pad_token_id=pad, bos_token_id=bos,
+                          dropout=self.dropout, attention_dropout=self.dropout, activation_dropout=self.dropout,
+                          pad_token_id=pad, bos_token_id=bos,
                           eos_token_id=eos, decoder_start_token_id=bos, forced_eos_token_id=eos)
 
     def infilling_rule(self, vocab_size, sentence_end_ids) -> InfillingRule:

@@ -82,8 +82,8 @@ def test_windows_are_framed_padded_and_resume_where_they_stopped():
     assert batch["decoder_input_ids"].shape == (4, 19) and (batch["decoder_input_ids"][:, 0] == 97).all()
     assert (batch["targets"][:, -1] == 98).all() and (batch["input_ids"][:, 0] == 97).all()
     np.testing.assert_array_equal(batch["targets"][:, :-1], batch["decoder_input_ids"][:, 1:])  # shifted right
-    assert batch["input_ids"].shape[1] <= 20 and (batch["kept"][:, -1] == 0).all()
-    assert ((batch["kept"] == 1).sum(axis=1) == 18 - 5).all()  # round(0.3 x 18) = 5 masked of 18
+    assert batch["input_ids"].shape[1] <= 20 and (batch["kept"][:, -1] == 1).all()  # </s> is copied
+    assert ((batch["kept"] == 1).sum(axis=1) == 18 - 5 + 1).all()  # round(0.3 x 18) = 5 masked of 18
 
 
 def test_evaluation_windows_are_corrupted_the_same_way_every_time():
