@@ -68,7 +68,9 @@ class Seq2SeqTrainConfig(TrainConfig):
     mask_ratio: float = 0.3                 # share of each window's tokens inside masked spans (BART: 30%)
     poisson_lambda: float = 3.0             # mean length of a masked span (BART: 3)
     permute_sentences: bool = False         # shuffle each window's lines before infilling
-    n_layer: int = 3
+    n_layer: int = 2
+    max_steps: int = 400                    # about ten minutes on two busy cores
+    eval_interval: int = 100
     lr: float = 1e-3
     min_lr: float = 1e-4
     warmup_steps: int = 100
