@@ -69,7 +69,7 @@ class Seq2SeqTrainConfig(TrainConfig):
     poisson_lambda: float = 3.0             # mean length of a masked span (BART: 3)
     permute_sentences: bool = False         # shuffle each window's lines before infilling
     n_layer: int = 2
-    max_steps: int = 400                    # about ten minutes on two busy cores
+    max_steps: int = 300                    # under ten minutes on two busy cores
     eval_interval: int = 100
     lr: float = 1e-3
     min_lr: float = 1e-4
