@@ -1,4 +1,4 @@
-"""The command line: ``npllm train | distill | finetune | generate | export | fill-mask | embed | tokenizer | bench``.
+"""The command line: ``npllm train | distill | finetune | generate | export | fill-mask | embed | tokenizer | data | bench``.
 
 Each subcommand parses its own flags and hands over to the module that does
 the work, so this file stays a table of contents.  Errors a user can cause
@@ -421,6 +421,26 @@ def _tokenizer(argv):
     return 0
 
 
+# --- npllm data -------------------------------------------------------------
+def _data(argv):
+    from npllm.data.pairs import STDLIB_DOCSTRINGS, load_pairs, write_jsonl
+
+    parser = argparse.ArgumentParser(prog="npllm data", description="Write an embedded data set as a file.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    commands = parser.add_subparsers(dest="action", required=True)
+    export = commands.add_parser("export", help="write a data set as JSONL", formatter_class=parser.formatter_class)
+    export.add_argument("dataset", choices=[STDLIB_DOCSTRINGS],
+                        help="stdlib-docstrings: function source -> its docstring's first sentence")
+    export.add_argument("--split", choices=["train", "test", "all"], default="all", help="which pairs")
+    export.add_argument("--out", required=True, help="JSONL file to write, one {\"source\", \"target\"} a line")
+    args = parser.parse_args(argv)
+    pairs = load_pairs(args.dataset)
+    chosen = {"train": pairs.train, "test": pairs.test, "all": pairs.train + pairs.test}[args.split]
+    write_jsonl(chosen, args.out)
+    print(f"wrote {args.out}: {len(chosen):,} pairs ({args.split}; {pairs.counts()})")
+    return 0
+
+
 # --- npllm bench ------------------------------------------------------------
 BENCHMARKS = {
     "checkpoint": "npllm.bench.checkpoint",
@@ -453,6 +473,7 @@ COMMANDS = {
     "fill-mask": (_fill_mask, "fill each [MASK] in a text with a BERT (trained here, or from Hugging Face)"),
     "embed": (_embed, "sentence embeddings and their similarities (default: all-MiniLM-L6-v2)"),
     "tokenizer": (_tokenizer, "train, encode and decode with a byte-level BPE tokenizer"),
+    "data": (_data, "write an embedded data set (stdlib-docstrings) as JSONL"),
     "bench": (_bench, "measure speed: " + ", ".join(sorted(BENCHMARKS))),
 }
 

@@ -40,6 +40,7 @@ Left out: packing several pairs into one row, and a separate test file.
 """
 
 import ast
+import functools
 import json
 import re
 import textwrap
@@ -85,19 +86,24 @@ def load_pairs(source: str, seed: int = 0) -> Pairs:
 
 # --- stdlib-docstrings -----------------------------------------------------------------------
 def stdlib_docstrings(root: Path | None = None) -> Pairs:
-    root = stdlib_root() if root is None else root
-    files = package_files(root)
-    named = [_function_pairs(path, root) for path in files]
+    """The pairs of the standard library at ``root`` (default: this interpreter's), read once per process."""
+    train, test, modules = _stdlib_docstrings(stdlib_root() if root is None else Path(root))
+    return Pairs(list(train), [pair for _, pair in test],
+                 f"{STDLIB_DOCSTRINGS}: function source -> first sentence of its docstring, from {modules:,} modules"
+                 " of the standard library, split by module", [name for name, _ in test])
+
+
+@functools.lru_cache(maxsize=4)
+def _stdlib_docstrings(root: Path) -> tuple[tuple, tuple, int]:
+    """(train pairs, (name, pair) held out, modules): parsing the whole library takes seconds, so it is kept."""
+    named = [_function_pairs(path, root) for path in package_files(root)]
     train_files, test_files = split_by_file(named)
     train = [pair for pairs in train_files for _, pair in pairs]
     seen = {source for source, _ in train}
     test = [(name, pair) for pairs in test_files for name, pair in pairs if pair[0] not in seen]
     if not train or not test:
         raise DataSourceError(f"{STDLIB_DOCSTRINGS}: {root} holds too few documented functions")
-    return Pairs(train, [pair for _, pair in test],
-                 f"{STDLIB_DOCSTRINGS}: function source -> first sentence of its docstring, from"
-                 f" {len(train_files) + len(test_files):,} modules of the standard library, split by module",
-                 [name for name, _ in test])
+    return tuple(train), tuple(test), len(train_files) + len(test_files)
 
 
 def _function_pairs(path: Path, root: Path) -> list[tuple[str, tuple[str, str]]]:

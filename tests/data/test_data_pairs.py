@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from npllm.data.pairs import (IGNORE_INDEX, BucketedPairs, Framing, first_sentence, load_pairs, pair_batch,
+from npllm.data.pairs import (IGNORE_INDEX, BucketedPairs, Framing, encode_pairs, first_sentence, load_pairs, pair_batch,
                               pair_batches, padding_fraction, read_pairs_file, source_without_docstring,
                               stdlib_docstrings, write_jsonl)
 from npllm.data.sources import DataSourceError
@@ -126,3 +126,32 @@ def test_evaluation_sweep_covers_every_pair_once():
     batches = list(pair_batches(pairs, 8, FRAMING))
     assert [len(b["input_ids"]) for b in batches] == [8, 8, 5]
     assert sum(int((b["targets"] != IGNORE_INDEX).sum()) for b in batches) == sum(len(t) + 1 for _, t in pairs)
+
+
+class _Letters:
+    """A tokenizer of one id per character, enough to count lengths."""
+
+    def encode_ordinary(self, text):
+        return [ord(c) % 50 for c in text]
+
+
+def test_pairs_over_the_position_table_are_cut_with_one_warning_each_side():
+    pairs = [("a" * 30, "b" * 3), ("c" * 5, "d" * 12), ("e" * 4, "f" * 2)]
+    with pytest.warns(UserWarning) as caught:
+        encoded = encode_pairs(pairs, _Letters(), max_source=10, max_target=8, what="training pairs")
+    messages = [str(w.message) for w in caught]
+    assert messages == ["training pairs: 1 of 3 sources are longer than the 10 tokens the model's positions allow"
+                        " (the longest has 30); they are cut to 10",
+                        "training pairs: 1 of 3 targets are longer than the 8 tokens the model's positions allow"
+                        " (the longest has 12); they are cut to 8"]
+    assert [(len(s), len(t)) for s, t in encoded] == [(10, 3), (5, 8), (4, 2)]
+
+
+def test_cli_exports_stdlib_docstrings_as_jsonl(tmp_path, capsys):
+    from npllm.cli import main
+
+    out = tmp_path / "test.jsonl"
+    assert main(["data", "export", "stdlib-docstrings", "--split", "test", "--out", str(out)]) == 0
+    assert "pairs (test;" in capsys.readouterr().out
+    pairs = read_pairs_file(out, seed=0)
+    assert len(pairs.train) + len(pairs.test) == len(stdlib_docstrings().test)
