@@ -69,11 +69,11 @@ class Seq2SeqTrainConfig(TrainConfig):
     poisson_lambda: float = 3.0             # mean length of a masked span (BART: 3)
     permute_sentences: bool = False         # shuffle each window's lines before infilling
     n_layer: int = 2
-    max_steps: int = 300                    # under ten minutes on two busy cores
-    eval_interval: int = 100
-    lr: float = 1e-3
-    min_lr: float = 1e-4
-    warmup_steps: int = 100
+    max_steps: int = 200                    # about ten minutes on two cores shared with other work
+    eval_interval: int = 50
+    lr: float = 1.5e-3
+    min_lr: float = 1.5e-4
+    warmup_steps: int = 30                  # a short run cannot spend half its steps warming up
     batch_size: int = 16
     out_dir: str = "runs/seq2seq"
 
