@@ -31,6 +31,7 @@ from pathlib import Path
 
 from npllm.data.pairs import BucketedPairs, Pairs, encode_pairs, load_pairs, pair_batches
 from npllm.errors import SettingError
+from npllm.generation.seq2seq import generate, pad_sources
 from npllm.io.atomic import atomic_write_text
 from npllm.models import BARTForConditionalGeneration
 from npllm.optim import configure_param_groups, param_groups_by_name
@@ -170,15 +171,32 @@ def decoded_pairs(run: Seq2SeqFinetuneRun) -> int:
     return n if run.config.eval_pairs == 0 else min(n, run.config.eval_pairs)
 
 
+def predict(model, tokenizer, source_ids: list[list[int]], max_new_tokens: int, beams: int = 1,
+            batch_size: int = 32) -> list[str]:
+    """The text the model writes for each source (ids without framing): greedy, or beam search with ``beams`` > 1.
+
+    Sources are framed ``<s> source </s>`` as in training and decoded in
+    batches of similar lengths (``generation.seq2seq.generate``); the closing
+    </s> is not part of the text.
+    """
+    framing = framing_of(model.config)
+    order = sorted(range(len(source_ids)), key=lambda i: len(source_ids[i]))
+    texts = [""] * len(source_ids)
+    for first in range(0, len(order), batch_size):
+        chosen = order[first: first + batch_size]
+        ids, mask = pad_sources([[framing.bos_id, *source_ids[i], framing.eos_id] for i in chosen], framing.pad_id)
+        for i, output in zip(chosen, generate(model, ids, mask, max_new_tokens=max_new_tokens, num_beams=beams)):
+            texts[i] = tokenizer.decode([token for token in output if token != framing.eos_id]).strip()
+    return texts
+
+
 def _finish(run: Seq2SeqFinetuneRun, log) -> Seq2SeqFinetuneRun:
     """The report: the model's predictions beside the name baseline on the held-out pairs (also in report.json)."""
-    from npllm.generation.seq2seq import generate_texts
-
     n = decoded_pairs(run)
     sources = [source for source, _ in run.data.test[:n]]
     references = [target for _, target in run.data.test[:n]]
-    predictions = generate_texts(run.model, run.tokenizer, [ids for ids, _ in run.test_ids[:n]],
-                                 max_new_tokens=run.config.max_new_tokens, beams=run.config.beams)
+    predictions = predict(run.model, run.tokenizer, [ids for ids, _ in run.test_ids[:n]], run.config.max_new_tokens,
+                          run.config.beams)
     decoding = "greedy" if run.config.beams == 1 else f"beam search, {run.config.beams} beams"
     rows = [evaluation.text_report(f"this model ({decoding})", predictions, references),
             evaluation.text_report("name baseline", [evaluation.name_baseline(s) for s in sources], references)]
