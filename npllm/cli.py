@@ -466,8 +466,7 @@ def _bench(argv):
 COMMANDS = {
     "train": (_train, "train a GPT on text (default: the Python standard library's source)"),
     "distill": (_distill, "train a small student GPT on a bigger teacher's soft targets"),
-    "finetune": (_finetune, "fine-tune a trained model: classify (a GPT labels texts), seq2seq (an encoder–decoder"
-                            " writes a text from a text)"),
+    "finetune": (_finetune, "fine-tune a trained model: classify (a GPT labels texts), seq2seq (text to text)"),
     "generate": (_generate, "continue a prompt with a trained GPT"),
     "export": (_export, "write a trained GPT as a Hugging Face folder"),
     "fill-mask": (_fill_mask, "fill each [MASK] in a text with a BERT (trained here, or from Hugging Face)"),

@@ -69,9 +69,11 @@ class TorchBART(torch.nn.Module):
     def attention(self, queries_from, keys_from, prefix, n_head, mask=None, causal=False):
         B, T, C = queries_from.shape
         S = keys_from.shape[1]
-        split = lambda x, L: x.view(B, L, n_head, C // n_head).transpose(1, 2)  # (B, H, L, D)  # noqa: E731
-        q = split(self.linear(queries_from, prefix + "q_proj"), T)
-        k = split(self.linear(keys_from, prefix + "k_proj"), S)
-        v = split(self.linear(keys_from, prefix + "v_proj"), S)
+        def heads(x, L):
+            return x.view(B, L, n_head, C // n_head).transpose(1, 2)  # (B, H, L, D)
+
+        q = heads(self.linear(queries_from, prefix + "q_proj"), T)
+        k = heads(self.linear(keys_from, prefix + "k_proj"), S)
+        v = heads(self.linear(keys_from, prefix + "v_proj"), S)
         y = TF.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         return self.linear(y.transpose(1, 2).reshape(B, T, C), prefix + "out_proj")

@@ -86,7 +86,7 @@ def span_lengths(n_masked: int, n_tokens: int, poisson_lambda: float, rng: np.ra
 def infill(ids: np.ndarray, rule: InfillingRule, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """``(corrupted ids, kept)`` for a 1-D window: ``kept`` (n,) is True where the original token was not masked."""
     n = len(ids)
-    n_masked = int(round(rule.mask_ratio * n))
+    n_masked = round(rule.mask_ratio * n)
     if n_masked == 0:
         return ids.copy(), np.ones(n, dtype=bool)
     lengths = span_lengths(n_masked, n, rule.poisson_lambda, rng)

@@ -30,18 +30,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from npllm.data.pairs import BucketedPairs, Pairs, encode_pairs, load_pairs, pair_batches
-from npllm.errors import SettingError
 from npllm.generation.seq2seq import generate, pad_sources
 from npllm.io.atomic import atomic_write_text
 from npllm.models import BARTForConditionalGeneration
 from npllm.optim import configure_param_groups, param_groups_by_name
-from npllm.runtime.memory import keep_freed_memory
-from npllm.training import evaluation, loop
-from npllm.training.checkpoint import load_checkpoint
+from npllm.training import evaluation
+from npllm.training.finetune import resume_finetuning, start_finetuning
 from npllm.training.loop import TrainingRun
 from npllm.training.objectives import Seq2SeqLM
-from npllm.training.pretrain import (check_settings, optimisation, optimisation_checks, require_new_run_folder,
-                                     weights_sha256, with_workers_fixed)
+from npllm.training.pretrain import check_settings, optimisation, optimisation_checks, weights_sha256
 from npllm.training.pretrain_seq2seq import framing_of, load_model
 
 INITS = ("pretrained", "random")
@@ -105,35 +102,13 @@ class Seq2SeqFinetuneRun(TrainingRun):
 
 def finetune(config: Seq2SeqFinetuneConfig, progress=True, log=print) -> Seq2SeqFinetuneRun:
     """Fine-tune the encoder–decoder of ``config.checkpoint`` on ``config.data``; report on the held-out pairs."""
-    keep_freed_memory()
-    out_dir = Path(config.out_dir)
-    require_new_run_folder(out_dir)
-    run = _build(with_workers_fixed(config), log)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / loop.METRICS_FILE).unlink(missing_ok=True)
-    return _finish(loop.train(run, progress, log), log)
+    return start_finetuning(config, _build, _finish, progress, log)
 
 
 def resume(out_dir, changes=None, progress=True, log=print) -> Seq2SeqFinetuneRun:
     """Continue the fine-tuning run saved in ``out_dir``, from the same base checkpoint, exactly where it stopped."""
-    keep_freed_memory()
-    changes = changes or {}
-    checkpoint = load_checkpoint(out_dir, require_config={k: v for k, v in changes.items() if k in FIXED_ON_RESUME})
-    if checkpoint.fallback:
-        log(checkpoint.fallback)
-    loop.require_loop_state(checkpoint)
-    if checkpoint.train_state.get("recipe") != RECIPE:
-        raise SettingError(f"{checkpoint.folder}: not a run of npllm finetune seq2seq; resume it with the command"
-                           " that started it")
-    config = with_workers_fixed(Seq2SeqFinetuneConfig(**{**checkpoint.train_state["config"], **changes,
-                                                         "out_dir": str(out_dir)}))
-    run = _build(config, log, saved_groups=checkpoint.train_state["optimizer"]["param_groups"])
-    if run.base_sha256 != checkpoint.train_state["base_sha256"]:
-        raise SettingError(f"`checkpoint` {config.checkpoint}: not the model this run was fine-tuned from"
-                           " (its weights have changed since)")
-    loop.restore(run, checkpoint)
-    log(f"resumed {out_dir} at step {run.step}")
-    return _finish(loop.train(run, progress, log), log)
+    return resume_finetuning(out_dir, changes, Seq2SeqFinetuneConfig, FIXED_ON_RESUME, _build, _finish, progress, log,
+                             recipe=RECIPE)
 
 
 def _build(config: Seq2SeqFinetuneConfig, log, saved_groups=None) -> Seq2SeqFinetuneRun:

@@ -57,7 +57,7 @@ def test_resume_is_bit_identical_and_beams_decode(pretrained, pairs_file, tmp_pa
     whole = finetune(tiny(pretrained, pairs_file, tmp_path, "whole"), progress=False, log=silent)
     half = finetune(tiny(pretrained, pairs_file, tmp_path, "half", max_steps=3, beams=2), progress=False, log=silent)
     resume(half.out_dir, {"max_steps": 6}, progress=False, log=silent)
-    lines = lambda run: [{k: v for k, v in json.loads(line).items() if k != "tokens_per_s"}  # noqa: E731
+    lines = lambda run: [{k: v for k, v in json.loads(line).items() if k != "tokens_per_s"}
                          for line in (run.out_dir / "metrics.jsonl").read_text().splitlines()]
     assert lines(whole) == lines(half)
     report = json.loads((half.out_dir / "report.json").read_text())
