@@ -43,6 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from npllm.data.masking import disjoint_window_starts, windows_at
 from npllm.data.pairs import Framing, pair_batch
 from npllm.errors import SettingError
 
@@ -146,8 +147,7 @@ class DenoisingWindows:
 
     def next_batch(self) -> dict:
         starts = self.rng.integers(0, len(self.tokens) - self.length, size=self.batch_size, endpoint=True)
-        windows = np.asarray(self.tokens[starts[:, None] + np.arange(self.length)], dtype=np.int64)  # (B, n)
-        return denoising_batch(windows, self.rule, self.framing, self.rng)
+        return denoising_batch(windows_at(self.tokens, starts, self.length), self.rule, self.framing, self.rng)
 
     def state_dict(self) -> dict:
         return self.rng.bit_generator.state
@@ -160,9 +160,6 @@ def denoising_evaluation_batches(tokens: np.ndarray, context_length: int, batch_
                                  rule: InfillingRule, framing: Framing, seed: int = 0):
     """Disjoint windows from the start of ``tokens``, corrupted the same way every time (a fresh ``seed``)."""
     length = window_length(context_length, tokens, "validation")
-    n_windows = min(max_windows, len(tokens) // length)
     rng = np.random.default_rng(seed)
-    for first in range(0, n_windows, batch_size):
-        starts = np.arange(first, min(first + batch_size, n_windows)) * length
-        windows = np.asarray(tokens[starts[:, None] + np.arange(length)], dtype=np.int64)
-        yield denoising_batch(windows, rule, framing, rng)
+    for starts in disjoint_window_starts(len(tokens), length, batch_size, max_windows):
+        yield denoising_batch(windows_at(tokens, starts, length), rule, framing, rng)

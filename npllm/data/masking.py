@@ -82,9 +82,21 @@ def mask_tokens(input_ids: np.ndarray, choosable: np.ndarray, rule: MaskingRule,
     return masked, targets
 
 
+def windows_at(tokens: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+    """``tokens[s : s + length]`` for each start s: (B, length) int64, in one gather."""
+    return np.asarray(tokens[starts[:, None] + np.arange(length)], dtype=np.int64)
+
+
+def disjoint_window_starts(n_tokens: int, length: int, batch_size: int, max_windows: int) -> Iterator[np.ndarray]:
+    """The starts of the first ``max_windows`` disjoint windows of ``length`` tokens, ``batch_size`` at a time."""
+    n_windows = min(max_windows, n_tokens // length)
+    for first in range(0, n_windows, batch_size):
+        yield np.arange(first, min(first + batch_size, n_windows)) * length
+
+
 def framed_windows(tokens: np.ndarray, starts: np.ndarray, length: int, cls_id: int, sep_id: int) -> np.ndarray:
     """``[CLS] tokens[s : s + length] [SEP]`` for each start s: (B, length + 2) int64."""
-    windows = np.asarray(tokens[starts[:, None] + np.arange(length)], dtype=np.int64)  # (B, length)
+    windows = windows_at(tokens, starts, length)  # (B, length)
     B = len(starts)
     return np.concatenate([np.full((B, 1), cls_id), windows, np.full((B, 1), sep_id)], axis=1)
 
@@ -135,8 +147,6 @@ def masked_evaluation_batches(tokens: np.ndarray, context_length: int, batch_siz
                               rule: MaskingRule, cls_id: int, sep_id: int, seed: int = 0) -> Iterator[dict]:
     """Disjoint framed windows from the start of ``tokens``, masked the same way every time (a fresh ``seed``)."""
     length = _window_length(context_length, tokens, "validation")
-    n_windows = min(max_windows, len(tokens) // length)
     rng = np.random.default_rng(seed)
-    for first in range(0, n_windows, batch_size):
-        starts = np.arange(first, min(first + batch_size, n_windows)) * length
+    for starts in disjoint_window_starts(len(tokens), length, batch_size, max_windows):
         yield _masked_batch(framed_windows(tokens, starts, length, cls_id, sep_id), rule, rng)

@@ -156,7 +156,7 @@ class MaskedLM(Objective):
         return positions, flat[positions]
 
 
-class Seq2SeqLM(Objective):
+class Seq2SeqLM(NextToken):
     """An encoder–decoder writes the target given the source, one token at a time (teacher forcing).
 
     Batches hold ``input_ids`` and ``attention_mask`` (B, S), the source;
@@ -168,16 +168,8 @@ class Seq2SeqLM(Objective):
 
     Denoising pre-training (the source a corrupted text, the target the text)
     and fine-tuning on pairs are both this loss; ``count`` is the real target
-    tokens, so shards and batches of different lengths are weighted by them.
+    tokens (``NextToken``'s count), so shards and batches of different lengths are weighted by them.
     """
-
-    unit = "tokens"
-
-    def __init__(self, ignore_index=IGNORE_INDEX):
-        self.ignore_index = ignore_index
-
-    def count(self, batch):
-        return int(np.count_nonzero(batch["targets"] != self.ignore_index))
 
     def loss(self, model, batch):
         return F.cross_entropy(self.logits(model, batch), batch["targets"], ignore_index=self.ignore_index)

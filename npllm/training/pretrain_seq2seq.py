@@ -46,13 +46,12 @@ from npllm.errors import SettingError
 from npllm.io.safetensors import CheckpointError
 from npllm.models import BARTConfig, BARTForConditionalGeneration
 from npllm.optim import configure_param_groups
-from npllm.pretrained import load_pretrained
 from npllm.pretrained.folder import CONFIG_FILE
 from npllm.runtime.memory import keep_freed_memory
 from npllm.tensor import no_grad
 from npllm.tokenizer import BPETokenizer
 from npllm.training import loop, pretrain, pretrain_bert
-from npllm.training.checkpoint import CHECKPOINT_FOLDER, STATE_FILE, load_checkpoint
+from npllm.training.checkpoint import CHECKPOINT_FOLDER, STATE_FILE
 from npllm.training.objectives import Seq2SeqLM
 from npllm.training.pretrain import FIXED_ON_RESUME, Run, TrainConfig, optimisation
 
@@ -225,27 +224,8 @@ def _build_run(config: Seq2SeqTrainConfig, tokenizer: BPETokenizer, text: str, l
 
 def load_model(run_dir, log=print) -> tuple[BARTForConditionalGeneration, BPETokenizer]:
     """The encoder–decoder and tokenizer in ``run_dir``: a run of ``npllm train --model seq2seq`` or
-    ``npllm finetune seq2seq``, its checkpoint folder, or a Hugging Face BART folder."""
-    if (Path(run_dir) / CONFIG_FILE).is_file():
-        model, tokenizer = load_pretrained(run_dir)
-        if not isinstance(model, BARTForConditionalGeneration) or tokenizer is None:
-            what = "no tokenizer files" if isinstance(model, BARTForConditionalGeneration) \
-                else f"a {type(model).__name__}, not an encoder–decoder (BART)"
-            raise CheckpointError(f"{run_dir}: the Hugging Face folder holds {what}")
-        return model.eval(), tokenizer
-    checkpoint = load_checkpoint(run_dir, with_optimizer=False)
-    if checkpoint.fallback:
-        log(checkpoint.fallback)
-    state = checkpoint.train_state
-    if checkpoint.tokenizer_path is None or "model_config" not in state or "encoder_layers" not in state["model_config"]:
-        raise CheckpointError(f"{checkpoint.folder}: not an encoder–decoder run (npllm train --model seq2seq or"
-                              " npllm finetune seq2seq), so this command cannot use it")
-    model = BARTForConditionalGeneration(BARTConfig(**state["model_config"]))
-    try:
-        model.load_state_dict(checkpoint.model_state)
-    except (KeyError, ValueError) as error:
-        raise CheckpointError(f"{checkpoint.folder}: weights do not fit the saved config ({error})") from error
-    return model.eval(), BPETokenizer.load(checkpoint.tokenizer_path)
+    ``npllm finetune seq2seq``, its checkpoint folder, or a Hugging Face BART folder (see ``pretrain.load_model``)."""
+    return pretrain.load_model(run_dir, log, BARTForConditionalGeneration, BARTConfig, kind="an encoder–decoder")
 
 
 def is_seq2seq_run(run_dir) -> bool:

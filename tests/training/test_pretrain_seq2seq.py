@@ -103,7 +103,7 @@ def test_cli_trains_resumes_and_refuses_the_other_kinds(tiny_corpus, tmp_path, c
         (["train", "--resume", "--out", str(out), "--max-steps", "4"], "a run of another kind"),
         (["train", "--model", "seq2seq", "--resume", "--out", str(gpt), "--max-steps", "4"], "not a run of npllm train --model seq2seq"),
         (["finetune", "classify", "--checkpoint", str(out), "--out", str(tmp_path / "c")], "not a GPT run"),
-        (["finetune", "seq2seq", "--checkpoint", str(gpt), "--out", str(tmp_path / "s")], "not an encoder–decoder run"),
+        (["finetune", "seq2seq", "--checkpoint", str(gpt), "--out", str(tmp_path / "s")], "not an encoder–decoder run, so this command cannot use it"),
         (["distill", "--teacher", str(out), "--out", str(tmp_path / "d")], "not a GPT run"),
         (["train", "--model", "seq2seq", "--mask-ratio", "1.5", "--out", str(tmp_path / "x")], "--mask-ratio must be in"),
     ]:
