@@ -60,8 +60,17 @@ def softmax_1d(logits: np.ndarray) -> np.ndarray:
 def sample_token(logits, rng: np.random.Generator, temperature=1.0, top_k=None, top_p=None) -> int:
     """Pick the next token id from one position's logits (1-D array of size V)."""
     check_sampling_settings(temperature, top_k, top_p)
+    require_finite(logits)
+    return choose_token(logits, rng, temperature, top_k, top_p)
+
+
+def require_finite(logits):
     if not np.isfinite(logits).all():
         raise NpllmError("the model's logits hold NaN or an infinity: its weights are damaged or overflowed")
+
+
+def choose_token(logits, rng: np.random.Generator, temperature=1.0, top_k=None, top_p=None) -> int:
+    """``sample_token`` without its checks, for logits where -inf marks a token some rule forbids."""
     if temperature == 0:
         return int(np.argmax(logits))
     filtered = filter_logits(np.asarray(logits, dtype=np.float64) / temperature, top_k, top_p)

@@ -108,7 +108,7 @@ class BARTConfig:
     bos_token_id: int = 0               # <s>, the first token of every text
     eos_token_id: int = 2               # </s>, the last
     decoder_start_token_id: int = 2     # the decoder's first input (BART starts from </s>)
-    forced_bos_token_id: int | None = None  # a token generation must write first (bart-large-cnn: None; mBART: a language)
+    forced_bos_token_id: int | None = None  # a token generation must write first (None: none)
     forced_eos_token_id: int | None = 2     # the token generation writes when it reaches its length limit
     dtype: str = "float32"              # float32 to run; float64 for gradient checks
 
@@ -308,7 +308,7 @@ class DecoderCache:
 
 
 class BART(Module):
-    """BART's encoder and decoder (Hugging Face's ``BartModel``): ``model(input_ids, decoder_input_ids)`` -> (B, T, C)."""
+    """BART's two stacks (Hugging Face's ``BartModel``): ``model(input_ids, decoder_input_ids)`` -> (B, T, C)."""
 
     def __init__(self, config: BARTConfig, seed=0, rng=None):
         super().__init__()
@@ -361,17 +361,25 @@ class BART(Module):
         return self.decoder(ids, self.decoder.context_kv(encoder_hidden_states), source_mask,
                             _padding_mask(target_mask))
 
-    def new_decoder_cache(self, encoder_hidden_states, attention_mask=None, capacity=None) -> DecoderCache:
-        """An empty DecoderCache for the sources of ``encoder_hidden_states`` (B, S, C), one row per sequence.
+    def new_decoder_cache(self, encoder_hidden_states, attention_mask=None, capacity=None,
+                          rows_per_source=1) -> DecoderCache:
+        """An empty DecoderCache for the sources of ``encoder_hidden_states`` (B, S, C).
 
-        The cross-attention keys and values are computed here, once (call it
-        under ``no_grad``); ``capacity`` (default: the position table) bounds the target length.
+        The cross-attention keys and values are computed here, once per
+        source (call it under ``no_grad``), and each source's are repeated
+        for its ``rows_per_source`` sequences (beam search's beams: rows
+        b * rows_per_source ... read source b).  ``capacity`` (default: the
+        position table) bounds the target length.
         """
         hidden = as_array(encoder_hidden_states)
         source_mask = self._checked_source_mask(attention_mask, hidden, hidden.shape[0])
         capacity = self.config.max_position_embeddings if capacity is None else capacity
-        self_attention = [layer.self_attn.new_kv_cache(hidden.shape[0], capacity) for layer in self.decoder.layers]
-        cross_attention = [tuple(as_array(t) for t in kv) for kv in self.decoder.context_kv(encoder_hidden_states)]
+        rows = hidden.shape[0] * rows_per_source
+        self_attention = [layer.self_attn.new_kv_cache(rows, capacity) for layer in self.decoder.layers]
+        cross_attention = [tuple(np.repeat(as_array(t), rows_per_source, axis=0) for t in kv)
+                           for kv in self.decoder.context_kv(encoder_hidden_states)]  # (B * rows, H, S, D) each
+        if source_mask is not None:
+            source_mask = np.repeat(source_mask, rows_per_source, axis=0)
         return DecoderCache(self_attention, cross_attention, source_mask)
 
     def _checked(self, ids, mask, ids_name, mask_name, start=0):
@@ -457,8 +465,9 @@ class BARTForConditionalGeneration(Module):
         return self.lm_logits(self.model.decode(decoder_input_ids, encoder_hidden_states, attention_mask,
                                                 decoder_attention_mask, cache))
 
-    def new_decoder_cache(self, encoder_hidden_states, attention_mask=None, capacity=None) -> DecoderCache:
-        return self.model.new_decoder_cache(encoder_hidden_states, attention_mask, capacity)
+    def new_decoder_cache(self, encoder_hidden_states, attention_mask=None, capacity=None,
+                          rows_per_source=1) -> DecoderCache:
+        return self.model.new_decoder_cache(encoder_hidden_states, attention_mask, capacity, rows_per_source)
 
     def lm_logits(self, hidden):
         """hidden (B, T, C) @ shared^T (C, V) + final_logits_bias: the tied LM head."""

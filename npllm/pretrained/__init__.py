@@ -3,9 +3,9 @@
 A Hugging Face model folder is what ``save_pretrained`` writes in the
 ``transformers`` library, and what the hub serves::
 
-    config.json                     the architecture: "model_type" ("gpt2", "bert", ...) and its sizes
+    config.json                     the architecture: "model_type" ("gpt2", "bert", "bart") and its sizes
     model.safetensors               the weights by name (or shards, listed in model.safetensors.index.json)
-    vocab.json + merges.txt         a byte-level BPE tokenizer (GPT-2), or
+    vocab.json + merges.txt         a byte-level BPE tokenizer (GPT-2; BART's with fairseq's ids), or
     vocab.txt                       a WordPiece one (BERT); tokenizer.json may hold either
 
 ``load_pretrained(path)`` reads ``config.json``, picks the format module of
@@ -32,6 +32,7 @@ from npllm.pretrained.folder import PretrainedError, read_config
 FORMATS = {}
 FORMATS["gpt2"] = "npllm.pretrained.gpt2"
 FORMATS["bert"] = "npllm.pretrained.bert"
+FORMATS["bart"] = "npllm.pretrained.bart"
 
 
 def load_pretrained(path):

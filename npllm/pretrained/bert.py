@@ -37,8 +37,8 @@ from npllm.errors import SettingError
 from npllm.io.atomic import atomic_write_text
 from npllm.io.safetensors import save_safetensors
 from npllm.models.bert import BERT, BERTConfig, BERTForMaskedLM
-from npllm.nn import Linear
-from npllm.pretrained.folder import CONFIG_FILE, WEIGHTS_FILE, PretrainedError, read_weights, take_tensors
+from npllm.pretrained.folder import (CONFIG_FILE, FLOAT_WIDTHS, WEIGHTS_FILE, PretrainedError, is_linear_weight,
+                                     read_weights, take_tensors)
 from npllm.tokenizer.wordpiece import TOKENIZER_JSON, VOCAB_FILE, WordPieceTokenizer
 
 ENCODER_PREFIX = "bert."  # where a model with a head keeps its encoder
@@ -53,7 +53,6 @@ CONFIG_KEYS = {
     "attention_probs_dropout_prob": "attention_dropout", "layer_norm_eps": "layer_norm_eps",
     "hidden_act": "hidden_act", "pad_token_id": "pad_token_id",
 }
-FLOAT_WIDTHS = {np.dtype(np.float64): "float64"}  # a file in any other float type loads as float32
 
 
 def handles(model) -> bool:
@@ -80,12 +79,12 @@ def load(folder: Path, config: dict):
     found = take_tensors(tensors, file_names.values(), weights)
     for name, param in parameters.items():
         array = found[file_names[name]]
-        if _is_linear_weight(model, name):
+        if is_linear_weight(model, name):
             array = array.T  # PyTorch's (out, in) -> npllm's (in, out)
         if array.shape != param.shape:
             raise PretrainedError(f"{weights}: tensor {file_names[name]} has shape {found[file_names[name]].shape},"
                                   f" but {CONFIG_FILE} ({_shape_settings(bert_config)}) makes it"
-                                  f" {param.shape[::-1] if _is_linear_weight(model, name) else param.shape}")
+                                  f" {param.shape[::-1] if is_linear_weight(model, name) else param.shape}")
         np.copyto(param.data, array)
     return model.eval(), read_tokenizer(folder)
 
@@ -95,11 +94,6 @@ def _new_name(name: str) -> str:
         if name.endswith(old):
             return name[: -len(old)] + new
     return name
-
-
-def _is_linear_weight(model, name: str) -> bool:
-    module_name, _, leaf = name.rpartition(".")
-    return leaf == "weight" and isinstance(model.get_submodule(module_name), Linear)
 
 
 def config_from_json(config: dict, path: Path, dtype: str) -> BERTConfig:
@@ -134,7 +128,7 @@ def save(model, tokenizer: WordPieceTokenizer | None, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     with_head = isinstance(model, BERTForMaskedLM)
     atomic_write_text(folder / CONFIG_FILE, json.dumps(config_to_json(model.config, with_head), indent=2) + "\n")
-    tensors = {name: (array.T if _is_linear_weight(model, name) else array)
+    tensors = {name: (array.T if is_linear_weight(model, name) else array)
                for name, array in model.state_dict().items()}
     save_safetensors(folder / WEIGHTS_FILE, tensors, metadata={"format": "pt"})  # transformers reads "pt" files
     if tokenizer is not None:

@@ -5,7 +5,8 @@ maps each tensor name to the shard file holding it (``{"weight_map": {name: file
 ``read_weights`` returns one name -> array dict either way, each array a view
 of the memory-mapped file (``load_safetensors(memory_map=True)``): a format
 module that keeps the float32 views as its parameters copies nothing.  A format module
-then calls ``take_tensors`` to check that the names it needs are all there.
+then calls ``take_tensors`` to check that the names it needs are all there,
+and ``is_linear_weight`` to know which tensors PyTorch stores transposed.
 """
 
 import json
@@ -15,10 +16,12 @@ import numpy as np
 
 from npllm.errors import NpllmError
 from npllm.io.safetensors import load_safetensors
+from npllm.nn import Linear
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
+FLOAT_WIDTHS = {np.dtype(np.float64): "float64"}  # a file in any other float type loads as float32
 
 
 class PretrainedError(NpllmError):
@@ -68,3 +71,9 @@ def take_tensors(tensors: dict, names, where: Path) -> dict[str, np.ndarray]:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise PretrainedError(f"{where}: missing tensor{'s' * (len(missing) > 1)} {', '.join(missing[:5])}{more}")
     return {name: tensors[name] for name in names}
+
+
+def is_linear_weight(model, name: str) -> bool:
+    """Whether parameter ``name`` is a Linear's weight: (in, out) in npllm, (out, in) in PyTorch's files."""
+    module_name, _, leaf = name.rpartition(".")
+    return leaf == "weight" and isinstance(model.get_submodule(module_name), Linear)

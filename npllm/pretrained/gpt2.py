@@ -48,8 +48,8 @@ from npllm.io.atomic import atomic_write_text
 from npllm.io.safetensors import save_safetensors
 from npllm.models import GPT, GPTConfig
 from npllm.nn.layers import uninitialised
-from npllm.pretrained.folder import (CONFIG_FILE, WEIGHTS_FILE, WEIGHTS_INDEX_FILE, PretrainedError, read_weights,
-                                     take_tensors)
+from npllm.pretrained.folder import (CONFIG_FILE, FLOAT_WIDTHS, WEIGHTS_FILE, WEIGHTS_INDEX_FILE, PretrainedError,
+                                     read_weights, take_tensors)
 from npllm.tokenizer import BPETokenizer, GPT2_PATTERN
 from npllm.tokenizer.files import TokenizerFileError, read_gpt2_files, write_gpt2_files
 from npllm.tokenizer.huggingface import read_tokenizer_json, write_tokenizer_json
@@ -61,7 +61,6 @@ GPT2_GELUS = ("gelu_new", "gelu_pytorch_tanh")  # two names for the same tanh ap
 END_OF_TEXT = "<|endoftext|>"
 VOCAB_FILE, MERGES_FILE, TOKENIZER_FILE = "vocab.json", "merges.txt", "tokenizer.json"
 TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_FILE = "tokenizer_config.json", "special_tokens_map.json"
-FLOAT_WIDTHS = {np.dtype(np.float64): "float64"}  # a file in any other float type loads as float32
 
 
 def handles(model) -> bool:

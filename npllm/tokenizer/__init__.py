@@ -12,11 +12,13 @@ Reading order:
    ``huggingface.py`` Hugging Face's tokenizer.json (and vocab.json + merges.txt, GPT-2's pair renamed).
 8. ``bench.py``      speed against Hugging Face ``tokenizers`` and tiktoken.
 9. ``wordpiece.py``  BERT's WordPiece, read from a checkpoint: normalise, split words, longest-match pieces.
+10. ``bart.py``      BART's tokenizer: GPT-2's merges under fairseq's ids, ``<s> text </s>``.
 """
 
 from npllm.tokenizer.files import TokenizerFileError
 from npllm.tokenizer.patterns import GPT2_PATTERN, GPT4_PATTERN, PATTERNS
 from npllm.tokenizer.tokenizer import BPETokenizer
 from npllm.tokenizer.wordpiece import WordPieceTokenizer
+from npllm.tokenizer.bart import BARTTokenizer
 
-__all__ = ["BPETokenizer", "GPT2_PATTERN", "GPT4_PATTERN", "PATTERNS", "TokenizerFileError", "WordPieceTokenizer"]
+__all__ = ["BPETokenizer", "BARTTokenizer", "GPT2_PATTERN", "GPT4_PATTERN", "PATTERNS", "TokenizerFileError", "WordPieceTokenizer"]

@@ -291,9 +291,23 @@ def gpt2_merges(ranks: dict[bytes, int]) -> list[tuple[str, str]]:
 def read_vocab_bpe(cursor: LineCursor, encoder: dict[str, int], char_to_byte: dict[str, int],
                    ranks: dict[bytes, int]) -> set[str]:
     """Add the token made by each merge line to ``ranks``; return the merged token strings."""
+    made, previous_id = set(), max(ranks.values())
+    for line, merged, token in read_merge_lines(cursor, encoder, char_to_byte):
+        if encoder[merged] <= previous_id:
+            raise cursor.error(f"merge {line!r} makes id {encoder[merged]}, not above the previous merge's id {previous_id}")
+        ranks[token] = previous_id = encoder[merged]
+        made.add(merged)
+    return made
+
+
+def read_merge_lines(cursor: LineCursor, encoder: dict[str, int], char_to_byte: dict[str, int]):
+    """Yield (line, merged token string, its bytes) for each merge line, earliest first, each checked.
+
+    A merge must make a token that ``encoder`` lists, and no token twice.
+    """
     if cursor.lines and cursor.lines[0].startswith("#version"):
         cursor.next("the version line")
-    made, previous_id = set(), max(ranks.values())
+    made = set()
     while cursor.line_number < len(cursor.lines):
         line = cursor.next("a merge line")
         if not line:
@@ -306,12 +320,9 @@ def read_vocab_bpe(cursor: LineCursor, encoder: dict[str, int], char_to_byte: di
             raise cursor.error(f"merge {line!r} makes {merged!r}, which encoder.json does not contain")
         if merged in made:
             raise cursor.error(f"merge {line!r} makes {merged!r} a second time")
-        if encoder[merged] <= previous_id:
-            raise cursor.error(f"merge {line!r} makes id {encoder[merged]}, not above the previous merge's id {previous_id}")
         try:
             token = bytes(char_to_byte[char] for char in merged)
         except KeyError as error:
             raise cursor.error(f"character {error.args[0]!r} is not one of GPT-2's 256 byte characters") from error
-        ranks[token] = previous_id = encoder[merged]
         made.add(merged)
-    return made
+        yield line, merged, token

@@ -6,7 +6,6 @@ The parity with ``transformers``' own BART is in tests/pretrained/test_pretraine
 import numpy as np
 import pytest
 
-import npllm.functional as F
 from npllm import gradcheck, no_grad
 from npllm.errors import SettingError
 from npllm.models import BART, BARTConfig, BARTForConditionalGeneration
