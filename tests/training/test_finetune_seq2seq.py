@@ -36,7 +36,7 @@ def pairs_file(tmp_path):
 
 
 def tiny(pretrained, pairs_file, tmp_path, name="ft", **changes):
-    settings = dict(checkpoint=str(pretrained), data=str(pairs_file), batch_size=8, max_steps=6, eval_interval=3,
+    settings = dict(checkpoint=str(pretrained), data=str(pairs_file), batch_size=8, max_steps=6, decay_steps=6, eval_interval=3,
                     warmup_steps=1, eval_pairs=4, max_new_tokens=6, workers=2, out_dir=str(tmp_path / name))
     return Seq2SeqFinetuneConfig(**{**settings, **changes})
 
