@@ -5,7 +5,8 @@ corpus, the decoder writes the window as it was.  The same shape as the
 other pre-training recipes (``pretrain.py``, ``pretrain_bert.py``), whose
 settings, checks, run folder and resume it shares; what differs:
 
-    tokenizer    the byte-level BPE with four special tokens last: <pad>, <s>, </s>, <mask>
+    tokenizer    the byte-level BPE with BART's five special tokens last: <s>, <pad>, </s>, <unk>, <mask>
+                 (<unk> is never produced: every byte has a token; BART's tokenizer has it)
     model        ``BARTForConditionalGeneration`` in miniature: ``n_layer`` encoder blocks and as many
                  decoder blocks, ``n_embd`` wide, GELU, the LM head tied to the embeddings
     examples     windows of T - 2 tokens, damaged by text infilling (Poisson(3) spans over 30%
@@ -55,7 +56,7 @@ from npllm.training.checkpoint import CHECKPOINT_FOLDER, STATE_FILE
 from npllm.training.objectives import Seq2SeqLM
 from npllm.training.pretrain import FIXED_ON_RESUME, Run, TrainConfig, optimisation
 
-SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<mask>")  # the last four ids, in this order
+SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")  # BART's five, in its order, as the last ids
 RECIPE = "seq2seq"  # state.json's "recipe": what wrote the run
 
 
@@ -102,9 +103,10 @@ class Seq2SeqTrainConfig(TrainConfig):
 
 
 def special_ids(vocab_size) -> tuple[int, int, int, int]:
-    """The ids of <pad>, <s>, </s>, <mask>: the last four."""
+    """The ids of <pad>, <s>, </s> and <mask>, among the last five."""
     first = vocab_size - len(SPECIAL_TOKENS)
-    return first, first + 1, first + 2, first + 3
+    ids = {token: first + i for i, token in enumerate(SPECIAL_TOKENS)}
+    return ids["<pad>"], ids["<s>"], ids["</s>"], ids["<mask>"]
 
 
 def framing_of(config: BARTConfig) -> Framing:

@@ -83,8 +83,8 @@ def test_a_tiny_bart_learns_beyond_copying_the_corrupted_input(tiny_config):
 
 
 def test_settings_are_checked_and_named(tiny_config):
-    with pytest.raises(SettingError, match="`vocab_size` must be at least 260"):
-        tiny_config(vocab_size=258)
+    with pytest.raises(SettingError, match="`vocab_size` must be at least 261"):
+        tiny_config(vocab_size=260)
     with pytest.raises(SettingError, match="`mask_ratio` must be in"):
         tiny_config(mask_ratio=0)
     with pytest.raises(SettingError, match="`init` starts a GPT"):
