@@ -170,7 +170,8 @@ SEQ2SEQ_FLAG_HELP = {
     "dropout": "dropout probability while fine-tuning (replaces the checkpoint's)",
     "batch_size": "pairs per micro-batch (bucketed by length)",
     "eval_interval": "measure the held-out loss and checkpoint every this many steps",
-    "eval_pairs": "held-out pairs decoded at the end for ROUGE-L and exact match (0: all)",
+    "eval_pairs": "held-out pairs measured: their loss at each evaluation, and decoded at the end for ROUGE-L and"
+                  " exact match (0: all)",
     "beams": "the report's decoding: 1 is greedy, more is beam search of that width",
     "max_new_tokens": "the longest prediction the report decodes, in tokens",
 }

@@ -7,7 +7,8 @@ of its docstring (``data.pairs``: ``stdlib-docstrings``, or the user's JSONL
 of ``source`` and ``target``).  The recipe trains every weight through the
 shared loop on batches of pairs bucketed by length (``BucketedPairs``), with
 the same ``Seq2SeqLM`` loss (the target's tokens, teacher forced); the
-held-out pairs' loss is the loop's validation loss.
+held-out pairs' loss is the loop's validation loss (the first ``eval_pairs``
+of them: evaluating is a forward pass per pair).
 
 At the end the recipe writes the held-out sources' predictions (greedy, or
 beam search with ``beams``) and reports ROUGE-L and exact match
@@ -67,7 +68,7 @@ class Seq2SeqFinetuneConfig:
     beta2: float = 0.999
     grad_clip: float = 1.0
     eval_interval: int = 250
-    eval_pairs: int = 300                # held-out pairs decoded for the report's ROUGE-L (0: all of them)
+    eval_pairs: int = 300                # held-out pairs measured: the loss, and the report's ROUGE-L (0: all)
     beams: int = 1                       # the report's decoding: 1 greedy, more for beam search
     max_new_tokens: int = 48             # the longest prediction, in tokens
     seed: int = 1337
@@ -134,16 +135,16 @@ def _build(config: Seq2SeqFinetuneConfig, log, saved_groups=None) -> Seq2SeqFine
               else configure_param_groups(model, config.weight_decay))
     return Seq2SeqFinetuneRun(
         model=model, objective=Seq2SeqLM(), batches=batches,
-        evaluation_batches=lambda: pair_batches(test_ids, config.batch_size * 4, framing),
+        evaluation_batches=lambda: pair_batches(test_ids[:evaluated_pairs(config, test_ids)], config.batch_size * 4,
+                                                framing),
         **optimisation(config, model, lambda model, config: groups),
         tokenizer=tokenizer, config=config, data=data, test_ids=test_ids, base_sha256=base_sha256,
     )
 
 
-def decoded_pairs(run: Seq2SeqFinetuneRun) -> int:
-    """How many held-out pairs the report decodes: ``eval_pairs`` of them (0: all), in the data's order."""
-    n = len(run.data.test)
-    return n if run.config.eval_pairs == 0 else min(n, run.config.eval_pairs)
+def evaluated_pairs(config: Seq2SeqFinetuneConfig, test_ids: list) -> int:
+    """How many held-out pairs are measured and decoded: the first ``eval_pairs`` of them (0: all)."""
+    return len(test_ids) if config.eval_pairs == 0 else min(len(test_ids), config.eval_pairs)
 
 
 def predict(model, tokenizer, source_ids: list[list[int]], max_new_tokens: int, beams: int = 1,
@@ -167,7 +168,7 @@ def predict(model, tokenizer, source_ids: list[list[int]], max_new_tokens: int, 
 
 def _finish(run: Seq2SeqFinetuneRun, log) -> Seq2SeqFinetuneRun:
     """The report: the model's predictions beside the name baseline on the held-out pairs (also in report.json)."""
-    n = decoded_pairs(run)
+    n = evaluated_pairs(run.config, run.test_ids)
     sources = [source for source, _ in run.data.test[:n]]
     references = [target for _, target in run.data.test[:n]]
     predictions = predict(run.model, run.tokenizer, [ids for ids, _ in run.test_ids[:n]], run.config.max_new_tokens,
