@@ -48,8 +48,11 @@ def _warn(line: str):
     print(f"npllm: warning: {_as_flags(line)}", file=sys.stderr)
 
 
+FLAG_NAMES = {"out_dir": "--out", "num_beams": "--beams"}  # settings whose flag is not their name
+
+
 def _flag(setting: str) -> str:
-    return "--out" if setting == "out_dir" else "--" + setting.replace("_", "-")
+    return FLAG_NAMES.get(setting, "--" + setting.replace("_", "-"))
 
 
 # --- npllm train ------------------------------------------------------------
@@ -236,31 +239,94 @@ def _run_recipe(argv, prog, description, config_class, start, resume, left_out=(
 
 
 # --- npllm generate ---------------------------------------------------------
-def _generate(argv):
-    from npllm.generation import generate_tokens
-    from npllm.training.pretrain import END_OF_TEXT, load_model
+SEQ2SEQ_FLAGS = ("input", "beams", "length_penalty", "no_repeat_ngram_size", "min_new_tokens", "no_early_stopping",
+                 "num_return_sequences")  # a seq2seq model's decoding; a GPT continues a --prompt instead
 
-    parser = argparse.ArgumentParser(prog="npllm generate", description="Write text with a trained GPT.",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+def _generate(argv):
+    parser = argparse.ArgumentParser(prog="npllm generate", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                     description="Continue a prompt with a trained GPT, or write a target for each"
+                                                 " --input with a seq2seq model (a Hugging Face BART folder).")
     parser.add_argument("--checkpoint", default="runs/gpt",
-                        help="run folder written by npllm train, or a Hugging Face GPT-2 folder")
-    parser.add_argument("--prompt", default="\n", help="text to continue")
-    parser.add_argument("--max-new-tokens", type=int, default=200, help="tokens to write after the prompt, at most")
-    parser.add_argument("--temperature", type=float, default=0.8,
-                        help="divides the logits before sampling: below 1 sharper, above 1 flatter; 0 means greedy")
+                        help="run folder written by npllm train, or a Hugging Face GPT-2 or BART folder")
+    parser.add_argument("--prompt", default=None, help="text to continue (GPT; default a newline)")
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="tokens to write, at most (default 200 for a GPT; 128, or the position table, seq2seq)")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="divides the logits before sampling: below 1 sharper, above 1 flatter; 0 means greedy"
+                             " (default 0.8 for a GPT; a seq2seq model samples only when given one)")
     parser.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens only")
     parser.add_argument("--top-p", type=float, default=None,
                         help="sample among the fewest tokens whose probabilities add up to p")
     parser.add_argument("--seed", type=int, default=None, help="seed of the sampler, for a repeatable text")
     parser.add_argument("--no-cache", action="store_true", help="recompute the whole context for every token")
+    seq2seq = parser.add_argument_group("seq2seq models (BART)")
+    seq2seq.add_argument("--input", action="append", default=None,
+                         help="a source text (give several to decode them as one batch)")
+    seq2seq.add_argument("--beams", type=int, default=None,
+                         help="beam width (default 4; 1 is greedy; sampling flags need 1)")
+    seq2seq.add_argument("--length-penalty", type=float, default=None,
+                         help="a finished beam scores log p / length ** this: above 0 favours longer outputs (default 1)")
+    seq2seq.add_argument("--no-repeat-ngram-size", type=int, default=None,
+                         help="forbid repeating any n-gram of this size (default 0: allowed)")
+    seq2seq.add_argument("--min-new-tokens", type=int, default=None, help="hold </s> back until this many tokens")
+    seq2seq.add_argument("--no-early-stopping", action="store_const", const=True, default=None,
+                         help="go on while a running beam could still beat a finished one (default: stop when"
+                              " --beams beams have finished)")
+    seq2seq.add_argument("--num-return-sequences", type=int, default=None,
+                         help="print this many of the best beams per input, with their scores (default 1)")
     args = parser.parse_args(argv)
 
-    model, tokenizer = load_model(args.checkpoint, log=_warn)
-    prompt_ids = tokenizer.encode(args.prompt, allowed_special="all")
+    model, tokenizer = _load_for_generation(args.checkpoint)
+    from npllm.models import BARTForConditionalGeneration
+
+    if isinstance(model, BARTForConditionalGeneration):
+        return _generate_seq2seq(args, model, tokenizer)
+    return _generate_gpt(args, model, tokenizer)
+
+
+def _load_for_generation(path):
+    """The model and tokenizer of a GPT run, a seq2seq run, a Hugging Face GPT-2 folder, or a Hugging Face BART folder."""
+    from pathlib import Path
+
+    from npllm.errors import NpllmError
+    from npllm.pretrained import load_pretrained
+    from npllm.pretrained.folder import CONFIG_FILE, read_json
+    from npllm.training import pretrain_seq2seq
+    from npllm.training.pretrain import load_model
+
+    config = Path(path) / CONFIG_FILE
+    if config.is_file() and read_json(config).get("model_type") == "bart":
+        model, tokenizer = load_pretrained(path)
+        if tokenizer is None:
+            raise NpllmError(f"{path}: has no tokenizer (vocab.json and merges.txt)")
+        return model, tokenizer
+    if pretrain_seq2seq.is_seq2seq_run(path):  # a run of npllm train --model seq2seq or npllm finetune seq2seq
+        return pretrain_seq2seq.load_model(path, log=_warn)
+    return load_model(path, log=_warn)
+
+
+def _given(args, names) -> list[str]:
+    return [_flag(name) for name in names if getattr(args, name) is not None]
+
+
+def _generate_gpt(args, model, tokenizer):
+    from npllm.errors import NpllmError
+    from npllm.generation import generate_tokens
+    from npllm.training.pretrain import END_OF_TEXT
+
+    misplaced = _given(args, SEQ2SEQ_FLAGS)
+    if misplaced:
+        raise NpllmError(f"{', '.join(misplaced)}: for a seq2seq model (BART); {args.checkpoint} holds a GPT,"
+                         " which continues a --prompt")
+    prompt = "\n" if args.prompt is None else args.prompt
+    temperature = 0.8 if args.temperature is None else args.temperature
+    max_new_tokens = 200 if args.max_new_tokens is None else args.max_new_tokens
+    prompt_ids = tokenizer.encode(prompt, allowed_special="all")
     stop_token = tokenizer.special_tokens.get(END_OF_TEXT)
-    tokens = generate_tokens(model, prompt_ids, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
+    tokens = generate_tokens(model, prompt_ids, max_new_tokens, temperature, args.top_k, args.top_p,
                              args.seed, use_cache=not args.no_cache, stop_token=stop_token)  # checks every setting
-    sys.stdout.write(args.prompt)
+    sys.stdout.write(prompt)
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character may span tokens
     for token in tokens:
         if token == stop_token:
@@ -268,6 +334,39 @@ def _generate(argv):
         sys.stdout.write(decoder.decode(tokenizer.decode_bytes([token])))
         sys.stdout.flush()
     sys.stdout.write(decoder.decode(b"", final=True) + "\n")
+    return 0
+
+
+def _generate_seq2seq(args, model, tokenizer):
+    """``npllm generate`` for a seq2seq model already loaded (a BART folder, or a run of ``npllm train --model seq2seq``)."""
+    from npllm.errors import NpllmError
+    from npllm.generation.seq2seq import write_targets
+
+    if args.prompt is not None:
+        raise NpllmError(f"--prompt: for a GPT; {args.checkpoint} holds a seq2seq model, which reads --input")
+    if not args.input:
+        raise NpllmError(f"{args.checkpoint} holds a seq2seq model: give it a source text with --input")
+    sampling = any(value is not None for value in (args.temperature, args.top_k, args.top_p))
+    settings = dict(max_new_tokens=args.max_new_tokens or min(128, model.config.max_position_embeddings - 1),
+                    num_beams=args.beams if args.beams is not None else (1 if sampling else 4),
+                    use_cache=not args.no_cache)
+    if settings["num_beams"] == 1:
+        settings.update(temperature=args.temperature or 0.0, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    else:
+        beam_only = dict(length_penalty=args.length_penalty, early_stopping=False if args.no_early_stopping else None,
+                         num_return_sequences=args.num_return_sequences,
+                         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+        settings.update({name: value for name, value in beam_only.items() if value is not None})
+    for name in ("no_repeat_ngram_size", "min_new_tokens"):
+        if getattr(args, name) is not None:
+            settings[name] = getattr(args, name)
+    beam_flags = _given(args, ("length_penalty", "no_early_stopping", "num_return_sequences"))
+    if settings["num_beams"] == 1 and beam_flags:
+        raise NpllmError(f"{', '.join(beam_flags)}: for beam search; --beams 1 decodes greedily or samples")
+    results = write_targets(model, tokenizer, args.input, **settings)
+    for outputs in results:
+        for text, score in outputs:
+            print(text if score is None or len(outputs) == 1 else f"{score:9.4f}  {text}")
     return 0
 
 
@@ -468,7 +567,7 @@ COMMANDS = {
     "train": (_train, "train a GPT on text (default: the Python standard library's source)"),
     "distill": (_distill, "train a small student GPT on a bigger teacher's soft targets"),
     "finetune": (_finetune, "fine-tune a trained model: classify (a GPT labels texts), seq2seq (text to text)"),
-    "generate": (_generate, "continue a prompt with a trained GPT"),
+    "generate": (_generate, "continue a prompt with a trained GPT, or decode --input with a BART (beam search)"),
     "export": (_export, "write a trained GPT as a Hugging Face folder"),
     "fill-mask": (_fill_mask, "fill each [MASK] in a text with a BERT (trained here, or from Hugging Face)"),
     "embed": (_embed, "sentence embeddings and their similarities (default: all-MiniLM-L6-v2)"),

@@ -1,4 +1,4 @@
-"""``npllm bench generate``: tokens per second with and without the KV cache, or GPT-2 against transformers.
+"""``npllm bench generate``: tokens/s with and without the KV cache (a GPT; a BART's beam search), or GPT-2 vs HF.
 
 Without a cache, every new token re-runs the model over the whole context
 (cost grows with the square of the text's length); with it, each new token
@@ -7,6 +7,18 @@ ratio of their speeds is the cache's whole effect.  The model has random
 weights: speed does not depend on what the weights say.  On a shared
 machine, ``--repeats N`` alternates the two paths N times and reports the
 median of each.
+
+``--model seq2seq`` measures a BART of the preset's shape (``d_model`` the
+preset's ``n_embd``, as many encoder as decoder layers, a 4x MLP, the
+preset's context as its position table) decoding a batch of ``--sources``
+random sources of half the context by beam search (``--beams``, default 4):
+with the cache, each step feeds one token per beam, reading the
+self-attention's cached keys and values and the cross-attention's, computed
+once per source; without it, each step runs the decoder over every beam's
+whole prefix and projects the encoder's output again.  ``</s>`` is held back
+(``min_new_tokens``) so that both write ``--new-tokens`` tokens per source;
+tokens/s counts those (one best hypothesis per source), and both paths must
+find the same hypotheses.
 
 ``--shape gpt2`` measures GPT-2 small (124 M parameters, random weights)
 as a Hugging Face folder instead: it writes the folder, loads it in a fresh
@@ -32,7 +44,8 @@ from npllm.bench import at_least_one, description
 from npllm.bench.train import PRESETS
 from npllm.bench.timing import timed
 from npllm.generation import generate_tokens
-from npllm.models import GPT, GPTConfig
+from npllm.generation.seq2seq import beam_search
+from npllm.models import GPT, BARTConfig, BARTForConditionalGeneration, GPTConfig
 from npllm.pretrained import load_pretrained, save_pretrained
 from npllm.runtime.memory import keep_freed_memory
 
@@ -159,12 +172,53 @@ def gpt2_against_transformers(args):
     return 0
 
 
+def seq2seq_beam_search(args):
+    """The ``--model seq2seq`` benchmark: a BART's beam search with and without the decoder's caches."""
+    preset = PRESETS[args.preset]
+    C, layers, context = preset["n_embd"], preset["n_layer"], preset["context_length"]
+    config = BARTConfig(vocab_size=preset["vocab_size"], d_model=C, encoder_layers=layers, decoder_layers=layers,
+                        encoder_attention_heads=preset["n_head"], decoder_attention_heads=preset["n_head"],
+                        encoder_ffn_dim=4 * C, decoder_ffn_dim=4 * C, max_position_embeddings=context)
+    model = BARTForConditionalGeneration(config, seed=0)
+    new_tokens = min(args.new_tokens, context - 1)
+    sources = np.random.default_rng(0).integers(4, config.vocab_size, size=(args.sources, context // 2))
+
+    def decode(use_cache):
+        return beam_search(model, sources, None, new_tokens, args.beams, min_new_tokens=new_tokens,
+                           use_cache=use_cache)
+
+    runs = []
+    for _ in range(args.repeats):  # alternating, so both paths see the same load
+        cached, cached_seconds = timed(decode, True)
+        uncached, uncached_seconds = timed(decode, False)
+        same = [[h.tokens for h in row] for row in cached] == [[h.tokens for h in row] for row in uncached]
+        runs.append((args.sources * new_tokens / cached_seconds, args.sources * new_tokens / uncached_seconds, same))
+    with_cache, without = (float(np.median(speeds)) for speeds in list(zip(*runs))[:2])
+    ratios = float(np.median([run[0] / run[1] for run in runs]))
+    repeats = f" (median of {args.repeats} alternating runs)" if args.repeats > 1 else ""
+    print(f"BART of preset {args.preset} ({model.num_parameters():,} parameters), beam search {args.beams},"
+          f" {args.sources} sources of {context // 2} tokens, {new_tokens} new tokens each{repeats}:")
+    print(f"  with the caches  {with_cache:8.1f} tokens/s")
+    print(f"  without          {without:8.1f} tokens/s")
+    print(f"  speed-up         {ratios:8.1f}x; same hypotheses: {'yes' if all(run[2] for run in runs) else 'no'}")
+    if args.json:
+        print(json.dumps({"model": "seq2seq", "preset": args.preset, "beams": args.beams, "sources": args.sources,
+                          "new_tokens": new_tokens, "tokens_per_s": with_cache, "tokens_per_s_without_cache": without,
+                          "speedup": ratios, "same_hypotheses": all(run[2] for run in runs)}))
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="npllm bench generate", description=description(__doc__))
     parser.add_argument("--shape", choices=["gpt2"], default=None,
                         help="gpt2: GPT-2 small as a Hugging Face folder, against transformers (instead of --preset)")
     parser.add_argument("--torch-threads", type=at_least_one, default=None,
                         help="with --shape gpt2: torch's thread count for transformers (default: torch's own)")
+    parser.add_argument("--model", choices=["gpt", "seq2seq"], default="gpt",
+                        help="gpt: a GPT's sampling loop; seq2seq: a BART's beam search (default gpt)")
+    parser.add_argument("--beams", type=at_least_one, default=4, help="with --model seq2seq: beam width (default 4)")
+    parser.add_argument("--sources", type=at_least_one, default=2,
+                        help="with --model seq2seq: sources decoded as one batch (default 2)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="small", help="model shape (default small)")
     parser.add_argument("--new-tokens", type=at_least_one, default=256, help="tokens to generate (default 256)")
     parser.add_argument("--repeats", type=at_least_one, default=1, help="alternate the two paths this many times (default 1)")
@@ -173,6 +227,8 @@ def main(argv=None):
     keep_freed_memory()  # as training does (see npllm.runtime.memory)
     if args.shape == "gpt2":
         return gpt2_against_transformers(args)
+    if args.model == "seq2seq":
+        return seq2seq_beam_search(args)
     preset = {k: v for k, v in PRESETS[args.preset].items() if k != "batch_size"}
     model = GPT(GPTConfig(**preset), seed=0)
     prompt = np.random.default_rng(0).integers(0, preset["vocab_size"], size=1)

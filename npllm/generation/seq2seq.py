@@ -49,9 +49,12 @@ sequence (its start token included) already holds; ``min_new_tokens`` holds
 ``forced_eos_token_id`` the last when ``max_new_tokens`` is reached.
 
 Outputs are the generated ids after the start token, ``</s>`` included when
-written.  Left out: beam sampling, diverse (group) beam search, constraints.
+written.  ``write_targets`` is the text-in, text-out entry (the command
+line's ``npllm generate --input``): any loaded model and BART tokenizer.
+Left out: beam sampling, diverse (group) beam search, constraints.
 """
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,6 +63,7 @@ import npllm.functional as F
 from npllm.errors import SettingError
 from npllm.generation.sampling import check_sampling_settings, choose_token, require_finite
 from npllm.tensor import as_array, no_grad
+from npllm.tokenizer import BARTTokenizer, BPETokenizer
 
 EARLY_STOPPING = (True, False, "never")
 FILLED = -1.0e9  # the score of an empty slot or a forbidden continuation (finite, so sums stay ordered)
@@ -150,9 +154,7 @@ def generate(model, input_ids, attention_mask=None, max_new_tokens=20, num_beams
              min_new_tokens=0, use_cache=True) -> list[list[int]]:
     """Each source's output ids: beam search's best hypothesis with ``num_beams`` > 1, else greedy or sampled."""
     if num_beams != 1:
-        if temperature != 0 or top_k is not None or top_p is not None:
-            raise SettingError("beam search keeps the most probable beams and samples nothing: give `num_beams` 1"
-                               " with `temperature`, `top_k` or `top_p`")
+        _without_sampling(dict(temperature=temperature, top_k=top_k, top_p=top_p))
         best = beam_search(model, input_ids, attention_mask, max_new_tokens, num_beams, length_penalty,
                            early_stopping, no_repeat_ngram_size, min_new_tokens, use_cache=use_cache)
         return [hypotheses[0].tokens for hypotheses in best]
@@ -341,4 +343,51 @@ def pad_sources(sources: list[list[int]], pad_token_id: int) -> tuple[np.ndarray
     return ids, mask
 
 
-__all__ = ["generate", "sample", "beam_search", "Hypothesis", "DecodingRules", "DecoderSteps", "pad_sources"]
+def write_targets(model, tokenizer, texts: list[str], num_beams=1, num_return_sequences=1,
+                  **settings) -> list[list[tuple]]:
+    """For each source text, its outputs as (text, score) pairs, best first (score None when not beam search).
+
+    ``tokenizer``: a BARTTokenizer, or a BPETokenizer with BART's five special
+    tokens.  ``settings`` are ``generate``'s; a source longer than the
+    position table keeps its beginning, with a warning.
+    """
+    tokenizer = as_bart_tokenizer(tokenizer)
+    sources = [source_ids(tokenizer, text, model.config.max_position_embeddings) for text in texts]
+    ids, mask = pad_sources(sources, model.config.pad_token_id)
+    if num_beams == 1 and num_return_sequences == 1:
+        return [[(tokenizer.decode(tokens), None)] for tokens in generate(model, ids, mask, **settings)]
+    _without_sampling(settings)
+    best = beam_search(model, ids, mask, num_beams=num_beams, num_return_sequences=num_return_sequences, **settings)
+    return [[(tokenizer.decode(h.tokens), h.score) for h in hypotheses] for hypotheses in best]
+
+
+def _without_sampling(settings: dict):
+    """Take the sampling settings out of ``settings``; refuse any that would sample (beam search does not)."""
+    sampling = {name: settings.pop(name) for name in ("temperature", "top_k", "top_p", "seed") if name in settings}
+    if any(sampling.get(name) not in (None, 0) for name in ("temperature", "top_k", "top_p")):
+        raise SettingError("beam search keeps the most probable beams and samples nothing: give `num_beams` 1"
+                           " with `temperature`, `top_k` or `top_p`")
+
+
+def as_bart_tokenizer(tokenizer) -> BARTTokenizer:
+    if isinstance(tokenizer, BPETokenizer):
+        try:
+            return BARTTokenizer.from_bpe(tokenizer)
+        except ValueError as error:
+            raise SettingError(f"a seq2seq model's tokenizer needs BART's special tokens: {error}") from error
+    return tokenizer
+
+
+def source_ids(tokenizer: BARTTokenizer, text: str, limit: int) -> list[int]:
+    """``<s> text </s>`` as ids, cut to ``limit`` positions (its ``</s>`` kept) with a warning."""
+    if not text.strip():
+        raise SettingError("the source text (`input`) is empty")
+    ids = tokenizer.encode(text)
+    if len(ids) > limit:
+        warnings.warn(f"the source has {len(ids)} tokens, more than the position table's {limit}:"
+                      f" using its first {limit - 1} and </s>", stacklevel=2)
+        ids = ids[:limit - 1] + ids[-1:]
+    return ids
+
+
+__all__ = ["generate", "write_targets", "sample", "beam_search", "Hypothesis", "DecodingRules", "DecoderSteps", "pad_sources"]

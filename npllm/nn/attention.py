@@ -117,6 +117,17 @@ def joined_projection(x, projections):
     return F.linear(x, weight, bias)
 
 
+def _set_heads(attention, n_embd, n_head, causal, cross, dropout):
+    """The shape and kind of an attention layer, checked: C = H x D; cross-attention is not causal."""
+    name = type(attention).__name__
+    if n_embd % n_head:
+        raise ValueError(f"{name}: n_embd {n_embd} is not divisible by n_head {n_head}")
+    if cross and causal:
+        raise ValueError(f"{name}: cross-attention is not causal; pass causal=False with cross=True")
+    attention.n_embd, attention.n_head, attention.head_size = n_embd, n_head, n_embd // n_head
+    attention.causal, attention.cross, attention.dropout = causal, cross, dropout
+
+
 class MultiHeadAttention(Module):
     """Multi-head attention over x (B, T, C): causal or bidirectional self-attention, or cross-attention.
 
@@ -127,12 +138,7 @@ class MultiHeadAttention(Module):
     def __init__(self, n_embd, n_head, bias=True, dropout=0.0, causal=True, cross=False,
                  dtype=np.float32, rng=None, out_std=GPT2_INIT_STD):
         super().__init__()
-        if n_embd % n_head:
-            raise ValueError(f"MultiHeadAttention: n_embd {n_embd} is not divisible by n_head {n_head}")
-        if cross and causal:
-            raise ValueError("MultiHeadAttention: cross-attention is not causal; pass causal=False with cross=True")
-        self.n_embd, self.n_head, self.head_size = n_embd, n_head, n_embd // n_head
-        self.causal, self.cross, self.dropout = causal, cross, dropout
+        _set_heads(self, n_embd, n_head, causal, cross, dropout)
         if cross:
             self.q_attn = Linear(n_embd, n_embd, bias=bias, dtype=dtype, rng=rng)
             self.c_attn = Linear(n_embd, 2 * n_embd, bias=bias, dtype=dtype, rng=rng)
@@ -221,12 +227,7 @@ class ProjectedAttention(Module):
     def __init__(self, n_embd, n_head, dropout=0.0, causal=False, cross=False, dtype=np.float32, rng=None,
                  std=GPT2_INIT_STD):
         super().__init__()
-        if n_embd % n_head:
-            raise ValueError(f"ProjectedAttention: n_embd {n_embd} is not divisible by n_head {n_head}")
-        if cross and causal:
-            raise ValueError("ProjectedAttention: cross-attention is not causal; pass causal=False with cross=True")
-        self.n_embd, self.n_head, self.head_size = n_embd, n_head, n_embd // n_head
-        self.causal, self.cross, self.dropout = causal, cross, dropout
+        _set_heads(self, n_embd, n_head, causal, cross, dropout)
         for name in ("k_proj", "v_proj", "q_proj", "out_proj"):  # Hugging Face's order
             setattr(self, name, Linear(n_embd, n_embd, dtype=dtype, rng=rng, std=std))
         self.attn_rng = own_generator(rng)  # masks for the dropout of the attention weights

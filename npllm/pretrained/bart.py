@@ -38,7 +38,7 @@ from npllm.io.safetensors import save_safetensors
 from npllm.models.bart import BART, BARTConfig, BARTForConditionalGeneration
 from npllm.nn.layers import uninitialised
 from npllm.pretrained.folder import (CONFIG_FILE, FLOAT_WIDTHS, WEIGHTS_FILE, WEIGHTS_INDEX_FILE, PretrainedError,
-                                     is_linear_weight, read_weights, take_tensors)
+                                     copy_into, is_linear_weight, read_weights, take_tensors)
 from npllm.tokenizer import GPT2_PATTERN, BPETokenizer, TokenizerFileError
 from npllm.tokenizer.bart import MERGES_FILE, VOCAB_FILE, BARTTokenizer
 
@@ -76,14 +76,7 @@ def load(folder: Path, config: dict):
     if unknown:
         raise PretrainedError(f"{weights}: tensors that are not part of BART's conditional-generation model: "
                               f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}")
-    for name, param in parameters.items():
-        linear = is_linear_weight(model, name)
-        array = found[name].T if linear else found[name]  # PyTorch's (out, in) -> npllm's (in, out)
-        if array.shape != param.shape:
-            raise PretrainedError(f"{weights}: tensor {name} has shape {found[name].shape}, but {CONFIG_FILE}"
-                                  f" ({_shape_settings(model.config)}) makes it"
-                                  f" {param.shape[::-1] if linear else param.shape}")
-        np.copyto(param.data, array)
+    copy_into(model, found, weights, _shape_settings(model.config))
     return model.eval(), read_tokenizer(folder)
 
 

@@ -31,14 +31,12 @@ the thing.
 import json
 from pathlib import Path
 
-import numpy as np
-
 from npllm.errors import SettingError
 from npllm.io.atomic import atomic_write_text
 from npllm.io.safetensors import save_safetensors
 from npllm.models.bert import BERT, BERTConfig, BERTForMaskedLM
-from npllm.pretrained.folder import (CONFIG_FILE, FLOAT_WIDTHS, WEIGHTS_FILE, PretrainedError, is_linear_weight,
-                                     read_weights, take_tensors)
+from npllm.pretrained.folder import (CONFIG_FILE, FLOAT_WIDTHS, WEIGHTS_FILE, PretrainedError, copy_into,
+                                     is_linear_weight, read_weights, take_tensors)
 from npllm.tokenizer.wordpiece import TOKENIZER_JSON, VOCAB_FILE, WordPieceTokenizer
 
 ENCODER_PREFIX = "bert."  # where a model with a head keeps its encoder
@@ -77,15 +75,7 @@ def load(folder: Path, config: dict):
     parameters = dict(model.named_parameters())
     file_names = {name: (name if with_head else prefix + name) for name in parameters}
     found = take_tensors(tensors, file_names.values(), weights)
-    for name, param in parameters.items():
-        array = found[file_names[name]]
-        if is_linear_weight(model, name):
-            array = array.T  # PyTorch's (out, in) -> npllm's (in, out)
-        if array.shape != param.shape:
-            raise PretrainedError(f"{weights}: tensor {file_names[name]} has shape {found[file_names[name]].shape},"
-                                  f" but {CONFIG_FILE} ({_shape_settings(bert_config)}) makes it"
-                                  f" {param.shape[::-1] if is_linear_weight(model, name) else param.shape}")
-        np.copyto(param.data, array)
+    copy_into(model, found, weights, _shape_settings(bert_config), file_names.__getitem__)
     return model.eval(), read_tokenizer(folder)
 
 

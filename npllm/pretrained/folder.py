@@ -6,7 +6,8 @@ maps each tensor name to the shard file holding it (``{"weight_map": {name: file
 of the memory-mapped file (``load_safetensors(memory_map=True)``): a format
 module that keeps the float32 views as its parameters copies nothing.  A format module
 then calls ``take_tensors`` to check that the names it needs are all there,
-and ``is_linear_weight`` to know which tensors PyTorch stores transposed.
+and ``copy_into`` to copy them into the model (``is_linear_weight``: the
+tensors PyTorch stores transposed).
 """
 
 import json
@@ -77,3 +78,19 @@ def is_linear_weight(model, name: str) -> bool:
     """Whether parameter ``name`` is a Linear's weight: (in, out) in npllm, (out, in) in PyTorch's files."""
     module_name, _, leaf = name.rpartition(".")
     return leaf == "weight" and isinstance(model.get_submodule(module_name), Linear)
+
+
+def copy_into(model, tensors: dict, where: Path, settings: str, file_name=lambda name: name) -> None:
+    """Copy each parameter's tensor ``tensors[file_name(name)]`` into ``model``, PyTorch's Linear weights transposed.
+
+    A tensor whose shape disagrees with the model config.json describes
+    (``settings``: its sizes, as a phrase) is one line naming both.
+    """
+    for name, param in model.named_parameters():
+        key = file_name(name)
+        linear = is_linear_weight(model, name)
+        array = tensors[key].T if linear else tensors[key]  # PyTorch's (out, in) -> npllm's (in, out)
+        if array.shape != param.shape:
+            raise PretrainedError(f"{where}: tensor {key} has shape {tensors[key].shape}, but {CONFIG_FILE}"
+                                  f" ({settings}) makes it {param.shape[::-1] if linear else param.shape}")
+        np.copyto(param.data, array)

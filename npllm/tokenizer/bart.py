@@ -52,8 +52,13 @@ MASK = ROLES["mask_token"]
 class BARTTokenizer:
     """Byte-level BPE with GPT-2's merges and BART's ids: ``encode(text)`` -> ``[<s>, ..., </s>]``."""
 
-    def __init__(self, bpe: BPETokenizer, id_of_rank: dict[int, int], special_tokens: dict[str, int]):
-        """``bpe`` ranks tokens by merge order; ``id_of_rank`` gives each rank's BART id; ``special_tokens`` BART's five."""
+    def __init__(self, bpe: BPETokenizer, id_of_rank: dict[int, int], special_tokens: dict[str, int],
+                 unmerged: dict[str, int] | None = None):
+        """``bpe`` ranks tokens by merge order; ``id_of_rank`` gives each rank's BART id; ``special_tokens`` BART's five.
+
+        ``unmerged``: entries of vocab.json that no merge makes (``<|endoftext|>``
+        in BART's): never written by ``encode``, decoded as their text.
+        """
         missing = [token for token in ROLES.values() if token not in special_tokens]
         if missing:
             raise ValueError(f"BARTTokenizer: no id for the special token {missing[0]!r}")
@@ -65,7 +70,10 @@ class BARTTokenizer:
         self._ids[ranks] = [id_of_rank[rank] for rank in ranks]
         self._rank_of_id = {token_id: rank for rank, token_id in id_of_rank.items()}
         self._token_of_special = {token_id: token for token, token_id in special_tokens.items()}
-        if len(self._rank_of_id) != len(ranks) or set(self._rank_of_id) & set(self._token_of_special):
+        self.unmerged = dict(unmerged or {})
+        self._bytes_of_unmerged = {token_id: _spelled_bytes(token) for token, token_id in self.unmerged.items()}
+        taken = [*self._rank_of_id, *self._token_of_special, *self._bytes_of_unmerged]
+        if len(self._rank_of_id) != len(ranks) or len(set(taken)) != len(taken):
             raise ValueError("BARTTokenizer: two tokens share an id")
         specials = sorted(special_tokens, key=len, reverse=True)  # the longest first, when one contains another
         self._special_regex = re.compile("|".join(map(re.escape, specials)))
@@ -84,8 +92,10 @@ class BARTTokenizer:
         for rank, (_, merged, token) in enumerate(read_merge_lines(cursor, vocab, char_to_byte), start=NUM_BYTES):
             ranks[token], id_of_rank[rank] = rank, vocab[merged]
         special_tokens = {token: vocab[token] for token in ROLES.values() if token in vocab}
+        placed = {*id_of_rank.values(), *special_tokens.values()}
+        unmerged = {token: token_id for token, token_id in vocab.items() if token_id not in placed}
         try:
-            return cls(BPETokenizer(ranks, GPT2_PATTERN), id_of_rank, special_tokens)
+            return cls(BPETokenizer(ranks, GPT2_PATTERN), id_of_rank, special_tokens, unmerged)
         except ValueError as error:
             raise TokenizerFileError(vocab_path, str(error).removeprefix("BARTTokenizer: ")) from error
 
@@ -117,7 +127,7 @@ class BARTTokenizer:
     @property
     def vocab_size(self) -> int:
         """One more than the largest id."""
-        return int(max(self._ids.max(), *self.special_tokens.values())) + 1
+        return int(max(self._ids.max(), *self.special_tokens.values(), *self.unmerged.values())) + 1
 
     def __repr__(self) -> str:
         return f"BARTTokenizer(vocab_size={self.vocab_size})"
@@ -148,6 +158,9 @@ class BARTTokenizer:
                     pieces.append(self._token_of_special[token_id].encode("utf-8"))
             elif token_id in self._rank_of_id:
                 run.append(self._rank_of_id[token_id])
+            elif token_id in self._bytes_of_unmerged:
+                pieces += [self.bpe.decode_bytes(run), self._bytes_of_unmerged[token_id]]
+                run = []
             else:
                 raise SettingError(f"unknown token id {token_id}: this tokenizer has no such id")
         pieces.append(self.bpe.decode_bytes(run))
@@ -162,7 +175,7 @@ class BARTTokenizer:
             raise ValueError("BART's files hold GPT-2's split pattern only; this tokenizer splits with another")
         by_rank = sorted(self.bpe.mergeable_ranks.items(), key=lambda item: item[1])
         vocab = {gpt2_spelling(token): int(self._ids[rank]) for token, rank in by_rank}
-        vocab.update(self.special_tokens)
+        vocab.update({**self.special_tokens, **self.unmerged})
         vocab = dict(sorted(vocab.items(), key=lambda item: item[1]))
         merges = [f"{left} {right}" for left, right in gpt2_merges(self.bpe.mergeable_ranks)]  # earliest first
         atomic_write_text(folder / VOCAB_FILE, json.dumps(vocab, ensure_ascii=False))
@@ -175,6 +188,14 @@ class BARTTokenizer:
     @classmethod
     def from_folder(cls, folder) -> "BARTTokenizer":
         return cls.from_files(Path(folder) / VOCAB_FILE, Path(folder) / MERGES_FILE)
+
+
+def _spelled_bytes(token: str) -> bytes:
+    """A vocab.json entry's bytes: GPT-2's byte characters undone, or (not spelled in them) its UTF-8."""
+    char_to_byte = {char: byte for byte, char in GPT2_BYTE_TO_CHAR.items()}
+    if all(char in char_to_byte for char in token):
+        return bytes(char_to_byte[char] for char in token)
+    return token.encode("utf-8")
 
 
 __all__ = ["BARTTokenizer"]

@@ -58,6 +58,7 @@ def tokenizer_folder(tmp_path_factory):
     for new_id, rank in enumerate(np.random.default_rng(0).permutation(len(by_rank))):
         vocab[gpt2_spelling(by_rank[rank][0])] = 4 + new_id
     vocab["<mask>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)  # in BART's vocab.json too: no merge makes it
     folder = tmp_path_factory.mktemp("bart-tokenizer")
     (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
     merges = [f"{left} {right}" for left, right in gpt2_merges(bpe.mergeable_ranks)]
@@ -68,7 +69,9 @@ def tokenizer_folder(tmp_path_factory):
 def test_bart_tokenizer_frames_maps_ids_and_decodes(tokenizer_folder):
     tokenizer = BARTTokenizer.from_folder(tokenizer_folder)
     assert (tokenizer.bos_id, tokenizer.pad_id, tokenizer.eos_id, tokenizer.mask_id) == (0, 1, 2, 400 + 4)
-    assert tokenizer.vocab_size == 405
+    assert tokenizer.vocab_size == 406
+    assert tokenizer.decode([405, 4]) == "<|endoftext|>" + tokenizer.decode([4])  # decoded, never encoded
+    assert 405 not in tokenizer.encode("<|endoftext|>")
     for text in SAMPLES:
         ids = tokenizer.encode(text)
         assert ids[0] == 0 and ids[-1] == 2
