@@ -96,6 +96,11 @@ def test_cli_trains_resumes_and_refuses_the_other_kinds(tiny_corpus, tmp_path, c
     assert main(tiny_seq2seq_command(tiny_corpus, out, steps=2)) == 0
     assert "npllm finetune seq2seq --checkpoint" in capsys.readouterr().out
     assert main(["train", "--model", "seq2seq", "--resume", "--out", str(out), "--max-steps", "3", "--quiet"]) == 0
+    capsys.readouterr()
+    for beams in ("1", "2"):  # the run folder loads back for npllm generate, greedy and with beam search
+        assert main(["generate", "--checkpoint", str(out), "--input", "the cat", "--beams", beams,
+                     "--max-new-tokens", "3"]) == 0
+        assert len(capsys.readouterr().out.splitlines()) == 1
     assert main(["train", "--data", str(tiny_corpus), "--vocab-size", "300", "--n-layer", "1", "--n-embd", "16",
                  "--context-length", "16", "--max-steps", "1", "--eval-windows", "2", "--quiet", "--out", str(gpt)]) == 0
     capsys.readouterr()
@@ -105,6 +110,8 @@ def test_cli_trains_resumes_and_refuses_the_other_kinds(tiny_corpus, tmp_path, c
         (["finetune", "classify", "--checkpoint", str(out), "--out", str(tmp_path / "c")], "not a GPT run"),
         (["finetune", "seq2seq", "--checkpoint", str(gpt), "--out", str(tmp_path / "s")], "not an encoder–decoder run, so this command cannot use it"),
         (["distill", "--teacher", str(out), "--out", str(tmp_path / "d")], "not a GPT run"),
+        (["generate", "--checkpoint", str(out), "--prompt", "a"], "--prompt: for a GPT"),
+        (["generate", "--checkpoint", str(gpt), "--input", "a"], "--input: for a seq2seq model"),
         (["train", "--model", "seq2seq", "--mask-ratio", "1.5", "--out", str(tmp_path / "x")], "--mask-ratio must be in"),
     ]:
         assert main(argv) == 2, argv
