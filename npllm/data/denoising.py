@@ -43,9 +43,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from npllm.data.masking import disjoint_window_starts, windows_at
+from npllm.data.masking import disjoint_window_starts, window_length, windows_at
 from npllm.data.pairs import Framing, pair_batch
 from npllm.errors import SettingError
+
+FRAME = ("<s>", "</s>")  # around every source
 
 
 @dataclass(frozen=True)
@@ -125,23 +127,12 @@ def denoising_batch(windows: np.ndarray, rule: InfillingRule, framing: Framing, 
     return {**batch, "kept": target_kept}
 
 
-def window_length(context_length: int, tokens: np.ndarray, what: str) -> int:
-    """Tokens per window: the context less <s> and </s>; the stream must hold one window."""
-    length = context_length - 2
-    if length < 2:
-        raise SettingError(f"`context_length` must be at least 4 (<s>, two tokens, </s>), got {context_length}")
-    if len(tokens) < length:
-        raise SettingError(f"the {what} tokens ({len(tokens):,}) are too few for one window of"
-                           f" `context_length` - 2 = {length}; use more text or a shorter context")
-    return length
-
-
 class DenoisingWindows:
     """Training batches: ``B`` windows at random starts, corrupted; starts and damage from one seeded generator."""
 
     def __init__(self, tokens: np.ndarray, context_length: int, batch_size: int, seed: int, rule: InfillingRule,
                  framing: Framing):
-        self.length = window_length(context_length, tokens, "training")
+        self.length = window_length(context_length, tokens, "training", FRAME, min_tokens=2)
         self.tokens, self.batch_size, self.rule, self.framing = tokens, batch_size, rule, framing
         self.rng = np.random.default_rng(seed)
 
@@ -159,7 +150,7 @@ class DenoisingWindows:
 def denoising_evaluation_batches(tokens: np.ndarray, context_length: int, batch_size: int, max_windows: int,
                                  rule: InfillingRule, framing: Framing, seed: int = 0):
     """Disjoint windows from the start of ``tokens``, corrupted the same way every time (a fresh ``seed``)."""
-    length = window_length(context_length, tokens, "validation")
+    length = window_length(context_length, tokens, "validation", FRAME, min_tokens=2)
     rng = np.random.default_rng(seed)
     for starts in disjoint_window_starts(len(tokens), length, batch_size, max_windows):
         yield denoising_batch(windows_at(tokens, starts, length), rule, framing, rng)

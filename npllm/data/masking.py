@@ -108,11 +108,14 @@ def _masked_batch(ids: np.ndarray, rule: MaskingRule, rng: np.random.Generator) 
     return {"input_ids": masked, "targets": targets}
 
 
-def _window_length(context_length: int, tokens: np.ndarray, what: str) -> int:
-    """Tokens per window: the context less [CLS] and [SEP]; the stream must hold one window."""
+def window_length(context_length: int, tokens: np.ndarray, what: str, frame=("[CLS]", "[SEP]"),
+                  min_tokens: int = 1) -> int:
+    """Tokens per window: the context less the two ``frame`` tokens; the stream must hold one window."""
     length = context_length - 2
-    if length < 1:
-        raise SettingError(f"`context_length` must be at least 3 ([CLS], a token, [SEP]), got {context_length}")
+    if length < min_tokens:
+        some = "a token" if min_tokens == 1 else f"{min_tokens} tokens"
+        raise SettingError(f"`context_length` must be at least {min_tokens + 2} ({frame[0]}, {some}, {frame[1]}),"
+                           f" got {context_length}")
     if len(tokens) < length:
         raise SettingError(f"the {what} tokens ({len(tokens):,}) are too few for one window of"
                            f" `context_length` - 2 = {length}; use more text or a shorter context")
@@ -124,7 +127,7 @@ class MaskedWindows:
 
     def __init__(self, tokens: np.ndarray, context_length: int, batch_size: int, seed: int, rule: MaskingRule,
                  cls_id: int, sep_id: int):
-        self.length = _window_length(context_length, tokens, "training")
+        self.length = window_length(context_length, tokens, "training")
         self.tokens, self.batch_size, self.rule = tokens, batch_size, rule
         self.cls_id, self.sep_id = cls_id, sep_id
         self.rng = np.random.default_rng(seed)
@@ -146,7 +149,7 @@ class MaskedWindows:
 def masked_evaluation_batches(tokens: np.ndarray, context_length: int, batch_size: int, max_windows: int,
                               rule: MaskingRule, cls_id: int, sep_id: int, seed: int = 0) -> Iterator[dict]:
     """Disjoint framed windows from the start of ``tokens``, masked the same way every time (a fresh ``seed``)."""
-    length = _window_length(context_length, tokens, "validation")
+    length = window_length(context_length, tokens, "validation")
     rng = np.random.default_rng(seed)
     for starts in disjoint_window_starts(len(tokens), length, batch_size, max_windows):
         yield _masked_batch(framed_windows(tokens, starts, length, cls_id, sep_id), rule, rng)
