@@ -235,3 +235,14 @@ def test_a_cached_step_past_the_position_table_or_of_another_batch_is_refused():
 def test_bad_config_names_the_setting(overrides, setting):
     with pytest.raises(SettingError, match=f"`{setting}`"):
         tiny_config(**overrides)
+
+
+def test_flops_per_token_counts_both_stacks_the_head_and_attention():
+    model = BARTForConditionalGeneration(tiny_config())
+    C, V, ffn_enc, ffn_dec, L = 8, 17, 12, 10, 2
+    attention = 4 * (C * C + C)
+    encoder_layer = attention + (C * ffn_enc + ffn_enc) + (ffn_enc * C + C) + 2 * 2 * C
+    decoder_layer = 2 * attention + (C * ffn_dec + ffn_dec) + (ffn_dec * C + C) + 3 * 2 * C
+    matrices = L * encoder_layer + L * decoder_layer + 2 * 2 * C + V * C  # + layernorm_embedding twice, the head
+    S, T = 6, 4
+    assert model.flops_per_token(S, T) == 6 * matrices + 12 * C * (L * S + L * (T + S))
