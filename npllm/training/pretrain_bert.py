@@ -196,18 +196,17 @@ def _build_run(config: BERTTrainConfig, tokenizer: BPETokenizer, text: str, log,
     model = BERTForMaskedLM(config.model_config(V), seed=config.seed)
     log(f"model: {model.num_parameters():,} parameters; masking {config.mask_rate:.0%} of each window;"
         f" each batch shared by {config.workers} worker thread{'s' * (config.workers > 1)}")
-    return BERTRun(
-        model=model,
-        objective=MaskedLM(),
-        batches=batches,
-        evaluation_batches=evaluation_set,
-        **optimisation(config, model, param_groups),
-        tokenizer=tokenizer,
-        config=config,
-        validation_tokens=validation_tokens,
-        corpus_sha256=text_sha256(text),
-        evaluation_set=evaluation_set,
-    )
+    return run_with_evaluation_set(BERTRun, model, MaskedLM(), batches, evaluation_set, config, tokenizer,
+                                   validation_tokens, text, param_groups)
+
+
+def run_with_evaluation_set(run_class, model, objective, batches, evaluation_set, config, tokenizer,
+                            validation_tokens, text, param_groups):
+    """A pre-training run whose recipe measures more than the loss on ``evaluation_set`` (BERT's, BART's)."""
+    return run_class(model=model, objective=objective, batches=batches, evaluation_batches=evaluation_set,
+                     **optimisation(config, model, param_groups), tokenizer=tokenizer, config=config,
+                     validation_tokens=validation_tokens, corpus_sha256=text_sha256(text),
+                     evaluation_set=evaluation_set)
 
 
 def most_frequent_accuracy(train_tokens, validation_tokens, vocab_size) -> float:

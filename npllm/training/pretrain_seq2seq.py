@@ -42,7 +42,7 @@ import numpy as np
 
 from npllm.data.denoising import DenoisingWindows, InfillingRule, denoising_evaluation_batches
 from npllm.data.pairs import Framing, padding_fraction
-from npllm.data.tokens import load_or_encode, split_tokens, text_sha256
+from npllm.data.tokens import load_or_encode, split_tokens
 from npllm.errors import SettingError
 from npllm.io.safetensors import CheckpointError
 from npllm.models import BARTConfig, BARTForConditionalGeneration
@@ -54,7 +54,7 @@ from npllm.tokenizer import BPETokenizer
 from npllm.training import loop, pretrain, pretrain_bert
 from npllm.training.checkpoint import CHECKPOINT_FOLDER, STATE_FILE
 from npllm.training.objectives import Seq2SeqLM
-from npllm.training.pretrain import FIXED_ON_RESUME, Run, TrainConfig, optimisation
+from npllm.training.pretrain import FIXED_ON_RESUME, Run, TrainConfig
 
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")  # BART's five, in its order, as the last ids
 RECIPE = "seq2seq"  # state.json's "recipe": what wrote the run
@@ -210,18 +210,8 @@ def _build_run(config: Seq2SeqTrainConfig, tokenizer: BPETokenizer, text: str, l
         f" infilling {config.mask_ratio:.0%} of each window in Poisson({config.poisson_lambda:g}) spans"
         f"{', lines shuffled' if config.permute_sentences else ''} ({source_padding:.1%} of the sources is padding);"
         f" each batch shared by {config.workers} worker thread{'s' * (config.workers > 1)}")
-    return Seq2SeqRun(
-        model=model,
-        objective=Seq2SeqLM(),
-        batches=batches,
-        evaluation_batches=evaluation_set,
-        **optimisation(config, model, param_groups),
-        tokenizer=tokenizer,
-        config=config,
-        validation_tokens=validation_tokens,
-        corpus_sha256=text_sha256(text),
-        evaluation_set=evaluation_set,
-    )
+    return pretrain_bert.run_with_evaluation_set(Seq2SeqRun, model, Seq2SeqLM(), batches, evaluation_set, config,
+                                                 tokenizer, validation_tokens, text, param_groups)
 
 
 def load_model(run_dir, log=print) -> tuple[BARTForConditionalGeneration, BPETokenizer]:
