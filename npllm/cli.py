@@ -1,4 +1,4 @@
-"""The command line: ``npllm train | distill | finetune | generate | export | fill-mask | embed | tokenizer | bench``.
+"""The command line: ``npllm train | distill | finetune | generate | export | fill-mask | embed | tokenizer | data | bench``.
 
 Each subcommand parses its own flags and hands over to the module that does
 the work, so this file stays a table of contents.  Errors a user can cause
@@ -90,8 +90,12 @@ TRAIN_FLAG_HELP = {  # one sentence per TrainConfig field (a test checks that no
     "out_dir": "run folder for checkpoints and metrics.jsonl",
     "init": "start from this Hugging Face GPT-2 folder or run folder: its weights, shape and tokenizer",
     "mask_rate": "share of the positions hidden and predicted (--model bert)",
-    "n_inner": "MLP width (None: 4 x --n-embd; --model bert)",
+    "n_inner": "MLP width (None: 4 x --n-embd; --model bert and seq2seq)",
     "hidden_act": "gelu (BERT's exact erf GELU) or gelu_new (GPT-2's tanh form, faster); --model bert",
+    "mask_ratio": "share of each window's tokens hidden in masked spans, one <mask> a span (--model seq2seq)",
+    "poisson_lambda": "mean length of a masked span, drawn from a Poisson distribution (--model seq2seq)",
+    "permute_sentences": "true: shuffle each window's lines before masking; the decoder restores the order"
+                         " (--model seq2seq)",
 }
 
 
@@ -101,9 +105,18 @@ def flag_type(field) -> type:
     return kinds[0]
 
 
+def boolean(text: str) -> bool:
+    """A yes/no flag's value: true, false, yes, no, 1, 0 (any case)."""
+    answers = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+    if text.lower() not in answers:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return answers[text.lower()]
+
+
 TRAIN_RECIPES = {  # --model -> the recipe's module and its config class
     "gpt": ("npllm.training.pretrain", "TrainConfig"),
     "bert": ("npllm.training.pretrain_bert", "BERTTrainConfig"),
+    "seq2seq": ("npllm.training.pretrain_seq2seq", "Seq2SeqTrainConfig"),
 }
 
 
@@ -119,12 +132,14 @@ def _train(argv):
 
     def then(run):
         out = run.config.out_dir
+        if kind == "seq2seq":
+            return f"fine-tune it: npllm finetune seq2seq --checkpoint {out}"
         return (f"try: npllm fill-mask --checkpoint {out} --text 'def __init__(self, [MASK]):'" if kind == "bert"
                 else _try_generating(run))
 
-    return _run_recipe(argv, "npllm train", "Train a GPT (or a BERT) on text (resumable).", TrainConfig, train, resume,
-                       left_out=("init",) if kind == "bert" else (), make_config=make_config, then=then,
-                       model_choices=list(TRAIN_RECIPES))
+    return _run_recipe(argv, "npllm train", "Train a GPT (or a BERT, or an encoder–decoder) on text (resumable).",
+                       TrainConfig, train, resume, left_out=("init",) if kind != "gpt" else (),
+                       make_config=make_config, then=then, model_choices=list(TRAIN_RECIPES))
 
 
 DISTILL_FLAG_HELP = {
@@ -156,16 +171,40 @@ CLASSIFY_FLAG_HELP = {
 }
 
 
-def _finetune(argv):
-    from npllm.training.finetune import ClassifyConfig, classify, resume
+SEQ2SEQ_FLAG_HELP = {
+    "checkpoint": "run folder of the encoder–decoder to fine-tune (npllm train --model seq2seq), or a Hugging Face"
+                  " BART folder",
+    "data": "pairs: stdlib-docstrings (built in: function source -> its docstring's first sentence), or a JSONL"
+            " file of {\"source\": ..., \"target\": ...}",
+    "init": "pretrained, or random: the same model shape with random weights (what pre-training buys)",
+    "dropout": "dropout probability while fine-tuning (replaces the checkpoint's)",
+    "batch_size": "pairs per micro-batch (bucketed by length)",
+    "eval_interval": "measure the held-out loss and checkpoint every this many steps",
+    "eval_pairs": "held-out pairs measured: their loss at each evaluation, and decoded at the end for ROUGE-L and"
+                  " exact match (0: all)",
+    "beams": "the report's decoding: 1 is greedy, more is beam search of that width",
+    "max_new_tokens": "the longest prediction the report decodes, in tokens",
+}
 
-    tasks = {"classify": "Fine-tune a GPT to label texts, with a new head (resumable)."}
-    if not argv or argv[0] not in tasks:
+FINETUNE_TASKS = {  # task -> (the recipe's module, its config class, start, what it does, its flags' help)
+    "classify": ("npllm.training.finetune", "ClassifyConfig", "classify",
+                 "Fine-tune a GPT to label texts, with a new head (resumable).", CLASSIFY_FLAG_HELP),
+    "seq2seq": ("npllm.training.finetune_seq2seq", "Seq2SeqFinetuneConfig", "finetune",
+                "Fine-tune an encoder–decoder on pairs of texts: source -> target (resumable).", SEQ2SEQ_FLAG_HELP),
+}
+
+
+def _finetune(argv):
+    if not argv or argv[0] not in FINETUNE_TASKS:
         parser = argparse.ArgumentParser(prog="npllm finetune", description="Fine-tune a pre-trained model.")
-        parser.add_argument("task", choices=sorted(tasks), help="classify: label texts")
+        parser.add_argument("task", choices=sorted(FINETUNE_TASKS),
+                            help="classify: label texts (a GPT); seq2seq: write a text from a text (an encoder–decoder)")
         parser.parse_args(argv[:1])
-    return _run_recipe(argv[1:], "npllm finetune classify", tasks["classify"], ClassifyConfig, classify, resume,
-                       help_table=CLASSIFY_FLAG_HELP, then=lambda run: f"the report: {run.out_dir}/report.json")
+    module_name, config_name, start, description, help_table = FINETUNE_TASKS[argv[0]]
+    recipe = importlib.import_module(module_name)
+    return _run_recipe(argv[1:], f"npllm finetune {argv[0]}", description, getattr(recipe, config_name),
+                       getattr(recipe, start), recipe.resume, help_table=help_table,
+                       then=lambda run: f"the report: {run.out_dir}/report.json")
 
 
 def _try_generating(run) -> str:
@@ -183,7 +222,8 @@ def _run_recipe(argv, prog, description, config_class, start, resume, left_out=(
     parser = argparse.ArgumentParser(prog=prog, description=description, argument_default=argparse.SUPPRESS)
     if model_choices:
         parser.add_argument("--model", choices=model_choices, default=model_choices[0],
-                            help="bert: masked-LM pre-training of an encoder; gpt: next-token prediction (default)")
+                            help="gpt: next-token prediction (default); bert: masked-LM pre-training of an encoder;"
+                                 " seq2seq: denoising pre-training of an encoder–decoder (BART)")
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--mpi", action="store_true",
@@ -191,7 +231,8 @@ def _run_recipe(argv, prog, description, config_class, start, resume, left_out=(
     for field in fields:
         kind = flag_type(field)
         explained = {**TRAIN_FLAG_HELP, **DISTILL_FLAG_HELP, **(help_table or {})}[field.name]
-        parser.add_argument(_flag(field.name), dest=field.name, type=kind, metavar=kind.__name__.upper(),
+        parser.add_argument(_flag(field.name), dest=field.name, type=boolean if kind is bool else kind,
+                            metavar=kind.__name__.upper(),
                             help=f"{explained} (default {field.default})")
     args = vars(parser.parse_args(argv))
     ranks = _join_ranks(args.pop("mpi", False), {"command": prog, **args})
@@ -287,12 +328,13 @@ def _generate(argv):
 
 
 def _load_for_generation(path):
-    """The model and tokenizer of a GPT run, a Hugging Face GPT-2 folder, or a Hugging Face BART folder."""
+    """The model and tokenizer of a GPT run, a seq2seq run, a Hugging Face GPT-2 folder, or a Hugging Face BART folder."""
     from pathlib import Path
 
     from npllm.errors import NpllmError
     from npllm.pretrained import load_pretrained
     from npllm.pretrained.folder import CONFIG_FILE, read_json
+    from npllm.training import pretrain_seq2seq
     from npllm.training.pretrain import load_model
 
     config = Path(path) / CONFIG_FILE
@@ -301,6 +343,8 @@ def _load_for_generation(path):
         if tokenizer is None:
             raise NpllmError(f"{path}: has no tokenizer (vocab.json and merges.txt)")
         return model, tokenizer
+    if pretrain_seq2seq.is_seq2seq_run(path):  # a run of npllm train --model seq2seq or npllm finetune seq2seq
+        return pretrain_seq2seq.load_model(path, log=_warn)
     return load_model(path, log=_warn)
 
 
@@ -580,6 +624,23 @@ def _tokenize(argv):
     count = len(shards.index["shards"])
     print(f"wrote {folder}: {count} shard{'s' * (count > 1)}, {len(shards.train):,} tokens for training and"
           f" {len(shards.validation):,} for validation; train on it: npllm train --data {folder}")
+# --- npllm data -------------------------------------------------------------
+def _data(argv):
+    from npllm.data.pairs import STDLIB_DOCSTRINGS, load_pairs, write_jsonl
+
+    parser = argparse.ArgumentParser(prog="npllm data", description="Write an embedded data set as a file.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    commands = parser.add_subparsers(dest="action", required=True)
+    export = commands.add_parser("export", help="write a data set as JSONL", formatter_class=parser.formatter_class)
+    export.add_argument("dataset", choices=[STDLIB_DOCSTRINGS],
+                        help="stdlib-docstrings: function source -> its docstring's first sentence")
+    export.add_argument("--split", choices=["train", "test", "all"], default="all", help="which pairs")
+    export.add_argument("--out", required=True, help="JSONL file to write, one {\"source\", \"target\"} a line")
+    args = parser.parse_args(argv)
+    pairs = load_pairs(args.dataset)
+    chosen = {"train": pairs.train, "test": pairs.test, "all": pairs.train + pairs.test}[args.split]
+    write_jsonl(chosen, args.out)
+    print(f"wrote {args.out}: {len(chosen):,} pairs ({args.split}; {pairs.counts()})")
     return 0
 
 
@@ -610,13 +671,14 @@ def _bench(argv):
 COMMANDS = {
     "train": (_train, "train a GPT on text (default: the Python standard library's source)"),
     "distill": (_distill, "train a small student GPT on a bigger teacher's soft targets"),
-    "finetune": (_finetune, "fine-tune a trained GPT: classify (label texts with a new head)"),
+    "finetune": (_finetune, "fine-tune a trained model: classify (a GPT labels texts), seq2seq (text to text)"),
     "generate": (_generate, "continue a prompt with a trained GPT, or decode --input with a BART (beam search)"),
     "export": (_export, "write a trained GPT as a Hugging Face folder"),
     "fill-mask": (_fill_mask, "fill each [MASK] in a text with a BERT (trained here, or from Hugging Face)"),
     "embed": (_embed, "sentence embeddings and their similarities (default: all-MiniLM-L6-v2)"),
     "tokenizer": (_tokenizer, "train, encode and decode with a byte-level BPE tokenizer"),
     "tokenize": (_tokenize, "tokenize a corpus of any size (a Wikipedia dump) into token shards, on every core"),
+    "data": (_data, "write an embedded data set (stdlib-docstrings) as JSONL"),
     "bench": (_bench, "measure speed: " + ", ".join(sorted(BENCHMARKS))),
 }
 

@@ -111,6 +111,16 @@ def test_bench_train_runs_a_bert_beside_torch(capsys):
 
 @pytest.mark.bench
 @pytest.mark.parity
+def test_bench_train_runs_a_seq2seq_beside_torch(capsys):
+    pytest.importorskip("torch")
+    assert main(["bench", "train", "--model", "seq2seq", "--preset", "tiny", "--steps", "1", "--warmup", "0",
+                 "--compare-torch", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert summary["model"] == "seq2seq" and summary["tokens_per_s"] > 0 and summary["torch"]["tokens_per_s"] > 0
+
+
+@pytest.mark.bench
+@pytest.mark.parity
 def test_bench_products_compares_with_torch_and_ends_with_json(capsys):
     pytest.importorskip("torch")
     assert main(["bench", "products", "--preset", "tiny", "--repeats", "1", "--compare-torch", "--json"]) == 0

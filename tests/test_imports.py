@@ -15,7 +15,7 @@ import pytest
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 OPTIONAL = ("torch", "tiktoken", "transformers", "tokenizers", "safetensors")
-TORCH_YARDSTICKS = ["npllm.bench.torch_gpt", "npllm.bench.torch_bert"]  # the PyTorch models only --compare-torch imports
+TORCH_YARDSTICKS = ["npllm.bench.torch_gpt", "npllm.bench.torch_bert", "npllm.bench.torch_bart"]  # the PyTorch models only --compare-torch imports
 
 # argv: the scope ("package" or "every"), then the modules to leave out
 IMPORT_SCRIPT = f"""

@@ -1,12 +1,15 @@
-"""``npllm bench train``: training throughput of a GPT (or, ``--model bert``, a masked-LM BERT), and how it compares.
+"""``npllm bench train``: training throughput of a GPT (or a masked-LM BERT, or a denoising BART), and how it compares.
 
 What is measured: full training steps (forward, cross-entropy, backward,
 AdamW) on random token ids (for BERT: masked as pre-training masks them, the
-loss on the 15% chosen), after a few warm-up steps; ours is the step
+loss on the 15% chosen; for ``--model seq2seq``, an encoder–decoder with half
+the preset's blocks on each side: windows damaged by text infilling as
+``npllm train --model seq2seq`` damages them, the loss on every target
+token), after a few warm-up steps; ours is the step
 ``npllm train`` takes (``DataParallel``: one thread per core, each on a
 slice of the batch).  What is printed:
 
-- tokens/s and ms/step;
+- tokens/s and ms/step (for seq2seq: target tokens, each with its source token);
 - GFLOP/s, counting the model's FLOPs per token (6 x parameters + attention,
   see ``GPT.flops_per_token`` and ``BERTForMaskedLM.flops_per_token``) times tokens per second;
 - MFU (model FLOP utilisation): that figure over the peak float32 matmul
@@ -188,11 +191,79 @@ def torch_bert_step_function(preset, workers=None):
     return step, flops_per_token
 
 
+def _bart_config(preset):
+    from npllm.models import BARTConfig
+
+    layers, heads, C = preset["n_layer"] // 2, preset["n_head"], preset["n_embd"]
+    return BARTConfig(vocab_size=preset["vocab_size"], d_model=C, encoder_layers=layers, decoder_layers=layers,
+                      encoder_attention_heads=heads, decoder_attention_heads=heads, encoder_ffn_dim=4 * C,
+                      decoder_ffn_dim=4 * C, max_position_embeddings=preset["context_length"], dropout=0.0,
+                      attention_dropout=0.0, activation_dropout=0.0, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                      decoder_start_token_id=1)
+
+
+def _denoising_batch(preset, seed=0) -> dict:
+    """Windows of random ids (T - 2 of them, as <s> and </s> frame the source) damaged by text infilling."""
+    from npllm.data.denoising import InfillingRule, denoising_batch
+    from npllm.data.pairs import Framing
+
+    V, length = preset["vocab_size"], preset["context_length"] - 2
+    rng = np.random.default_rng(seed)
+    windows = rng.integers(4, V, size=(preset["batch_size"], length))
+    return denoising_batch(windows, InfillingRule(mask_id=3), Framing(pad_id=0, bos_id=1, eos_id=2), rng)
+
+
+def _seq2seq_flops(model, batch) -> int:
+    return model.flops_per_token(batch["input_ids"].shape[1], batch["decoder_input_ids"].shape[1])
+
+
+def npllm_seq2seq_step_function(preset, workers=None):
+    """Our BARTForConditionalGeneration + AdamW on ``workers`` threads; return (one training step, FLOPs per token)."""
+    from npllm.models import BARTForConditionalGeneration
+    from npllm.training.objectives import Seq2SeqLM
+
+    model = BARTForConditionalGeneration(_bart_config(preset), seed=0)
+    batch = _denoising_batch(preset)
+    return npllm_training_step(model, Seq2SeqLM(), batch, workers), _seq2seq_flops(model, batch)
+
+
+def torch_seq2seq_step_function(preset, workers=None):
+    """The same BART, weights and damaged batch in eager PyTorch with SDPA (on every core)."""
+    import torch
+
+    from npllm.bench.torch_bart import TorchBART
+    from npllm.models import BARTForConditionalGeneration
+
+    torch.set_num_threads(cores())
+    config = _bart_config(preset)
+    reference = BARTForConditionalGeneration(config, seed=0)
+    batch = _denoising_batch(preset)
+    flops_per_token = _seq2seq_flops(reference, batch)
+    model = TorchBART(reference.state_dict(), config)
+    del reference
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-4, betas=(0.9, 0.95),
+                                  weight_decay=0.1)
+    inputs = {name: torch.from_numpy(batch[name].astype(np.int64))
+              for name in ("input_ids", "decoder_input_ids", "attention_mask", "targets")}
+
+    def step():
+        optimizer.zero_grad()
+        logits = model(inputs["input_ids"], inputs["decoder_input_ids"], inputs["attention_mask"])
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), inputs["targets"].reshape(-1),
+                                                 ignore_index=-100)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return step, flops_per_token
+
+
 ENGINES = {  # (engine, model) -> its step function
     ("npllm", "gpt"): npllm_step_function, ("torch", "gpt"): torch_step_function,
     ("npllm", "bert"): npllm_bert_step_function, ("torch", "bert"): torch_bert_step_function,
+    ("npllm", "seq2seq"): npllm_seq2seq_step_function, ("torch", "seq2seq"): torch_seq2seq_step_function,
 }
-MODELS = ("gpt", "bert")
+MODELS = ("gpt", "bert", "seq2seq")
 
 
 def measure(engine, preset_name, steps, warmup, workers=None, model="gpt") -> dict:
@@ -204,7 +275,7 @@ def measure(engine, preset_name, steps, warmup, workers=None, model="gpt") -> di
     for _ in range(warmup):
         step()
     step_seconds = float(np.median([seconds(step) for _ in range(steps)]))
-    tokens = preset["batch_size"] * preset["context_length"]
+    tokens = preset["batch_size"] * (preset["context_length"] - 1 if model == "seq2seq" else preset["context_length"])
     return {
         "engine": engine,
         "preset": preset_name,
@@ -236,7 +307,8 @@ def _median_run(runs) -> dict:
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="npllm bench train", description=description(__doc__))
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="model shape (default tiny)")
-    parser.add_argument("--model", choices=MODELS, default="gpt", help="gpt (next token) or bert (masked LM)")
+    parser.add_argument("--model", choices=MODELS, default="gpt",
+                        help="gpt (next token), bert (masked LM) or seq2seq (a BART, denoising)")
     parser.add_argument("--steps", type=at_least_one, default=None, help="timed steps (default: 10 tiny, 5 small)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps before the timed ones (default 2)")
     parser.add_argument("--workers", type=int, default=None,

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from npllm.data.corpus import read_utf8_or_none, stdlib_root
+from npllm.data.corpus import iter_stdlib_files, read_utf8_or_none, stdlib_root
 from npllm.data.sources import DataSourceError
 from npllm.errors import SettingError
 
@@ -76,53 +76,85 @@ def stdlib_topics(root: Path | None = None) -> LabelledText:
     root = stdlib_root() if root is None else root
     train, test = [], []
     for label, package in enumerate(STDLIB_TOPICS):
-        files = sorted((root / package).rglob("*.py"), key=lambda path: _stable_hash(path.relative_to(root)))
-        files = [path for path in files if not {"test", "tests", "idle_test"} & set(path.relative_to(root).parts)]
+        files = package_files(root, package)
         if len(files) < 2:
             raise DataSourceError(f"stdlib-topics: {root / package} has {len(files)} source files; two are needed")
-        documented = [docstrings for docstrings in map(_docstrings, files) if docstrings]
-        total, held_out = sum(map(len, documented)), 0
-        for docstrings in documented:  # files in hash order, held out until a fifth of the docstrings are
-            goes_to_test = held_out < TEST_SHARE * total and held_out + len(docstrings) <= 0.5 * total
-            (test if goes_to_test else train).extend((docstring, label) for docstring in docstrings)
-            held_out += len(docstrings) if goes_to_test else 0
+        train_files, test_files = split_by_file([_docstrings(path) for path in files])
+        train.extend((docstring, label) for docstrings in train_files for docstring in docstrings)
+        test.extend((docstring, label) for docstrings in test_files for docstring in docstrings)
     return _labelled(list(STDLIB_TOPICS), train, test, f"stdlib-topics: docstrings of {len(STDLIB_TOPICS)} packages"
                                                         " of the standard library, split by source file")
+
+
+def package_files(root: Path, package: str = "") -> list[Path]:
+    """The ``.py`` files under ``root / package`` (the whole library: ``""``), test suites left out, in hash order.
+
+    The order is that of a hash of each file's path from ``root``: the same on every
+    machine with the same standard library, and unrelated to the files' names.
+    """
+    files = [Path(path) for path in iter_stdlib_files(root / package)] if package else list(iter_stdlib_files(root))
+    return sorted(files, key=lambda path: _stable_hash(path.relative_to(root)))
+
+
+def split_by_file(examples_per_file: list[list], share: float = TEST_SHARE) -> tuple[list[list], list[list]]:
+    """(train files, test files): files in the given order go to the test side until ``share`` of the examples are there.
+
+    A file that would put more than half of the examples on the test side is
+    never held out; files with no example are dropped.
+    """
+    examples_per_file = [examples for examples in examples_per_file if examples]
+    total, held_out = sum(map(len, examples_per_file)), 0
+    train, test = [], []
+    for examples in examples_per_file:
+        goes_to_test = held_out < share * total and held_out + len(examples) <= 0.5 * total
+        (test if goes_to_test else train).append(examples)
+        held_out += len(examples) if goes_to_test else 0
+    return train, test
 
 
 def _stable_hash(relative_path: Path) -> str:
     return hashlib.sha256(relative_path.as_posix().encode()).hexdigest()
 
 
-def _docstrings(path: Path) -> list[str]:
+def parsed_module(path: Path) -> tuple[str, ast.Module] | None:
+    """A source file's text and syntax tree, or None when it is not UTF-8 or not Python this interpreter parses."""
     text = read_utf8_or_none(path)
     if text is None:
-        return []
+        return None
     try:
-        tree = ast.parse(text)
+        return text, ast.parse(text)
     except SyntaxError:
-        return []
-    found = []
+        return None
+
+
+def documented_definitions(tree: ast.Module):
+    """Every class and function of ``tree`` (nested ones too) with its cleaned docstring, when it has one."""
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             docstring = ast.get_docstring(node)
-            if docstring and len(docstring) >= MIN_DOCSTRING_CHARS:
-                found.append(docstring)
-    return found
+            if docstring:
+                yield node, docstring
+
+
+def _docstrings(path: Path) -> list[str]:
+    parsed = parsed_module(path)
+    if parsed is None:
+        return []
+    return [docstring for _, docstring in documented_definitions(parsed[1]) if len(docstring) >= MIN_DOCSTRING_CHARS]
 
 
 def read_labelled_file(path: Path, text_field: str, label_field: str, seed: int) -> LabelledText:
-    rows = _rows(path)
-    if not rows:
+    records = read_records(path)
+    if not records:
         raise DataSourceError(f"{path}: no rows")
-    for number, row in enumerate(rows, start=1):
+    for where, row in records:
         for field in (text_field, label_field):
             if field not in row:
-                raise DataSourceError(f"{path}, row {number}: no field {field!r} (it has {', '.join(map(str, row))})")
+                raise DataSourceError(f"{path}, {where}: no field {field!r} (it has {', '.join(map(str, row))})")
         if not str(row[text_field]).strip():
-            raise DataSourceError(f"{path}, row {number}: the text is empty")
-    order = np.random.default_rng(seed).permutation(len(rows))
-    held_out = set(order[: max(1, round(TEST_SHARE * len(rows)))].tolist())
+            raise DataSourceError(f"{path}, {where}: the text is empty")
+    rows = [row for _, row in records]
+    held_out = set(held_out_rows(len(rows), seed).tolist())
     labels = sorted({str(row[label_field]) for row in rows})
     index = {label: i for i, label in enumerate(labels)}
     pairs = [(str(row[text_field]), index[str(row[label_field])]) for row in rows]
@@ -134,7 +166,13 @@ def read_labelled_file(path: Path, text_field: str, label_field: str, seed: int)
     return _labelled(labels, train, test, f"{path}: {len(rows):,} labelled rows")
 
 
-def _rows(path: Path) -> list[dict]:
+def held_out_rows(n_rows: int, seed: int, share: float = TEST_SHARE) -> np.ndarray:
+    """The indices of the ``share`` of ``n_rows`` rows (at least one) held out for testing, drawn with ``seed``."""
+    return np.random.default_rng(seed).permutation(n_rows)[: max(1, round(share * n_rows))]
+
+
+def read_records(path: Path) -> list[tuple[str, dict]]:
+    """The records of a CSV file (with a header) or a JSONL file, each with where it is ("row 3", "line 7")."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -142,17 +180,18 @@ def _rows(path: Path) -> list[dict]:
     except (OSError, UnicodeDecodeError) as error:
         raise DataSourceError(f"{path}: cannot read it as UTF-8 text ({error})") from error
     if path.suffix.lower() == ".csv":
-        return list(csv.DictReader(text.splitlines()))
-    rows = []
+        return [(f"row {number}", row) for number, row in enumerate(csv.DictReader(text.splitlines()), start=1)]
+    records = []
     for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError as error:
                 raise DataSourceError(f"{path}, line {number}: not a JSON record ({error.msg})") from error
-            if not isinstance(rows[-1], dict):
+            if not isinstance(record, dict):
                 raise DataSourceError(f"{path}, line {number}: a JSON record must be an object")
-    return rows
+            records.append((f"line {number}", record))
+    return records
 
 
 def _labelled(labels, train, test, description) -> LabelledText:

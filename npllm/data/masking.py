@@ -89,9 +89,21 @@ def mask_tokens(input_ids: np.ndarray, choosable: np.ndarray, rule: MaskingRule,
     return masked, targets
 
 
+def windows_at(tokens: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+    """``tokens[s : s + length]`` for each start s: (B, length) int64, in one gather."""
+    return np.asarray(tokens[starts[:, None] + np.arange(length)], dtype=np.int64)
+
+
+def disjoint_window_starts(n_tokens: int, length: int, batch_size: int, max_windows: int) -> Iterator[np.ndarray]:
+    """The starts of the first ``max_windows`` disjoint windows of ``length`` tokens, ``batch_size`` at a time."""
+    n_windows = min(max_windows, n_tokens // length)
+    for first in range(0, n_windows, batch_size):
+        yield np.arange(first, min(first + batch_size, n_windows)) * length
+
+
 def framed_windows(tokens: np.ndarray, starts: np.ndarray, length: int, cls_id: int, sep_id: int) -> np.ndarray:
     """``[CLS] tokens[s : s + length] [SEP]`` for each start s: (B, length + 2) int64."""
-    windows = np.asarray(tokens[starts[:, None] + np.arange(length)], dtype=np.int64)  # (B, length)
+    windows = windows_at(tokens, starts, length)  # (B, length)
     B = len(starts)
     return np.concatenate([np.full((B, 1), cls_id), windows, np.full((B, 1), sep_id)], axis=1)
 
@@ -123,11 +135,14 @@ def _masked_batch(ids: np.ndarray, rule: MaskingRule, rng: np.random.Generator,
     return {"input_ids": masked, "targets": targets, **batch}
 
 
-def _window_length(context_length: int, tokens: np.ndarray, what: str) -> int:
-    """Tokens per window: the context less [CLS] and [SEP]; the stream must hold one window."""
+def window_length(context_length: int, tokens: np.ndarray, what: str, frame=("[CLS]", "[SEP]"),
+                  min_tokens: int = 1) -> int:
+    """Tokens per window: the context less the two ``frame`` tokens; the stream must hold one window."""
     length = context_length - 2
-    if length < 1:
-        raise SettingError(f"`context_length` must be at least 3 ([CLS], a token, [SEP]), got {context_length}")
+    if length < min_tokens:
+        some = "a token" if min_tokens == 1 else f"{min_tokens} tokens"
+        raise SettingError(f"`context_length` must be at least {min_tokens + 2} ({frame[0]}, {some}, {frame[1]}),"
+                           f" got {context_length}")
     if len(tokens) < length:
         raise SettingError(f"the {what} tokens ({len(tokens):,}) are too few for one window of"
                            f" `context_length` - 2 = {length}; use more text or a shorter context")
@@ -139,7 +154,7 @@ class MaskedWindows:
 
     def __init__(self, tokens: np.ndarray, context_length: int, batch_size: int, seed: int, rule: MaskingRule,
                  cls_id: int, sep_id: int, boundaries: Boundaries | None = None):
-        self.length = _window_length(context_length, tokens, "training")
+        self.length = window_length(context_length, tokens, "training")
         self.tokens, self.batch_size, self.rule = tokens, batch_size, rule
         self.cls_id, self.sep_id = cls_id, sep_id
         self.boundaries = boundaries
@@ -170,9 +185,7 @@ def masked_evaluation_batches(tokens: np.ndarray, context_length: int, batch_siz
 
     With ``boundaries``, each window is cut after its first boundary, as in training.
     """
-    length = _window_length(context_length, tokens, "validation")
-    n_windows = min(max_windows, len(tokens) // length)
+    length = window_length(context_length, tokens, "validation")
     rng = np.random.default_rng(seed)
-    for first in range(0, n_windows, batch_size):
-        starts = np.arange(first, min(first + batch_size, n_windows)) * length
+    for starts in disjoint_window_starts(len(tokens), length, batch_size, max_windows):
         yield _masked_batch(framed_windows(tokens, starts, length, cls_id, sep_id), rule, rng, boundaries)

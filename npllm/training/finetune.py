@@ -42,6 +42,7 @@ from npllm.runtime.memory import keep_freed_memory
 from npllm.runtime.mpi import ranks_and_threads
 from npllm.tensor import no_grad
 from npllm.training import evaluation, loop
+from npllm.io.safetensors import CheckpointError
 from npllm.training.checkpoint import load_checkpoint
 from npllm.training.loop import LoopSettings, TrainingRun
 from npllm.training.objectives import Classification
@@ -117,31 +118,54 @@ class ClassifyRun(TrainingRun):
 
 def classify(config: ClassifyConfig, progress=True, log=print) -> ClassifyRun:
     """Fine-tune the GPT of ``config.checkpoint`` to label the texts of ``config.data``; report on the test split."""
-    keep_freed_memory()
-    out_dir = Path(config.out_dir)
-    require_new_run_folder(out_dir)
-    run = _build(with_workers_fixed(config), log)
-    loop.prepare_run_folder(out_dir)
-    return _finish(loop.train(run, progress, log), log)
+    return start_finetuning(config, _build, _finish, progress, log)
 
 
 def resume(out_dir, changes=None, progress=True, log=print) -> ClassifyRun:
     """Continue the fine-tuning run saved in ``out_dir``, from the same base checkpoint, exactly where it stopped."""
+    return resume_finetuning(out_dir, changes, ClassifyConfig, FIXED_ON_RESUME, _build, _finish, progress, log)
+
+
+def start_finetuning(config, build, finish, progress, log):
+    """A new fine-tuning run: ``build(config, log)`` in a new run folder, trained, then ``finish(run, log)`` (the report).
+
+    Every fine-tuning recipe (classify, seq2seq) starts and resumes its runs through these two.
+    """
+    keep_freed_memory()
+    out_dir = Path(config.out_dir)
+    require_new_run_folder(out_dir)
+    run = build(with_workers_fixed(config), log)
+    loop.prepare_run_folder(out_dir)
+    return finish(loop.train(run, progress, log), log)
+
+
+def resume_finetuning(out_dir, changes, config_class, fixed_on_resume, build, finish, progress, log, recipe=None):
+    """Continue a fine-tuning run from its checkpoint, from the same base model, then ``finish`` it.
+
+    ``build(config, log, saved_groups=...)`` rebuilds the run; a ``recipe``
+    given must be the one the checkpoint's state.json names.
+    """
     keep_freed_memory()
     changes = changes or {}
-    checkpoint = load_checkpoint(out_dir, require_config={k: v for k, v in changes.items() if k in FIXED_ON_RESUME})
+    checkpoint = load_checkpoint(out_dir, require_config={k: v for k, v in changes.items() if k in fixed_on_resume})
     if checkpoint.fallback:
         log(checkpoint.fallback)
     loop.require_loop_state(checkpoint)
-    config = with_workers_fixed(ClassifyConfig(**{**checkpoint.train_state["config"], **changes,
-                                                   "out_dir": str(out_dir)}))
-    run = _build(config, log, saved_groups=checkpoint.train_state["optimizer"]["param_groups"])
-    if run.base_sha256 != checkpoint.train_state.get("base_sha256"):
+    state = checkpoint.train_state
+    try:
+        if recipe is not None and state.get("recipe") != recipe:
+            raise TypeError(f"its state.json names the recipe {state.get('recipe')!r}, not {recipe!r}")
+        config = with_workers_fixed(config_class(**{**state["config"], **changes, "out_dir": str(out_dir)}))
+    except (TypeError, KeyError) as error:  # settings this recipe does not have: the run is another recipe's
+        raise CheckpointError(f"{checkpoint.folder}: a run of another kind ({error}); resume it with the command"
+                              " that started it") from None
+    run = build(config, log, saved_groups=state["optimizer"]["param_groups"])
+    if run.base_sha256 != state.get("base_sha256"):
         raise SettingError(f"`checkpoint` {config.checkpoint}: not the model this run was fine-tuned from"
                            " (its weights have changed since)")
     loop.restore(run, checkpoint)
     log(f"resumed {out_dir} at step {run.step}")
-    return _finish(loop.train(run, progress, log), log)
+    return finish(loop.train(run, progress, log), log)
 
 
 def _build(config: ClassifyConfig, log, saved_groups=None) -> ClassifyRun:

@@ -17,7 +17,9 @@ exactly the mean over all its targets, however it was cut.  ``unit`` names
 what ``count`` counts, for the loop's rate (``tokens``/s).
 
 Pre-training a GPT is ``NextToken``; pre-training BERT is ``MaskedLM``, which
-counts its masked positions.  The later stages are new classes here, not
+counts its masked positions; an encoder–decoder learns both its stages
+(denoising, then a task's pairs) with ``Seq2SeqLM``, which counts the real
+target tokens.  The later stages are new classes here, not
 branches in the loop: classification counts its labelled examples,
 instruction tuning sets the prompt's targets to ``IGNORE_INDEX`` so they
 count for nothing.  ``Distillation`` carries its teacher: each shard's thread
@@ -152,3 +154,28 @@ class MaskedLM(Objective):
         flat = batch["targets"].reshape(-1)
         positions = np.flatnonzero(flat != self.ignore_index)
         return positions, flat[positions]
+
+
+class Seq2SeqLM(NextToken):
+    """An encoder–decoder writes the target given the source, one token at a time (teacher forcing).
+
+    Batches hold ``input_ids`` and ``attention_mask`` (B, S), the source;
+    ``decoder_input_ids`` (B, T), the target shifted right behind the start
+    token, its ``decoder_attention_mask``; and ``targets`` (B, T), the target
+    with ``ignore_index`` on padding (``npllm.data.pairs.pair_batch``)::
+
+        loss = mean over real target positions of -log p(targets[b, t] | source[b], targets[b, :t])
+
+    Denoising pre-training (the source a corrupted text, the target the text)
+    and fine-tuning on pairs are both this loss; ``count`` is the real target
+    tokens (``NextToken``'s count), so shards and batches of different lengths are weighted by them.
+    """
+
+    def loss(self, model, batch):
+        return F.cross_entropy(self.logits(model, batch), batch["targets"], ignore_index=self.ignore_index)
+
+    @staticmethod
+    def logits(model, batch):
+        """(B, T, V): the decoder's scores for every target position."""
+        return model(batch["input_ids"], batch["decoder_input_ids"], batch.get("attention_mask"),
+                     batch.get("decoder_attention_mask"))

@@ -574,18 +574,21 @@ def unigram_loss(train_tokens, validation_tokens, vocab_size) -> float:
     return float(-(validation_counts * log_probs).sum() / validation_counts.sum())
 
 
-def load_model(run_dir, log=print):
+def load_model(run_dir, log=print, model_class=GPT, config_class=GPTConfig, kind="a GPT"):
     """The GPT and tokenizer in ``run_dir``: a run folder of ``npllm train``, its checkpoint folder, or a Hugging Face GPT-2 folder.
 
     Of a run, only the weights, the state and the tokenizer are read (and
     checked): the optimizer's file does not matter here.  A fallback to the
-    checkpoint before a damaged one is told to ``log``.
+    checkpoint before a damaged one is told to ``log``.  Another model's
+    recipe loads its runs here with its ``model_class`` (built from
+    ``config_class`` of the saved model_config) and names it ``kind``; a run
+    or folder of another model is refused in one line.
     """
     if (Path(run_dir) / CONFIG_FILE).is_file():
         model, tokenizer = load_pretrained(run_dir)
-        if not isinstance(model, GPT) or tokenizer is None:
-            what = "no tokenizer files (tokenizer.json, or vocab.json and merges.txt)" if isinstance(model, GPT) \
-                else f"a {type(model).__name__}, not a GPT"
+        if not isinstance(model, model_class) or tokenizer is None:
+            what = "no tokenizer files" if isinstance(model, model_class) \
+                else f"a {type(model).__name__}, not {kind}"
             raise PretrainedError(f"{run_dir}: the Hugging Face folder holds {what}")
         return model, tokenizer
     checkpoint = load_checkpoint(run_dir, with_optimizer=False)
@@ -594,9 +597,9 @@ def load_model(run_dir, log=print):
     if checkpoint.tokenizer_path is None or "model_config" not in checkpoint.train_state:
         raise CheckpointError(f"{checkpoint.folder}: not a checkpoint written by npllm train (no tokenizer or config)")
     try:
-        model = GPT(GPTConfig(**checkpoint.train_state["model_config"]))
+        model = model_class(config_class(**checkpoint.train_state["model_config"]))
     except TypeError as error:  # another model's settings (a BERT run: hidden_act, attention_dropout, ...)
-        raise CheckpointError(f"{checkpoint.folder}: not a GPT run, so this command cannot use it ({error})") from None
+        raise CheckpointError(f"{checkpoint.folder}: not {kind} run, so this command cannot use it ({error})") from None
     try:
         model.load_state_dict(checkpoint.model_state)
     except (KeyError, ValueError) as error:

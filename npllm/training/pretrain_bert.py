@@ -119,37 +119,41 @@ def resume(out_dir, changes=None, progress=True, log=print) -> BERTRun:
     return loop.train(restore_run(out_dir, changes or {}, log), progress, log)
 
 
-def start_run(config: BERTTrainConfig, log) -> BERTRun:
+def start_run(config: BERTTrainConfig, log, special_tokens=SPECIAL_TOKENS, build=None):
+    """A new run of ``config``: its tokenizer learned with ``special_tokens`` last, then ``build(config, tokenizer, text, log)``.
+
+    The encoder–decoder's recipe starts its runs here too, with its own special tokens and build.
+    """
     config = with_workers_fixed(config)
     out_dir = Path(config.out_dir)
     require_new_run_folder(out_dir)
     corpus = read_data(config, log)
     if isinstance(corpus, Shards):
         tokenizer = shard_tokenizer(corpus, None, config, log)
-        require_bert_specials(tokenizer, config)
+        require_special_tokens_last(tokenizer, config, special_tokens)
     else:
         started = time.perf_counter()
-        tokenizer = train_tokenizer(tokenizer_sample(corpus, config), config)
+        tokenizer = train_tokenizer(tokenizer_sample(corpus, config), config, special_tokens)
         log(f"tokenizer: {tokenizer.vocab_size} tokens learned in {time.perf_counter() - started:.1f} s")
-    run = _build_run(config, tokenizer, corpus, log)
+    run = (build or _build_run)(config, tokenizer, corpus, log)
     loop.prepare_run_folder(out_dir)
     return run
 
 
-def train_tokenizer(sample: str | list[str], config: BERTTrainConfig) -> BPETokenizer:
-    """A byte-level BPE of ``vocab_size`` ids whose last four are [PAD], [CLS], [SEP], [MASK]."""
-    first = config.vocab_size - len(SPECIAL_TOKENS)
+def train_tokenizer(sample: str | list[str], config: BERTTrainConfig, special_tokens=SPECIAL_TOKENS) -> BPETokenizer:
+    """A byte-level BPE of ``vocab_size`` ids whose last ones are ``special_tokens`` ([PAD], [CLS], [SEP], [MASK])."""
+    first = config.vocab_size - len(special_tokens)
     return BPETokenizer.train(within_budget(sample, config), vocab_size=config.vocab_size, pattern="gpt4",
-                              special_tokens={token: first + i for i, token in enumerate(SPECIAL_TOKENS)})
+                              special_tokens={token: first + i for i, token in enumerate(special_tokens)})
 
 
-def require_bert_specials(tokenizer: BPETokenizer, config: BERTTrainConfig):
-    """A shard folder's tokenizer must end with BERT's four special tokens, as this recipe's own does."""
+def require_special_tokens_last(tokenizer: BPETokenizer, config: BERTTrainConfig, special_tokens=SPECIAL_TOKENS):
+    """A shard folder's tokenizer must end with the recipe's special tokens, as the recipe's own does."""
     V = tokenizer.vocab_size
-    expected = {token: V - len(SPECIAL_TOKENS) + i for i, token in enumerate(SPECIAL_TOKENS)}
-    if {token: tokenizer.special_tokens.get(token) for token in SPECIAL_TOKENS} != expected:
-        raise SettingError(f"`data` {config.data}: its tokenizer does not end with {', '.join(SPECIAL_TOKENS)}"
-                           " (tokenize the corpus with a BERT run's tokenizer)")
+    expected = {token: V - len(special_tokens) + i for i, token in enumerate(special_tokens)}
+    if {token: tokenizer.special_tokens.get(token) for token in special_tokens} != expected:
+        raise SettingError(f"`data` {config.data}: its tokenizer does not end with {', '.join(special_tokens)}"
+                           " (tokenize the corpus with the tokenizer of a run of this model)")
 
 
 def restore_run(out_dir, changes: dict, log) -> BERTRun:
@@ -204,18 +208,17 @@ def _build_run(config: BERTTrainConfig, tokenizer: BPETokenizer, corpus, log,
     model = BERTForMaskedLM(config.model_config(V), seed=config.seed)
     log(f"model: {model.num_parameters():,} parameters; masking {config.mask_rate:.0%} of each window;"
         f" each batch shared by {ranks_and_threads(config.workers)}")
-    return BERTRun(
-        model=model,
-        objective=MaskedLM(),
-        batches=batches,
-        evaluation_batches=evaluation_set,
-        **optimisation(config, model, param_groups),
-        tokenizer=tokenizer,
-        config=config,
-        validation_tokens=validation_tokens,
-        corpus_sha256=tokens.fingerprint,
-        evaluation_set=evaluation_set,
-    )
+    return run_with_evaluation_set(BERTRun, model, MaskedLM(), batches, evaluation_set, config, tokenizer,
+                                   validation_tokens, tokens.fingerprint, param_groups)
+
+
+def run_with_evaluation_set(run_class, model, objective, batches, evaluation_set, config, tokenizer,
+                            validation_tokens, corpus_sha256, param_groups):
+    """A pre-training run whose recipe measures more than the loss on ``evaluation_set`` (BERT's, BART's)."""
+    return run_class(model=model, objective=objective, batches=batches, evaluation_batches=evaluation_set,
+                     **optimisation(config, model, param_groups), tokenizer=tokenizer, config=config,
+                     validation_tokens=validation_tokens, corpus_sha256=corpus_sha256,
+                     evaluation_set=evaluation_set)
 
 
 def most_frequent_accuracy(train_tokens, validation_tokens, vocab_size) -> float:

@@ -60,8 +60,8 @@ def test_a_user_file_of_text_and_label(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    ('{"text": "a", "class": "x"}', "row 1: no field 'label'"),
-    ('{"text": " ", "label": "x"}', "row 1: the text is empty"),
+    ('{"text": "a", "class": "x"}', "line 1: no field 'label'"),
+    ('{"text": " ", "label": "x"}', "line 1: the text is empty"),
     ("not json", "line 1: not a JSON record"),
 ], ids=["no label field", "empty text", "not JSON"])
 def test_a_bad_user_file_is_one_line(tmp_path, content, message):
