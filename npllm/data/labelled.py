@@ -24,7 +24,8 @@ is refused, as is an empty text.
 ``pad_id`` to the longest example of the batch, ``lengths`` (B,) the real
 lengths (a GPT reads the state at its last real token), ``labels`` (B,).
 ``RandomExamples`` draws training batches from a seeded generator whose
-state is checkpointed; ``example_batches`` sweeps the test set in order.
+state is checkpointed; ``in_order`` sweeps the test set in order.  Both
+take a ``make_batch``, so instruction tuning batches its records with them too.
 """
 
 import ast
@@ -76,25 +77,60 @@ def stdlib_topics(root: Path | None = None) -> LabelledText:
     root = stdlib_root() if root is None else root
     train, test = [], []
     for label, package in enumerate(STDLIB_TOPICS):
-        files = sorted((root / package).rglob("*.py"), key=lambda path: _stable_hash(path.relative_to(root)))
-        files = [path for path in files if not {"test", "tests", "idle_test"} & set(path.relative_to(root).parts)]
+        files = source_files(root, root / package)
         if len(files) < 2:
             raise DataSourceError(f"stdlib-topics: {root / package} has {len(files)} source files; two are needed")
-        documented = [docstrings for docstrings in map(_docstrings, files) if docstrings]
-        total, held_out = sum(map(len, documented)), 0
-        for docstrings in documented:  # files in hash order, held out until a fifth of the docstrings are
-            goes_to_test = held_out < TEST_SHARE * total and held_out + len(docstrings) <= 0.5 * total
-            (test if goes_to_test else train).extend((docstring, label) for docstring in docstrings)
-            held_out += len(docstrings) if goes_to_test else 0
+        per_file = [[(docstring, label) for docstring in _docstrings(path)] for path in files]
+        package_train, package_test = split_by_file(per_file)
+        train += package_train
+        test += package_test
     return _labelled(list(STDLIB_TOPICS), train, test, f"stdlib-topics: docstrings of {len(STDLIB_TOPICS)} packages"
                                                         " of the standard library, split by source file")
 
 
-def _stable_hash(relative_path: Path) -> str:
-    return hashlib.sha256(relative_path.as_posix().encode()).hexdigest()
+# --- the walk of the standard library (stdlib-topics here; data.instructions' stdlib-functions) ---
+TEST_FOLDERS = {"test", "tests", "idle_test"}
 
 
-def _docstrings(path: Path) -> list[str]:
+def source_files(root: Path, folder: Path) -> list[Path]:
+    """The ``.py`` files under ``folder`` but the tests', in the order of a hash of their path below ``root``.
+
+    The order is the same on every machine, and unrelated to the files' names,
+    so ``split_by_file`` holds out a fair sample of them.
+    """
+    files = [path for path in folder.rglob("*.py") if not TEST_FOLDERS & set(path.relative_to(root).parts)]
+    return sorted(files, key=lambda path: hashlib.sha256(path.relative_to(root).as_posix().encode()).hexdigest())
+
+
+def split_by_file(per_file: list[list]) -> tuple[list, list]:
+    """Every file's items to one side: files (in the given order) go to test until a fifth of the items are there.
+
+    A file that would put more than half of the items on the test side stays in training.
+    """
+    train, test = [], []
+    total, held_out = sum(map(len, per_file)), 0
+    for items in per_file:
+        goes_to_test = held_out < TEST_SHARE * total and held_out + len(items) <= 0.5 * total
+        (test if goes_to_test else train).extend(items)
+        held_out += len(items) if goes_to_test else 0
+    return train, test
+
+
+@dataclass
+class Definition:
+    """A documented class or function of a source file: ``Outer.name``, its ast node, its docstring."""
+
+    name: str
+    node: ast.AST
+    docstring: str
+
+    @property
+    def is_top_level_function(self) -> bool:
+        return "." not in self.name and isinstance(self.node, (ast.FunctionDef, ast.AsyncFunctionDef))
+
+
+def documented_definitions(path: Path) -> list[Definition]:
+    """Every class and function of ``path`` with a docstring (breadth first); none if it does not parse."""
     text = read_utf8_or_none(path)
     if text is None:
         return []
@@ -102,13 +138,24 @@ def _docstrings(path: Path) -> list[str]:
         tree = ast.parse(text)
     except SyntaxError:
         return []
+    names = {}
+    for parent in ast.walk(tree):  # breadth first: a parent is named before its children
+        for child in ast.iter_child_nodes(parent):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names[child] = f"{names[parent]}.{child.name}" if parent in names else child.name
+            elif parent in names:  # (a definition inside an if or a try keeps its parent's prefix)
+                names.setdefault(child, names[parent])
     found = []
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             docstring = ast.get_docstring(node)
-            if docstring and len(docstring) >= MIN_DOCSTRING_CHARS:
-                found.append(docstring)
+            if docstring:
+                found.append(Definition(names[node], node, docstring))
     return found
+
+
+def _docstrings(path: Path) -> list[str]:
+    return [found.docstring for found in documented_definitions(path) if len(found.docstring) >= MIN_DOCSTRING_CHARS]
 
 
 def read_labelled_file(path: Path, text_field: str, label_field: str, seed: int) -> LabelledText:
@@ -174,17 +221,20 @@ def padded_batch(ids: list[list[int]], labels: np.ndarray, pad_id: int) -> dict:
 
 
 class RandomExamples:
-    """Training batches of ``batch_size`` examples drawn uniformly, reproducible from a seed (checkpointed)."""
+    """Training batches of ``batch_size`` examples drawn uniformly, reproducible from a seed (checkpointed).
 
-    def __init__(self, ids: list[list[int]], labels: np.ndarray, batch_size: int, pad_id: int, seed: int):
+    ``make_batch(chosen)`` turns the drawn indices (an array) into the batch
+    dict: ``labelled_batch`` here, ``data.instructions`` its own.
+    """
+
+    def __init__(self, count: int, batch_size: int, make_batch, seed: int):
         if batch_size < 1:
             raise SettingError(f"`batch_size` must be at least 1, got {batch_size}")
-        self.ids, self.labels, self.batch_size, self.pad_id = ids, labels, batch_size, pad_id
+        self.count, self.batch_size, self.make_batch = count, batch_size, make_batch
         self.rng = np.random.default_rng(seed)
 
     def next_batch(self) -> dict:
-        chosen = self.rng.integers(0, len(self.ids), size=self.batch_size)
-        return padded_batch([self.ids[i] for i in chosen], self.labels[chosen], self.pad_id)
+        return self.make_batch(self.rng.integers(0, self.count, size=self.batch_size))
 
     def state_dict(self) -> dict:
         return self.rng.bit_generator.state
@@ -193,7 +243,12 @@ class RandomExamples:
         self.rng.bit_generator.state = state
 
 
-def example_batches(ids: list[list[int]], labels: np.ndarray, batch_size: int, pad_id: int):
+def labelled_batch(ids: list[list[int]], labels: np.ndarray, pad_id: int):
+    """``make_batch`` for ``RandomExamples`` and ``in_order``: the chosen texts and labels, padded."""
+    return lambda chosen: padded_batch([ids[i] for i in chosen], labels[chosen], pad_id)
+
+
+def in_order(count: int, batch_size: int, make_batch):
     """Every example once, in order, ``batch_size`` at a time."""
-    for first in range(0, len(ids), batch_size):
-        yield padded_batch(ids[first:first + batch_size], labels[first:first + batch_size], pad_id)
+    for first in range(0, count, batch_size):
+        yield make_batch(np.arange(first, min(first + batch_size, count)))

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from npllm.data.labelled import LabelledText, RandomExamples, example_batches, load_labelled
+from npllm.data.labelled import LabelledText, RandomExamples, in_order, labelled_batch, load_labelled
 from npllm.errors import SettingError
 from npllm.io.atomic import atomic_write_text
 from npllm.models import GPT, SequenceClassifier
@@ -170,8 +170,10 @@ def _build(config: ClassifyConfig, log, saved_groups=None) -> ClassifyRun:
         model=model, objective=Classification(),
         optimizer=AdamW(groups, lr=config.lr, betas=(0.9, config.beta2)),
         schedule=WarmupCosineLR(config.lr, min(config.warmup_steps, decay_steps), decay_steps, config.min_lr),
-        batches=RandomExamples(train_ids, data.train_labels, config.batch_size, pad_id, seed=config.seed),
-        evaluation_batches=lambda: example_batches(test_ids, data.test_labels, config.batch_size * 4, pad_id),
+        batches=RandomExamples(len(train_ids), config.batch_size, labelled_batch(train_ids, data.train_labels, pad_id),
+                               seed=config.seed),
+        evaluation_batches=lambda: in_order(len(test_ids), config.batch_size * 4,
+                                            labelled_batch(test_ids, data.test_labels, pad_id)),
         parallel=DataParallel(model, config.workers),
         settings=LoopSettings(max_steps=config.max_steps, grad_accum=config.grad_accum, grad_clip=config.grad_clip,
                               eval_interval=config.eval_interval),
@@ -200,7 +202,8 @@ def predict(run: ClassifyRun) -> np.ndarray:
     run.model.eval()
     predictions = []
     with no_grad():
-        for batch in example_batches(run.test_ids, run.test_labels, 64, run.tokenizer.special_tokens[END_OF_TEXT]):
+        pad_id = run.tokenizer.special_tokens[END_OF_TEXT]
+        for batch in in_order(len(run.test_ids), 64, labelled_batch(run.test_ids, run.test_labels, pad_id)):
             predictions.append(run.model(batch["input_ids"], batch["lengths"]).data.argmax(axis=1))
     run.model.train()
     return np.concatenate(predictions)
