@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from npllm.data.corpus import read_utf8_or_none, stdlib_root
+from npllm.data.corpus import iter_stdlib_files, read_utf8_or_none, stdlib_root
 from npllm.data.sources import DataSourceError
 from npllm.errors import SettingError
 
@@ -89,17 +89,14 @@ def stdlib_topics(root: Path | None = None) -> LabelledText:
 
 
 # --- the walk of the standard library (stdlib-topics here; data.instructions' stdlib-functions) ---
-TEST_FOLDERS = {"test", "tests", "idle_test"}
-
-
 def source_files(root: Path, folder: Path) -> list[Path]:
-    """The ``.py`` files under ``folder`` but the tests', in the order of a hash of their path below ``root``.
+    """The ``.py`` files under ``folder`` but the tests' (and site-packages'), in the order of a hash of their path.
 
     The order is the same on every machine, and unrelated to the files' names,
     so ``split_by_file`` holds out a fair sample of them.
     """
-    files = [path for path in folder.rglob("*.py") if not TEST_FOLDERS & set(path.relative_to(root).parts)]
-    return sorted(files, key=lambda path: hashlib.sha256(path.relative_to(root).as_posix().encode()).hexdigest())
+    return sorted(iter_stdlib_files(folder),
+                  key=lambda path: hashlib.sha256(path.relative_to(root).as_posix().encode()).hexdigest())
 
 
 def split_by_file(per_file: list[list]) -> tuple[list, list]:

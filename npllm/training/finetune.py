@@ -34,6 +34,7 @@ import numpy as np
 from npllm.data.labelled import LabelledText, RandomExamples, in_order, labelled_batch, load_labelled
 from npllm.errors import SettingError
 from npllm.io.atomic import atomic_write_text
+from npllm.io.safetensors import CheckpointError
 from npllm.models import GPT, SequenceClassifier
 from npllm.nn.lora import apply_lora
 from npllm.optim import AdamW, WarmupCosineLR, configure_param_groups, param_groups_by_name
@@ -53,18 +54,15 @@ REPORT_FILE = "report.json"
 
 
 @dataclass
-class ClassifyConfig:
-    """A classification fine-tuning run; the defaults fine-tune ``npllm train``'s GPT on stdlib-topics."""
+class FineTuneConfig:
+    """The settings every fine-tuning recipe shares: the base, what is trained, the optimisation, the run folder."""
 
     checkpoint: str = "runs/gpt"     # the GPT to start from: a run of npllm train, or a Hugging Face GPT-2 folder
-    data: str = "stdlib-topics"      # stdlib-topics, or a CSV / JSONL file of text and label
-    text_field: str = "text"         # the fields of a user file
-    label_field: str = "label"
+    data: str = ""
     train: str = "all"               # what is trained: all, last-blocks, lora
     last_blocks: int = 1             # with train=last-blocks: how many of the last blocks
     lora_rank: int = 8               # with train=lora
     lora_alpha: float = 16.0
-    init: str = "pretrained"         # or random: the same shape, random weights (what pre-training buys)
     batch_size: int = 16
     grad_accum: int = 1
     workers: int | None = None
@@ -77,20 +75,42 @@ class ClassifyConfig:
     grad_clip: float = 1.0
     eval_interval: int = 100
     seed: int = 1337
-    out_dir: str = "runs/classify"
+    out_dir: str = ""
+
+    def checks(self) -> list[tuple[str, bool, str]]:
+        """A recipe's own (setting, whether it holds, what it must be), beside the shared ones."""
+        return []
 
     def __post_init__(self):
         check_settings(self, ("batch_size", "grad_accum", "eval_interval", "max_steps", "last_blocks", "lora_rank",
                               "workers"), [
             ("train", self.train in TRAINED, f"one of {', '.join(TRAINED)}"),
-            ("init", self.init in INITS, f"one of {', '.join(INITS)}"),
             *optimisation_checks(self),
             ("lora_alpha", 0 < self.lora_alpha < math.inf, "a positive number"),
+            *self.checks(),
         ])
 
 
-FIXED_ON_RESUME = ("checkpoint", "data", "text_field", "label_field", "train", "last_blocks", "lora_rank",
-                   "lora_alpha", "init", "batch_size", "grad_accum", "weight_decay", "beta2", "seed")
+# The settings every fine-tuning run must share with its checkpoint on resume; a recipe adds its own.
+FIXED_ON_RESUME = ("checkpoint", "data", "train", "last_blocks", "lora_rank", "lora_alpha", "batch_size", "grad_accum",
+                   "weight_decay", "beta2", "seed")
+
+
+@dataclass
+class ClassifyConfig(FineTuneConfig):
+    """A classification fine-tuning run; the defaults fine-tune ``npllm train``'s GPT on stdlib-topics."""
+
+    data: str = "stdlib-topics"      # stdlib-topics, or a CSV / JSONL file of text and label
+    text_field: str = "text"         # the fields of a user file
+    label_field: str = "label"
+    init: str = "pretrained"         # or random: the same shape, random weights (what pre-training buys)
+    out_dir: str = "runs/classify"
+
+    def checks(self):
+        return [("init", self.init in INITS, f"one of {', '.join(INITS)}")]
+
+
+CLASSIFY_FIXED_ON_RESUME = (*FIXED_ON_RESUME, "text_field", "label_field", "init")
 
 
 @dataclass
@@ -116,75 +136,113 @@ class ClassifyRun(TrainingRun):
 
 def classify(config: ClassifyConfig, progress=True, log=print) -> ClassifyRun:
     """Fine-tune the GPT of ``config.checkpoint`` to label the texts of ``config.data``; report on the test split."""
-    keep_freed_memory()
-    out_dir = Path(config.out_dir)
-    require_new_run_folder(out_dir)
-    run = _build(with_workers_fixed(config), log)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / loop.METRICS_FILE).unlink(missing_ok=True)
-    return _finish(loop.train(run, progress, log), log)
+    return _finish(start(config, _build, log, progress), log)
 
 
 def resume(out_dir, changes=None, progress=True, log=print) -> ClassifyRun:
     """Continue the fine-tuning run saved in ``out_dir``, from the same base checkpoint, exactly where it stopped."""
+    return _finish(resume_run(out_dir, changes, ClassifyConfig, CLASSIFY_FIXED_ON_RESUME, _build, log, progress), log)
+
+
+def start(config: FineTuneConfig, build, log, progress) -> TrainingRun:
+    """A new fine-tuning run in ``config.out_dir`` (refused if one is there), built by ``build`` and trained."""
+    keep_freed_memory()
+    out_dir = Path(config.out_dir)
+    require_new_run_folder(out_dir)
+    run = build(with_workers_fixed(config), log)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / loop.METRICS_FILE).unlink(missing_ok=True)
+    return loop.train(run, progress, log)
+
+
+def resume_run(out_dir, changes, config_class, fixed_on_resume, build, log, progress) -> TrainingRun:
+    """The run of ``out_dir`` rebuilt by ``build(config, log, checkpoint)`` from the same base, restored and trained.
+
+    ``build`` receives the checkpoint (its optimizer groups, the recipe's state);
+    a base whose weights are not the ones the run started from is refused.
+    """
     keep_freed_memory()
     changes = changes or {}
-    checkpoint = load_checkpoint(out_dir, require_config={k: v for k, v in changes.items() if k in FIXED_ON_RESUME})
+    checkpoint = load_checkpoint(out_dir, require_config={k: v for k, v in changes.items() if k in fixed_on_resume})
     if checkpoint.fallback:
         log(checkpoint.fallback)
     loop.require_loop_state(checkpoint)
-    config = with_workers_fixed(ClassifyConfig(**{**checkpoint.train_state["config"], **changes,
-                                                   "out_dir": str(out_dir)}))
-    run = _build(config, log, saved_groups=checkpoint.train_state["optimizer"]["param_groups"])
+    try:
+        config = with_workers_fixed(config_class(**{**checkpoint.train_state["config"], **changes,
+                                                     "out_dir": str(out_dir)}))
+    except (KeyError, TypeError) as error:  # another recipe's run (a missing config, or settings this one lacks)
+        raise CheckpointError(f"{checkpoint.folder}: a run of another kind ({error}); resume it with the command"
+                              " that started it") from None
+    run = build(config, log, checkpoint)
     if run.base_sha256 != checkpoint.train_state.get("base_sha256"):
         raise SettingError(f"`checkpoint` {config.checkpoint}: not the model this run was fine-tuned from"
                            " (its weights have changed since)")
     loop.restore(run, checkpoint)
     log(f"resumed {out_dir} at step {run.step}")
-    return _finish(loop.train(run, progress, log), log)
+    return loop.train(run, progress, log)
 
 
-def _build(config: ClassifyConfig, log, saved_groups=None) -> ClassifyRun:
+def load_base(config: FineTuneConfig, log):
+    """The base GPT, its tokenizer and its fingerprint; more ``last_blocks`` than it has refused before any data is read."""
     base, tokenizer = load_model(config.checkpoint, log=log)
-    if config.train == "last-blocks" and config.last_blocks > base.config.n_layer:  # (before the data is read)
+    if config.train == "last-blocks" and config.last_blocks > base.config.n_layer:
         raise SettingError(f"`last_blocks` {config.last_blocks}: the model has {base.config.n_layer} blocks")
-    base_sha256 = weights_sha256(config.checkpoint)
+    return base, tokenizer, weights_sha256(config.checkpoint)
+
+
+def fine_tuning_fields(config: FineTuneConfig, model, checkpoint=None) -> dict:
+    """The run's fields every fine-tuning recipe builds alike: AdamW (a resume: its saved groups), the schedule,
+    the replicas, the loop's settings, the run folder."""
+    groups = (param_groups_by_name(model, checkpoint.train_state["optimizer"]["param_groups"]) if checkpoint
+              else configure_param_groups(model, config.weight_decay))
+    return dict(
+        optimizer=AdamW(groups, lr=config.lr, betas=(0.9, config.beta2)),
+        schedule=WarmupCosineLR(config.lr, min(config.warmup_steps, config.max_steps), config.max_steps,
+                                config.min_lr),
+        parallel=DataParallel(model, config.workers),
+        settings=LoopSettings(max_steps=config.max_steps, grad_accum=config.grad_accum, grad_clip=config.grad_clip,
+                              eval_interval=config.eval_interval),
+        out_dir=Path(config.out_dir),
+    )
+
+
+def trained_parameters(model) -> str:
+    """``1,234 of 56,789 parameters (2.2%)``: how many ``model`` trains."""
+    total = model.num_parameters()
+    count = sum(p.size for p in model.parameters() if p.requires_grad)
+    return f"{count:,} of {total:,} parameters ({count / total:.1%})"
+
+
+def _build(config: ClassifyConfig, log, checkpoint=None) -> ClassifyRun:
+    base, tokenizer, base_sha256 = load_base(config, log)
     data = load_labelled(config.data, config.text_field, config.label_field, seed=config.seed)
     log(f"data: {data.description}\n{data.counts()}")
     body = base if config.init == "pretrained" else GPT(base.config, seed=config.seed)
     model = SequenceClassifier(body, len(data.labels), seed=config.seed)
-    trained = choose_trained(model, config)
-    total = model.num_parameters()
-    count = sum(p.size for p in model.parameters() if p.requires_grad)
+    trained = choose_trained(body, config)
     blocks = body.config.n_layer
     log(f"model: {config.init} GPT of {blocks} block{'s' * (blocks != 1)} and a head of {len(data.labels)} labels;"
-        f" training {trained}: {count:,} of {total:,} parameters ({count / total:.1%})")
+        f" training {trained} and the head: {trained_parameters(model)}")
     pad_id = tokenizer.special_tokens[END_OF_TEXT]
     context = body.config.context_length
     train_ids = [tokenizer.encode_ordinary(text)[:context] or [pad_id] for text in data.train_texts]
     test_ids = [tokenizer.encode_ordinary(text)[:context] or [pad_id] for text in data.test_texts]
-    groups = param_groups_by_name(model, saved_groups) if saved_groups else configure_param_groups(model,
-                                                                                                   config.weight_decay)
-    decay_steps = config.max_steps
     return ClassifyRun(
         model=model, objective=Classification(),
-        optimizer=AdamW(groups, lr=config.lr, betas=(0.9, config.beta2)),
-        schedule=WarmupCosineLR(config.lr, min(config.warmup_steps, decay_steps), decay_steps, config.min_lr),
         batches=RandomExamples(len(train_ids), config.batch_size, labelled_batch(train_ids, data.train_labels, pad_id),
                                seed=config.seed),
         evaluation_batches=lambda: in_order(len(test_ids), config.batch_size * 4,
                                             labelled_batch(test_ids, data.test_labels, pad_id)),
-        parallel=DataParallel(model, config.workers),
-        settings=LoopSettings(max_steps=config.max_steps, grad_accum=config.grad_accum, grad_clip=config.grad_clip,
-                              eval_interval=config.eval_interval),
-        out_dir=Path(config.out_dir), tokenizer=tokenizer, config=config, data=data, test_ids=test_ids,
-        base_sha256=base_sha256,
+        **fine_tuning_fields(config, model, checkpoint),
+        tokenizer=tokenizer, config=config, data=data, test_ids=test_ids, base_sha256=base_sha256,
     )
 
 
-def choose_trained(model: SequenceClassifier, config: ClassifyConfig) -> str:
-    """Freeze what ``config.train`` does not train; return a phrase saying what is trained."""
-    body = model.transformer
+def choose_trained(body: GPT, config: FineTuneConfig) -> str:
+    """Freeze what ``config.train`` does not train in ``body``; return a phrase saying what is trained.
+
+    Anything outside ``body`` (a classifier's head) is left trainable.
+    """
     if config.train == "all":
         return "everything"
     body.requires_grad_(False)
@@ -192,9 +250,9 @@ def choose_trained(model: SequenceClassifier, config: ClassifyConfig) -> str:
         for block in list(body.h)[-config.last_blocks:]:
             block.requires_grad_(True)
         body.ln_f.requires_grad_(True)
-        return f"the last {config.last_blocks} block{'s' * (config.last_blocks > 1)}, the final norm and the head"
+        return f"the last {config.last_blocks} block{'s' * (config.last_blocks > 1)} and the final norm"
     apply_lora(body, rank=config.lora_rank, alpha=config.lora_alpha, seed=config.seed)
-    return f"LoRA adapters of rank {config.lora_rank} and the head"
+    return f"LoRA adapters of rank {config.lora_rank}"
 
 
 def predict(run: ClassifyRun) -> np.ndarray:
