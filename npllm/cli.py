@@ -1,4 +1,4 @@
-"""The command line: ``npllm train | distill | finetune | generate | export | fill-mask | embed | tokenizer | bench``.
+"""The command line: ``npllm train | distill | finetune | generate | chat | export | fill-mask | embed | tokenizer | bench``.
 
 Each subcommand parses its own flags and hands over to the module that does
 the work, so this file stays a table of contents.  Errors a user can cause
@@ -7,7 +7,6 @@ printed as one line, not a traceback, with exit status 2.
 """
 
 import argparse
-import codecs
 import dataclasses
 import importlib
 import re
@@ -146,16 +145,39 @@ CLASSIFY_FLAG_HELP = {
 }
 
 
-def _finetune(argv):
-    from npllm.training.finetune import ClassifyConfig, classify, resume
+INSTRUCT_FLAG_HELP = {
+    "checkpoint": "run folder of the GPT to tune (written by npllm train), or a Hugging Face GPT-2 folder",
+    "data": "Alpaca records (instruction, input, output): arithmetic, stdlib-functions (built in; both: joined by +),"
+            " or a JSON or JSONL file",
+    "train": "what is trained: all, last-blocks (and the final norm), or lora (adapters only)",
+    "prompt_loss": "masked: learn the responses only; included: the prompts' tokens too",
+    "exact_match_records": "held-out records of each data set answered greedily before and after, for exact match",
+}
 
-    tasks = {"classify": "Fine-tune a GPT to label texts, with a new head (resumable)."}
-    if not argv or argv[0] not in tasks:
+FINETUNE_TASKS = {  # task -> the recipe's module, its config class and entry points, what it does, its flags' help
+    "classify": ("npllm.training.finetune", "ClassifyConfig", "classify",
+                 "Fine-tune a GPT to label texts, with a new head (resumable).", CLASSIFY_FLAG_HELP),
+    "instruct": ("npllm.training.instruct", "InstructConfig", "instruct",
+                 "Tune a GPT to answer instructions, the loss on the responses (resumable).",
+                 {**CLASSIFY_FLAG_HELP, **INSTRUCT_FLAG_HELP}),
+}
+
+
+def _finetune(argv):
+    if not argv or argv[0] not in FINETUNE_TASKS:
         parser = argparse.ArgumentParser(prog="npllm finetune", description="Fine-tune a pre-trained model.")
-        parser.add_argument("task", choices=sorted(tasks), help="classify: label texts")
+        parser.add_argument("task", choices=sorted(FINETUNE_TASKS),
+                            help="classify: label texts; instruct: answer instructions")
         parser.parse_args(argv[:1])
-    return _run_recipe(argv[1:], "npllm finetune classify", tasks["classify"], ClassifyConfig, classify, resume,
-                       help_table=CLASSIFY_FLAG_HELP, then=lambda run: f"the report: {run.out_dir}/report.json")
+    module_name, config_name, entry, description, help_table = FINETUNE_TASKS[argv[0]]
+    recipe = importlib.import_module(module_name)
+
+    def then(run):
+        chat = f"; try: npllm chat --checkpoint {run.out_dir}" if argv[0] == "instruct" else ""
+        return f"the report: {run.out_dir}/report.json{chat}"
+
+    return _run_recipe(argv[1:], f"npllm finetune {argv[0]}", description, getattr(recipe, config_name),
+                       getattr(recipe, entry), recipe.resume, help_table=help_table, then=then)
 
 
 def _try_generating(run) -> str:
@@ -197,6 +219,7 @@ def _run_recipe(argv, prog, description, config_class, start, resume, left_out=(
 # --- npllm generate ---------------------------------------------------------
 def _generate(argv):
     from npllm.generation import generate_tokens
+    from npllm.generation.chat import decoded_pieces
     from npllm.training.pretrain import END_OF_TEXT, load_model
 
     parser = argparse.ArgumentParser(prog="npllm generate", description="Write text with a trained GPT.",
@@ -220,14 +243,61 @@ def _generate(argv):
     tokens = generate_tokens(model, prompt_ids, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
                              args.seed, use_cache=not args.no_cache, stop_token=stop_token)  # checks every setting
     sys.stdout.write(args.prompt)
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character may span tokens
-    for token in tokens:
-        if token == stop_token:
-            break
-        sys.stdout.write(decoder.decode(tokenizer.decode_bytes([token])))
-        sys.stdout.flush()
-    sys.stdout.write(decoder.decode(b"", final=True) + "\n")
+    _stream(decoded_pieces(tokenizer, tokens, stop_token))
     return 0
+
+
+def _stream(pieces):
+    """Write text to standard output as it is generated, then a newline."""
+    for piece in pieces:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+
+
+# --- npllm chat -------------------------------------------------------------
+def _chat(argv):
+    from npllm.generation.chat import response_pieces
+    from npllm.nn.lora import apply_saved_adapters
+    from npllm.training.pretrain import END_OF_TEXT, load_model
+
+    parser = argparse.ArgumentParser(prog="npllm chat", description="Answer instructions with an instruction-tuned"
+                                     " GPT: each line of standard input is one, or --prompt once.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--checkpoint", default="runs/instruct",
+                        help="run folder of npllm finetune instruct (or any GPT run, or a Hugging Face GPT-2 folder)")
+    parser.add_argument("--adapters", default=None,
+                        help="LoRA adapters (adapters.safetensors of a --train lora run) to put onto --checkpoint,"
+                             " the base they were trained on")
+    parser.add_argument("--prompt", default=None, help="answer this one instruction and exit (for scripts)")
+    parser.add_argument("--input", default="", help="with --prompt: the input the instruction applies to")
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="tokens of response, at most")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy (the default); above 0: sampled")
+    parser.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens only")
+    parser.add_argument("--top-p", type=float, default=None,
+                        help="sample among the fewest tokens whose probabilities add up to p")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the sampler, for repeatable answers")
+    args = parser.parse_args(argv)
+
+    model, tokenizer = load_model(args.checkpoint, log=_warn)
+    if args.adapters:
+        apply_saved_adapters(model, args.adapters)
+    settings = dict(stop_token=tokenizer.special_tokens.get(END_OF_TEXT), max_new_tokens=args.max_new_tokens,
+                    temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    if args.prompt is not None:
+        _stream(response_pieces(model, tokenizer, args.prompt, args.input, **settings))
+        return 0
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print("Type an instruction and press Enter (Ctrl-D to stop).", file=sys.stderr)
+    while True:
+        if interactive:
+            print("> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            return 0
+        if line.strip():
+            _stream(response_pieces(model, tokenizer, line.strip(), "", **settings))
 
 
 # --- npllm export -----------------------------------------------------------
@@ -406,8 +476,9 @@ def _bench(argv):
 COMMANDS = {
     "train": (_train, "train a GPT on text (default: the Python standard library's source)"),
     "distill": (_distill, "train a small student GPT on a bigger teacher's soft targets"),
-    "finetune": (_finetune, "fine-tune a trained GPT: classify (label texts with a new head)"),
+    "finetune": (_finetune, "fine-tune a trained GPT: classify (label texts with a new head), instruct (answer)"),
     "generate": (_generate, "continue a prompt with a trained GPT"),
+    "chat": (_chat, "answer instructions with an instruction-tuned GPT (npllm finetune instruct)"),
     "export": (_export, "write a trained GPT as a Hugging Face folder"),
     "fill-mask": (_fill_mask, "fill each [MASK] in a text with a BERT (trained here, or from Hugging Face)"),
     "embed": (_embed, "sentence embeddings and their similarities (default: all-MiniLM-L6-v2)"),

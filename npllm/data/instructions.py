@@ -75,12 +75,17 @@ MAX_ANSWER_CHARS = 200
 
 @dataclass(frozen=True)
 class Record:
-    """One instruction-following example; ``source`` names where it came from (``file, record 3``)."""
+    """One instruction-following example, from record ``number`` (from 1) of the set ``dataset``."""
 
     instruction: str
     input: str
     output: str
-    source: str = ""
+    dataset: str = ""
+    number: int = 0
+
+    @property
+    def where(self) -> str:
+        return f"{self.dataset}, record {self.number}"
 
 
 def format_prompt(instruction: str, input: str = "") -> str:
@@ -159,21 +164,22 @@ def _record(path: Path, number: int, row) -> Record:
     if not values["instruction"].strip() or not values["output"].strip():
         raise DataSourceError(f"{where}: the {'instruction' if not values['instruction'].strip() else 'output'}"
                               " is empty")
-    return Record(**values, source=where)
+    return Record(**values, dataset=str(path), number=number)
 
 
 # --- arithmetic ------------------------------------------------------------------------------
 def arithmetic(train_size=ARITHMETIC_TRAIN, test_size=ARITHMETIC_TEST) -> InstructionData:
     """Decimal problems and their exact answers; held out: the problems whose text hashes into the test fifth."""
     rng = np.random.default_rng(ARITHMETIC_SEED)
-    sides = ({}, {})  # (train, test): problem text -> record, in the order drawn
+    sides = ({}, {})  # (train, test): (instruction, input) -> output, in the order drawn
     while len(sides[0]) < train_size or len(sides[1]) < test_size:
-        record = _problem(rng)
-        key = f"{record.instruction}\n{record.input}"
-        side = sides[_held_out(key)]
+        instruction, given, output = _problem(rng)
+        side = sides[_held_out(f"{instruction}\n{given}")]
         if len(side) < (test_size if side is sides[1] else train_size):
-            side.setdefault(key, record)
-    return InstructionData(list(sides[0].values()), list(sides[1].values()),
+            side.setdefault((instruction, given), output)
+    train, test = ([Record(instruction, given, output, "arithmetic", number)
+                    for number, ((instruction, given), output) in enumerate(side.items(), start=1)] for side in sides)
+    return InstructionData(train, test,
                            f"arithmetic: {train_size:,} decimal problems (add, subtract, multiply, compare, round),"
                            f" {test_size:,} others held out")
 
@@ -193,26 +199,25 @@ def _text(value: Decimal) -> str:
     return format(value.normalize() if value != 0 else Decimal(0), "f")
 
 
-def _problem(rng) -> Record:
+def _problem(rng) -> tuple[str, str, str]:
+    """(instruction, input, output) of one random problem."""
     a, b = _number(rng), _number(rng)
     operation = ("add", "subtract", "multiply", "compare", "round")[int(rng.integers(0, 5))]
     if operation == "add":
-        return Record("Add these two numbers.", f"{_text(a)} + {_text(b)}", _text(a + b), "arithmetic")
+        return "Add these two numbers.", f"{_text(a)} + {_text(b)}", _text(a + b)
     if operation == "subtract":
-        return Record("Subtract the second number from the first.", f"{_text(a)} - {_text(b)}", _text(a - b),
-                      "arithmetic")
+        return "Subtract the second number from the first.", f"{_text(a)} - {_text(b)}", _text(a - b)
     if operation == "multiply":
-        return Record("Multiply these two numbers.", f"{_text(a)} × {_text(b)}", _text(a * b), "arithmetic")
+        return "Multiply these two numbers.", f"{_text(a)} × {_text(b)}", _text(a * b)
     if operation == "compare":
         if a == b:
             b += Decimal("0.1")
-        return Record("Which of these two numbers is larger?", f"{_text(a)} or {_text(b)}", _text(max(a, b)),
-                      "arithmetic")
+        return "Which of these two numbers is larger?", f"{_text(a)} or {_text(b)}", _text(max(a, b))
     places = int(rng.integers(0, 3))
     precise = a + Decimal(int(rng.integers(1, 1000))).scaleb(-places - 3)  # more places than are kept
     rounded = precise.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)  # halves away from zero
     unit = "a whole number" if places == 0 else f"{places} decimal place{'s' * (places > 1)}"
-    return Record(f"Round this number to {unit}.", _text(precise), format(rounded, "f"), "arithmetic")
+    return f"Round this number to {unit}.", _text(precise), format(rounded, "f")
 
 
 # --- questions about the standard library's functions --------------------------------------
@@ -220,14 +225,15 @@ def stdlib_functions(root: Path | None = None) -> InstructionData:
     """'What does ``module.function(args)`` do?', answered by the first sentence of its docstring."""
     root = stdlib_root() if root is None else root
     per_file = [_function_questions(root, path) for path in source_files(root, root)]
-    train, test = split_by_file([records for records in per_file if records])
+    train, test = ([Record(*question, "stdlib-functions", number) for number, question in enumerate(side, start=1)]
+                   for side in split_by_file([questions for questions in per_file if questions]))
     if not train or not test:
         raise DataSourceError(f"stdlib-functions: {root} has too few documented public functions")
     return InstructionData(train, test, f"stdlib-functions: {len(train) + len(test):,} standard-library functions"
                                         " and the first sentence of their docstrings, split by source file")
 
 
-def _function_questions(root: Path, path: Path) -> list[Record]:
+def _function_questions(root: Path, path: Path) -> list[tuple[str, str, str]]:
     parts = path.relative_to(root).with_suffix("").parts
     parts = parts[:-1] if parts[-1] == "__init__" else parts
     if any(part.startswith("_") for part in parts):
@@ -238,8 +244,7 @@ def _function_questions(root: Path, path: Path) -> list[Record]:
         answer = first_sentence(found.docstring)
         if found.is_top_level_function and not found.name.startswith("_") and answer:
             signature = f"{module}.{found.name}({ast.unparse(found.node.args)})"
-            questions.append(Record("Say in one sentence what this standard-library function does.", signature,
-                                    answer, "stdlib-functions"))
+            questions.append(("Say in one sentence what this standard-library function does.", signature, answer))
     return questions
 
 
@@ -274,10 +279,10 @@ def tokenize(records: list[Record], tokenizer, end_of_text: int, context_length:
         response = tokenizer.encode_ordinary(record.output) + [end_of_text]
         room = context_length + 1 - len(response)
         if room < 1:
-            raise DataSourceError(f"{record.source}: the output is {len(response)} tokens with end-of-text, more than"
+            raise DataSourceError(f"{record.where}: the output is {len(response)} tokens with end-of-text, more than"
                                   f" the model's context of {context_length} leaves beside a prompt")
         if len(prompt) > room:
-            cut.append(record.source)
+            cut.append(record.where)
             prompt = prompt[-room:]
         examples.append(Example(prompt, response))
     if cut:

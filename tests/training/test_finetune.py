@@ -107,14 +107,6 @@ def test_the_bag_of_words_baseline_learns_words():
 
 
 @pytest.fixture
-def base(tiny_corpus, tmp_path):
-    run = train(TrainConfig(vocab_size=300, n_layer=2, n_head=2, n_embd=16, context_length=16, batch_size=4,
-                            eval_windows=4, max_steps=2, data=str(tiny_corpus), out_dir=str(tmp_path / "base")),
-                progress=False, log=silent)
-    return run.config.out_dir
-
-
-@pytest.fixture
 def topics_file(tmp_path):
     rows = [{"text": f"{word} {word} item {i}", "label": word} for word in ("red", "green", "blue") for i in range(12)]
     path = tmp_path / "topics.jsonl"
