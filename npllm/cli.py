@@ -319,28 +319,11 @@ def _export(argv):
 
 
 # --- npllm fill-mask and npllm embed (encoders) -------------------------------
-def _load_encoder(path):
-    """A run folder of ``npllm train --model bert``, or a Hugging Face BERT folder: (model, tokenizer)."""
-    from pathlib import Path
-
-    from npllm.errors import NpllmError
-    from npllm.pretrained import load_pretrained
-    from npllm.training.checkpoint import CHECKPOINT_FOLDER, STATE_FILE
-    from npllm.training.pretrain_bert import load_model
-
-    folder = Path(path)
-    if (folder / CHECKPOINT_FOLDER).is_dir() or (folder / STATE_FILE).is_file():
-        return load_model(folder)
-    model, tokenizer = load_pretrained(folder)
-    if tokenizer is None:
-        raise NpllmError(f"{folder}: has no tokenizer (vocab.txt or tokenizer.json)")
-    return model, tokenizer
-
-
 def _fill_mask(argv):
     from npllm.errors import NpllmError
     from npllm.generation.encoder import bert_input_ids, fill_masks, filled_text, mask_id_of
     from npllm.models import BERTForMaskedLM
+    from npllm.training.pretrain_bert import load_encoder
 
     parser = argparse.ArgumentParser(prog="npllm fill-mask", description="Fill each [MASK] in a text with a BERT.")
     parser.add_argument("--checkpoint", default="runs/bert",
@@ -348,7 +331,7 @@ def _fill_mask(argv):
     parser.add_argument("--text", required=True, help='text with one or more [MASK], e.g. "def __init__(self, [MASK]):"')
     parser.add_argument("--top-k", type=int, default=5, help="guesses shown per [MASK]")
     args = parser.parse_args(argv)
-    model, tokenizer = _load_encoder(args.checkpoint)
+    model, tokenizer = load_encoder(args.checkpoint)
     if not isinstance(model, BERTForMaskedLM):
         raise NpllmError(f"{args.checkpoint}: this BERT has no masked-LM head (cls.predictions) to fill masks with")
     ids = bert_input_ids(tokenizer, args.text)
@@ -372,6 +355,7 @@ def _embed(argv):
 
     from npllm.errors import NpllmError
     from npllm.generation.encoder import sentence_embeddings
+    from npllm.training.pretrain_bert import load_encoder
 
     parser = argparse.ArgumentParser(prog="npllm embed",
                                      description="Sentence embeddings (mean-pooled, unit length) from a BERT.")
@@ -390,7 +374,7 @@ def _embed(argv):
     texts = args.texts or [line for line in sys.stdin.read().splitlines() if line.strip()]
     if not texts:
         raise NpllmError("embed: no texts given (as arguments or lines of standard input)")
-    model, tokenizer = _load_encoder(args.model)
+    model, tokenizer = load_encoder(args.model)
     from npllm.tokenizer import WordPieceTokenizer
 
     if not isinstance(tokenizer, WordPieceTokenizer):

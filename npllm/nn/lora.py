@@ -45,6 +45,7 @@ from npllm.nn.layers import Dropout, Linear, uninitialised
 from npllm.nn.module import Module, Parameter
 
 DEFAULT_TARGETS = r"(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)$"  # a GPT block's four projections
+BERT_TARGETS = r"(self\.query|self\.key|self\.value|output\.dense|intermediate\.dense)$"  # a BERT layer's six
 
 
 class LoRALinear(Module):

@@ -33,20 +33,24 @@ import numpy as np
 
 from npllm.data.labelled import LabelledText, RandomExamples, in_order, labelled_batch, load_labelled
 from npllm.errors import SettingError
+from npllm.generation.encoder import bert_input_ids
 from npllm.io.atomic import atomic_write_text
 from npllm.io.safetensors import CheckpointError
-from npllm.models import GPT, SequenceClassifier
-from npllm.nn.lora import apply_lora
+from npllm.models import BERT, GPT, BERTForMaskedLM, BERTSequenceClassifier, SequenceClassifier
+from npllm.nn.lora import BERT_TARGETS, DEFAULT_TARGETS, apply_lora
 from npllm.optim import AdamW, WarmupCosineLR, configure_param_groups, param_groups_by_name
+from npllm.pretrained.folder import CONFIG_FILE
 from npllm.runtime.data_parallel import DataParallel
 from npllm.runtime.memory import keep_freed_memory
 from npllm.tensor import no_grad
+from npllm.tokenizer import WordPieceTokenizer
 from npllm.training import evaluation, loop
 from npllm.training.checkpoint import load_checkpoint
 from npllm.training.loop import LoopSettings, TrainingRun
 from npllm.training.objectives import Classification
 from npllm.training.pretrain import (END_OF_TEXT, check_settings, load_model, optimisation_checks,
                                      require_new_run_folder, weights_sha256, with_workers_fixed)
+from npllm.training.pretrain_bert import load_encoder
 
 TRAINED = ("all", "last-blocks", "lora")
 INITS = ("pretrained", "random")
@@ -182,9 +186,19 @@ def resume_run(out_dir, changes, config_class, fixed_on_resume, build, log, prog
     return loop.train(run, progress, log)
 
 
-def load_base(config: FineTuneConfig, log):
-    """The base GPT, its tokenizer and its fingerprint; more ``last_blocks`` than it has refused before any data is read."""
-    base, tokenizer = load_model(config.checkpoint, log=log)
+def load_base(config: FineTuneConfig, log, encoders=False):
+    """The base model, its tokenizer and its fingerprint; more ``last_blocks`` than it has refused before any data is read.
+
+    A GPT (a run of ``npllm train`` or a Hugging Face GPT-2 folder); with
+    ``encoders``, a BERT too (a run of ``npllm train --model bert`` or a
+    Hugging Face BERT folder), given back as a ``BERT`` with its pooler (a
+    masked-LM checkpoint has none: it starts fresh, as Hugging Face's does).
+    """
+    if encoders and is_bert(config.checkpoint):
+        base, tokenizer = load_encoder(config.checkpoint)  # (is_bert: a BERT or a BERTForMaskedLM)
+        base = with_pooler(base.bert if isinstance(base, BERTForMaskedLM) else base, config.seed)
+    else:
+        base, tokenizer = load_model(config.checkpoint, log=log)
     if config.train == "last-blocks" and config.last_blocks > base.config.n_layer:
         raise SettingError(f"`last_blocks` {config.last_blocks}: the model has {base.config.n_layer} blocks")
     return base, tokenizer, weights_sha256(config.checkpoint)
@@ -214,19 +228,21 @@ def trained_parameters(model) -> str:
 
 
 def _build(config: ClassifyConfig, log, checkpoint=None) -> ClassifyRun:
-    base, tokenizer, base_sha256 = load_base(config, log)
+    base, tokenizer, base_sha256 = load_base(config, log, encoders=True)
     data = load_labelled(config.data, config.text_field, config.label_field, seed=config.seed)
     log(f"data: {data.description}\n{data.counts()}")
-    body = base if config.init == "pretrained" else GPT(base.config, seed=config.seed)
-    model = SequenceClassifier(body, len(data.labels), seed=config.seed)
-    trained = choose_trained(body, config)
-    blocks = body.config.n_layer
-    log(f"model: {config.init} GPT of {blocks} block{'s' * (blocks != 1)} and a head of {len(data.labels)} labels;"
-        f" training {trained} and the head: {trained_parameters(model)}")
-    pad_id = tokenizer.special_tokens[END_OF_TEXT]
-    context = body.config.context_length
-    train_ids = [tokenizer.encode_ordinary(text)[:context] or [pad_id] for text in data.train_texts]
-    test_ids = [tokenizer.encode_ordinary(text)[:context] or [pad_id] for text in data.test_texts]
+    encoder = isinstance(base, BERT)
+    if config.init == "random":
+        base = with_pooler(BERT(base.config, seed=config.seed, pooler=False), config.seed) if encoder \
+            else GPT(base.config, seed=config.seed)
+    model = (BERTSequenceClassifier if encoder else SequenceClassifier)(base, len(data.labels), seed=config.seed)
+    trained = choose_trained(base, config)
+    blocks = base.config.n_layer
+    log(f"model: {config.init} {'BERT' if encoder else 'GPT'} of {blocks} block{'s' * (blocks != 1)} and a head of"
+        f" {len(data.labels)} labels; training {trained} and the head: {trained_parameters(model)}")
+    pad_id = _pad_id(tokenizer, encoder)
+    train_ids, test_ids = (classifier_input_ids(tokenizer, texts, base.config.context_length, encoder)
+                           for texts in (data.train_texts, data.test_texts))
     return ClassifyRun(
         model=model, objective=Classification(),
         batches=RandomExamples(len(train_ids), config.batch_size, labelled_batch(train_ids, data.train_labels, pad_id),
@@ -238,20 +254,61 @@ def _build(config: ClassifyConfig, log, checkpoint=None) -> ClassifyRun:
     )
 
 
-def choose_trained(body: GPT, config: FineTuneConfig) -> str:
-    """Freeze what ``config.train`` does not train in ``body``; return a phrase saying what is trained.
+def is_bert(path) -> bool:
+    """Whether ``path`` holds a BERT: a Hugging Face folder of model_type bert, or a run of ``npllm train --model bert``."""
+    folder = Path(path)
+    if (folder / CONFIG_FILE).is_file():
+        try:
+            return json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8")).get("model_type") == "bert"
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            return False  # (load_model then says what is wrong with the file)
+    state = load_checkpoint(folder, with_optimizer=False).train_state
+    return "n_inner" in state.get("model_config", {})  # BERTConfig's field, which GPTConfig lacks
 
-    Anything outside ``body`` (a classifier's head) is left trainable.
+
+def with_pooler(encoder: BERT, seed: int) -> BERT:
+    """``encoder`` with a pooler: itself if it has one, else a copy whose pooler is freshly drawn."""
+    if encoder.pooler is not None:
+        return encoder
+    pooled = BERT(encoder.config, seed=seed)
+    pooled.load_state_dict({**pooled.state_dict(), **encoder.state_dict()})
+    return pooled.train()
+
+
+def classifier_input_ids(tokenizer, texts: list[str], context_length: int, encoder: bool) -> list[list[int]]:
+    """Each text's ids, cut to the context: a GPT's as they are, BERT's framed [CLS] ... [SEP] (kept when cut)."""
+    if not encoder:
+        pad_id = _pad_id(tokenizer, encoder)
+        return [tokenizer.encode_ordinary(text)[:context_length] or [pad_id] for text in texts]
+    framed = [bert_input_ids(tokenizer, text) for text in texts]
+    return [ids if len(ids) <= context_length else ids[: context_length - 1] + ids[-1:] for ids in framed]
+
+
+def _pad_id(tokenizer, encoder: bool) -> int:
+    """What pads a batch: a GPT's end-of-text (after the last real token, never read); BERT's [PAD] (masked)."""
+    if not encoder:
+        return tokenizer.special_tokens[END_OF_TEXT]
+    return tokenizer.pad_id if isinstance(tokenizer, WordPieceTokenizer) else tokenizer.special_tokens["[PAD]"]
+
+
+def choose_trained(body, config: FineTuneConfig) -> str:
+    """Freeze what ``config.train`` does not train in ``body`` (a GPT or a BERT); return a phrase saying what is trained.
+
+    Anything outside ``body`` (a classifier's head) is left trainable.  A
+    GPT's last blocks come with its final norm; a BERT's with its pooler.
     """
     if config.train == "all":
         return "everything"
     body.requires_grad_(False)
+    encoder = isinstance(body, BERT)
     if config.train == "last-blocks":
-        for block in list(body.h)[-config.last_blocks:]:
+        for block in list(body.encoder.layer if encoder else body.h)[-config.last_blocks:]:
             block.requires_grad_(True)
-        body.ln_f.requires_grad_(True)
-        return f"the last {config.last_blocks} block{'s' * (config.last_blocks > 1)} and the final norm"
-    apply_lora(body, rank=config.lora_rank, alpha=config.lora_alpha, seed=config.seed)
+        (body.pooler if encoder else body.ln_f).requires_grad_(True)
+        return (f"the last {config.last_blocks} block{'s' * (config.last_blocks > 1)} and the"
+                f" {'pooler' if encoder else 'final norm'}")
+    apply_lora(body, rank=config.lora_rank, alpha=config.lora_alpha, seed=config.seed,
+               targets=BERT_TARGETS if encoder else DEFAULT_TARGETS)
     return f"LoRA adapters of rank {config.lora_rank}"
 
 
@@ -260,7 +317,7 @@ def predict(run: ClassifyRun) -> np.ndarray:
     run.model.eval()
     predictions = []
     with no_grad():
-        pad_id = run.tokenizer.special_tokens[END_OF_TEXT]
+        pad_id = _pad_id(run.tokenizer, isinstance(run.model, BERTSequenceClassifier))
         for batch in in_order(len(run.test_ids), 64, labelled_batch(run.test_ids, run.test_labels, pad_id)):
             predictions.append(run.model(batch["input_ids"], batch["lengths"]).data.argmax(axis=1))
     run.model.train()

@@ -35,9 +35,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from npllm.data.instructions import InstructionData, instruction_batch, load_instructions, tokenize
+from npllm.data.instructions import (InstructionData, format_prompt, instruction_batch, load_instructions,
+                                     tokenize)
 from npllm.data.labelled import RandomExamples, in_order
-from npllm.generation.chat import respond
+from npllm.generation.chat import decoded_pieces
+from npllm.generation.decoding import greedy_batch
 from npllm.io.atomic import atomic_write_text
 from npllm.nn.lora import DEFAULT_TARGETS, save_adapters
 from npllm.training import loop
@@ -123,20 +125,23 @@ def _build(config: InstructConfig, log, checkpoint=None) -> InstructRun:
 
 
 def exact_match(run: InstructRun) -> dict[str, float]:
-    """Per data set, the share of its first ``exact_match_records`` held-out records answered exactly (greedy)."""
-    stop = run.tokenizer.special_tokens[END_OF_TEXT]
-    records, scores = {}, {}
+    """Per data set, the share of its first ``exact_match_records`` held-out records answered exactly (greedy).
+
+    An answer is the text written after the prompt up to end-of-text,
+    compared with the record's output, spaces stripped from both ends.
+    """
+    stop, tokenizer = run.tokenizer.special_tokens[END_OF_TEXT], run.tokenizer
+    chosen = {}
     for record in run.data.test:
-        chosen = records.setdefault(record.dataset, [])
-        if len(chosen) < run.config.exact_match_records:
-            chosen.append(record)
-    for dataset, chosen in records.items():
-        right = 0
-        for record in chosen:
-            budget = 2 * len(run.tokenizer.encode_ordinary(record.output)) + 2  # room for a longer spelling
-            answer = respond(run.model, run.tokenizer, record.instruction, record.input, stop, max_new_tokens=budget)
-            right += answer.strip() == record.output.strip()
-        scores[dataset] = right / len(chosen)
+        if len(chosen.setdefault(record.dataset, [])) < run.config.exact_match_records:
+            chosen[record.dataset].append(record)
+    scores = {}
+    for dataset, records in chosen.items():
+        prompts = [tokenizer.encode_ordinary(format_prompt(r.instruction, r.input)) for r in records]
+        budget = 2 * max(len(tokenizer.encode_ordinary(r.output)) for r in records) + 2  # room for longer spellings
+        answers = ["".join(decoded_pieces(tokenizer, tokens, stop))
+                   for tokens in greedy_batch(run.model, prompts, budget, stop)]
+        scores[dataset] = sum(a.strip() == r.output.strip() for a, r in zip(answers, records)) / len(records)
     return scores
 
 
