@@ -43,7 +43,7 @@ from npllm.pretrained.folder import CONFIG_FILE
 from npllm.runtime.data_parallel import DataParallel
 from npllm.runtime.memory import keep_freed_memory
 from npllm.tensor import no_grad
-from npllm.tokenizer import WordPieceTokenizer
+from npllm.tokenizer import BPETokenizer, WordPieceTokenizer
 from npllm.training import evaluation, loop
 from npllm.training.checkpoint import load_checkpoint
 from npllm.training.loop import LoopSettings, TrainingRun
@@ -124,6 +124,7 @@ class ClassifyRun(TrainingRun):
     config: ClassifyConfig = None
     data: LabelledText = None        # the texts and labels, both splits (the report's baselines need them)
     test_ids: list = None
+    pad_id: int = 0                  # what pads a batch of texts
     base_sha256: str = ""
 
     def recipe_state(self) -> dict:
@@ -250,7 +251,9 @@ def _build(config: ClassifyConfig, log, checkpoint=None) -> ClassifyRun:
         evaluation_batches=lambda: in_order(len(test_ids), config.batch_size * 4,
                                             labelled_batch(test_ids, data.test_labels, pad_id)),
         **fine_tuning_fields(config, model, checkpoint),
-        tokenizer=tokenizer, config=config, data=data, test_ids=test_ids, base_sha256=base_sha256,
+        # (a checkpoint keeps a BPE tokenizer beside the weights; a WordPiece vocabulary stays in its base's folder)
+        tokenizer=tokenizer if isinstance(tokenizer, BPETokenizer) else None, pad_id=pad_id,
+        config=config, data=data, test_ids=test_ids, base_sha256=base_sha256,
     )
 
 
@@ -317,8 +320,7 @@ def predict(run: ClassifyRun) -> np.ndarray:
     run.model.eval()
     predictions = []
     with no_grad():
-        pad_id = _pad_id(run.tokenizer, isinstance(run.model, BERTSequenceClassifier))
-        for batch in in_order(len(run.test_ids), 64, labelled_batch(run.test_ids, run.test_labels, pad_id)):
+        for batch in in_order(len(run.test_ids), 64, labelled_batch(run.test_ids, run.test_labels, run.pad_id)):
             predictions.append(run.model(batch["input_ids"], batch["lengths"]).data.argmax(axis=1))
     run.model.train()
     return np.concatenate(predictions)
