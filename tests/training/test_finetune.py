@@ -171,3 +171,15 @@ def test_more_last_blocks_than_the_model_has_is_refused_before_the_data_is_read(
     monkeypatch.setattr(finetune, "load_labelled", lambda *args, **kwargs: pytest.fail("the data was read"))
     with pytest.raises(SettingError, match="`last_blocks` 5: the model has 2 blocks"):
         classify(config(base, topics_file, tmp_path, train="last-blocks", last_blocks=5), progress=False, log=silent)
+
+
+def test_a_class_without_a_training_example_is_refused(tmp_path):
+    """A package whose files hold no docstring: its label would have nothing to learn from."""
+    for package in STDLIB_TOPICS:
+        for index in range(3):
+            path = tmp_path / package / f"m{index}.py"
+            path.parent.mkdir(exist_ok=True)
+            body = "x = 1\n" if package == "http" else f'def f():\n    """{package} file {index}, a docstring."""\n'
+            path.write_text(body)
+    with pytest.raises(DataSourceError, match="the label 'http' has no training example"):
+        stdlib_topics(root=tmp_path)

@@ -246,3 +246,9 @@ def test_the_commands_finetune_instruct_and_chat(instruct_base, records_file, tm
     assert main(["finetune", "instruct", "--checkpoint", instruct_base, "--data", str(tmp_path / "none.jsonl"),
                  "--out", str(tmp_path / "x"), "--quiet"]) == 2
     assert "no such file" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text('[{"instruction": "a", "output": "b"}, {"instruction": "c"}]')
+    assert main(["finetune", "instruct", "--checkpoint", instruct_base, "--data", str(tmp_path / "bad.json"),
+                 "--out", str(tmp_path / "y"), "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert "bad.json, record 2: no 'output'" in error and len(error.strip().splitlines()) == 1
+    assert not (tmp_path / "y").exists()  # refused before anything was written
