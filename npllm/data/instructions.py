@@ -60,7 +60,8 @@ import numpy as np
 
 from npllm.data.corpus import stdlib_root
 from npllm.data.masking import IGNORE_INDEX
-from npllm.data.labelled import TEST_SHARE, documented_definitions, source_files, split_by_file
+from npllm.data.labelled import (documented_definitions, held_out_indices, json_lines, read_text_file,
+                                 source_files, split_by_file)
 from npllm.data.sources import DataSourceError
 
 PROMPT_TEMPLATE = ("Below is an instruction that describes a task. Write a response that appropriately completes"
@@ -115,39 +116,27 @@ def load_instructions(source: str, seed: int = 0) -> InstructionData:
 
 # --- a user's file ---------------------------------------------------------------------------
 def read_instruction_file(path: Path, seed: int) -> InstructionData:
-    records = [_record(path, number, row) for number, row in enumerate(_raw_records(path), start=1)]
+    records = [_record(path, number, row) for number, row in _raw_records(path)]
     if len(records) < 2:
         raise DataSourceError(f"{path}: {len(records)} record{'s' * (len(records) != 1)}; at least two are needed"
                               " (one to train on, one held out)")
-    order = np.random.default_rng(seed).permutation(len(records))
-    held_out = set(order[: max(1, round(TEST_SHARE * len(records)))].tolist())
+    held_out = held_out_indices(len(records), seed)
     return InstructionData([r for i, r in enumerate(records) if i not in held_out],
                            [r for i, r in enumerate(records) if i in held_out], f"{path}: {len(records):,} records")
 
 
-def _raw_records(path: Path) -> list:
+def _raw_records(path: Path) -> list[tuple[int, object]]:
+    """(record number, value): the items of a JSON file's list, or the lines of a JSONL file."""
+    text = read_text_file(path)
+    if path.suffix.lower() != ".json":
+        return json_lines(path, text)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataSourceError(f"no such file: {path}") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise DataSourceError(f"{path}: cannot read it as UTF-8 text ({error})") from error
-    if path.suffix.lower() == ".json":
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise DataSourceError(f"{path}, line {error.lineno}: not JSON ({error.msg})") from error
-        if not isinstance(rows, list):
-            raise DataSourceError(f"{path}: a JSON file of records must hold a list of objects")
-        return rows
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise DataSourceError(f"{path}, line {number}: not a JSON record ({error.msg})") from error
-    return rows
+        rows = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise DataSourceError(f"{path}, line {error.lineno}: not JSON ({error.msg})") from error
+    if not isinstance(rows, list):
+        raise DataSourceError(f"{path}: a JSON file of records must hold a list of objects")
+    return list(enumerate(rows, start=1))
 
 
 def _record(path: Path, number: int, row) -> Record:

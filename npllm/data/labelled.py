@@ -179,8 +179,7 @@ def read_labelled_file(path: Path, text_field: str, label_field: str, seed: int)
 
 def _held_out_at_random(pairs: list[tuple[str, str]], seed: int, where: str, description: str) -> LabelledText:
     """(text, label) pairs with a fifth, drawn with ``seed``, held out; a label only held out is refused."""
-    order = np.random.default_rng(seed).permutation(len(pairs))
-    held_out = set(order[: max(1, round(TEST_SHARE * len(pairs)))].tolist())
+    held_out = held_out_indices(len(pairs), seed)
     labels = sorted({label for _, label in pairs})
     index = {label: i for i, label in enumerate(labels)}
     indexed = [(text, index[label]) for text, label in pairs]
@@ -222,24 +221,42 @@ def sms_spam(seed: int, cache_dir=None) -> LabelledText:
 
 
 def _rows(path: Path) -> list[dict]:
+    text = read_text_file(path)
+    if path.suffix.lower() == ".csv":
+        return list(csv.DictReader(text.splitlines()))
+    rows = []
+    for number, row in json_lines(path, text):
+        if not isinstance(row, dict):
+            raise DataSourceError(f"{path}, line {number}: a JSON record must be an object")
+        rows.append(row)
+    return rows
+
+
+def read_text_file(path: Path) -> str:
+    """A user's data file as text; a missing or unreadable one is one line."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DataSourceError(f"no such file: {path}") from None
     except (OSError, UnicodeDecodeError) as error:
         raise DataSourceError(f"{path}: cannot read it as UTF-8 text ({error})") from error
-    if path.suffix.lower() == ".csv":
-        return list(csv.DictReader(text.splitlines()))
-    rows = []
+
+
+def json_lines(path: Path, text: str) -> list[tuple[int, object]]:
+    """(line number, value) of every non-blank line of a JSONL text; a line that is not JSON is one line."""
+    values = []
     for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                values.append((number, json.loads(line)))
             except json.JSONDecodeError as error:
                 raise DataSourceError(f"{path}, line {number}: not a JSON record ({error.msg})") from error
-            if not isinstance(rows[-1], dict):
-                raise DataSourceError(f"{path}, line {number}: a JSON record must be an object")
-    return rows
+    return values
+
+
+def held_out_indices(count: int, seed: int) -> set[int]:
+    """A fifth of ``range(count)`` (at least one), drawn with ``seed``: the held-out rows of a user's file."""
+    return set(np.random.default_rng(seed).permutation(count)[: max(1, round(TEST_SHARE * count))].tolist())
 
 
 def _labelled(labels, train, test, description) -> LabelledText:
