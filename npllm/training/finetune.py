@@ -1,13 +1,16 @@
-"""Classification fine-tuning: a pre-trained GPT learns to label texts (``npllm finetune classify``).
+"""Classification fine-tuning: a pre-trained GPT or BERT learns to label texts (``npllm finetune classify``).
 
 After pre-training, a model knows a language; fine-tuning teaches it a task
 with few examples.  This recipe puts a new linear head on a GPT from
 ``npllm train`` (``models.SequenceClassifier``: the state at the last real
-token, C -> labels) and trains on labelled texts (``data.labelled``) through
-the shared loop, with one of three choices of what is trained:
+token, C -> labels) or on a BERT (``models.BERTSequenceClassifier``: the
+pooled [CLS]; a run of ``npllm train --model bert`` or a Hugging Face BERT
+folder) and trains on labelled texts (``data.labelled``: stdlib-topics,
+sms-spam, the user's file) through the shared loop, with one of three
+choices of what is trained:
 
     all           every weight: the most capable, the most memory (moments for all)
-    last-blocks   the last ``last_blocks`` blocks, the final norm and the head; the rest frozen
+    last-blocks   the last ``last_blocks`` blocks, the final norm (BERT: the pooler) and the head; the rest frozen
     lora          LoRA adapters on every projection of every block, and the head (``nn.lora``)
 
 The held-out split's loss is the loop's validation loss; at the end the
@@ -19,8 +22,9 @@ shape: what pre-training buys is the difference.  The run records the
 checkpoint it started from (folder and the SHA-256 of its weights) and
 refuses to resume from another.
 
-Left out here: instruction tuning, the BERT encoder's classifier, the SMS
-spam download.
+What every fine-tuning recipe shares lives here too (``FineTuneConfig``,
+``start``, ``resume_run``, ``load_base``, ``fine_tuning_fields``,
+``choose_trained``); instruction tuning (``training.instruct``) is the other.
 """
 
 import dataclasses
