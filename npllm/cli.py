@@ -287,6 +287,7 @@ def _chat(argv):
     if args.prompt is not None:
         _stream(response_pieces(model, tokenizer, args.prompt, args.input, **settings))
         return 0
+    response_pieces(model, tokenizer, "", **settings)  # checks every setting now, before waiting for a line (lazy)
     interactive = sys.stdin.isatty()
     if interactive:
         print("Type an instruction and press Enter (Ctrl-D to stop).", file=sys.stderr)
