@@ -132,8 +132,10 @@ def _distill(argv):
 
 
 CLASSIFY_FLAG_HELP = {
-    "checkpoint": "run folder of the GPT to fine-tune (written by npllm train)",
-    "data": "labelled texts: stdlib-topics (built in), or a CSV or JSONL file of text and label",
+    "checkpoint": "the model to fine-tune: a run of npllm train (--model gpt or bert), or a Hugging Face GPT-2 or"
+                  " BERT folder",
+    "data": "labelled texts: stdlib-topics (built in), sms-spam (downloaded once), or a CSV or JSONL file of text"
+            " and label",
     "text_field": "the field (CSV column or JSON key) holding the text",
     "label_field": "the field holding the label",
     "train": "what is trained: all, last-blocks (and the head), or lora (adapters and the head)",
@@ -461,7 +463,7 @@ def _bench(argv):
 COMMANDS = {
     "train": (_train, "train a GPT on text (default: the Python standard library's source)"),
     "distill": (_distill, "train a small student GPT on a bigger teacher's soft targets"),
-    "finetune": (_finetune, "fine-tune a trained GPT: classify (label texts with a new head), instruct (answer)"),
+    "finetune": (_finetune, "fine-tune a trained model: classify (label texts, GPT or BERT), instruct (answer, GPT)"),
     "generate": (_generate, "continue a prompt with a trained GPT"),
     "chat": (_chat, "answer instructions with an instruction-tuned GPT (npllm finetune instruct)"),
     "export": (_export, "write a trained GPT as a Hugging Face folder"),
