@@ -1,4 +1,5 @@
-"""The command line: ``npllm train | distill | finetune | generate | export | fill-mask | embed | tokenizer | data | bench``.
+"""The command line: ``npllm train | distill | finetune | generate | chat | export | fill-mask | embed | tokenizer |
+tokenize | data | bench``.
 
 Each subcommand parses its own flags and hands over to the module that does
 the work, so this file stays a table of contents.  Errors a user can cause
@@ -7,7 +8,6 @@ printed as one line, not a traceback, with exit status 2.
 """
 
 import argparse
-import codecs
 import dataclasses
 import importlib
 import re
@@ -158,8 +158,10 @@ def _distill(argv):
 
 
 CLASSIFY_FLAG_HELP = {
-    "checkpoint": "run folder of the GPT to fine-tune (written by npllm train)",
-    "data": "labelled texts: stdlib-topics (built in), or a CSV or JSONL file of text and label",
+    "checkpoint": "the model to fine-tune: a run of npllm train (--model gpt or bert), or a Hugging Face GPT-2 or"
+                  " BERT folder",
+    "data": "labelled texts: stdlib-topics (built in), sms-spam (downloaded once), or a CSV or JSONL file of text"
+            " and label",
     "text_field": "the field (CSV column or JSON key) holding the text",
     "label_field": "the field holding the label",
     "train": "what is trained: all, last-blocks (and the head), or lora (adapters and the head)",
@@ -186,9 +188,21 @@ SEQ2SEQ_FLAG_HELP = {
     "max_new_tokens": "the longest prediction the report decodes, in tokens",
 }
 
-FINETUNE_TASKS = {  # task -> (the recipe's module, its config class, start, what it does, its flags' help)
+INSTRUCT_FLAG_HELP = {
+    "checkpoint": "run folder of the GPT to tune (written by npllm train), or a Hugging Face GPT-2 folder",
+    "data": "Alpaca records (instruction, input, output): arithmetic, stdlib-functions (built in; both: joined by +),"
+            " or a JSON or JSONL file",
+    "train": "what is trained: all, last-blocks (and the final norm), or lora (adapters only)",
+    "prompt_loss": "masked: learn the responses only; included: the prompts' tokens too",
+    "exact_match_records": "held-out records of each data set answered greedily before and after, for exact match",
+}
+
+FINETUNE_TASKS = {  # task -> the recipe's module, its config class and entry point, what it does, its flags' help
     "classify": ("npllm.training.finetune", "ClassifyConfig", "classify",
-                 "Fine-tune a GPT to label texts, with a new head (resumable).", CLASSIFY_FLAG_HELP),
+                 "Fine-tune a GPT or a BERT to label texts, with a new head (resumable).", CLASSIFY_FLAG_HELP),
+    "instruct": ("npllm.training.instruct", "InstructConfig", "instruct",
+                 "Tune a GPT to answer instructions, the loss on the responses (resumable).",
+                 {**CLASSIFY_FLAG_HELP, **INSTRUCT_FLAG_HELP}),
     "seq2seq": ("npllm.training.finetune_seq2seq", "Seq2SeqFinetuneConfig", "finetune",
                 "Fine-tune an encoder–decoder on pairs of texts: source -> target (resumable).", SEQ2SEQ_FLAG_HELP),
 }
@@ -198,13 +212,18 @@ def _finetune(argv):
     if not argv or argv[0] not in FINETUNE_TASKS:
         parser = argparse.ArgumentParser(prog="npllm finetune", description="Fine-tune a pre-trained model.")
         parser.add_argument("task", choices=sorted(FINETUNE_TASKS),
-                            help="classify: label texts (a GPT); seq2seq: write a text from a text (an encoder–decoder)")
+                            help="classify: label texts (a GPT or a BERT); instruct: answer instructions (a GPT);"
+                                 " seq2seq: write a text from a text (an encoder–decoder)")
         parser.parse_args(argv[:1])
-    module_name, config_name, start, description, help_table = FINETUNE_TASKS[argv[0]]
+    module_name, config_name, entry, description, help_table = FINETUNE_TASKS[argv[0]]
     recipe = importlib.import_module(module_name)
+
+    def then(run):
+        chat = f"; try: npllm chat --checkpoint {run.out_dir}" if argv[0] == "instruct" else ""
+        return f"the report: {run.out_dir}/report.json{chat}"
+
     return _run_recipe(argv[1:], f"npllm finetune {argv[0]}", description, getattr(recipe, config_name),
-                       getattr(recipe, start), recipe.resume, help_table=help_table,
-                       then=lambda run: f"the report: {run.out_dir}/report.json")
+                       getattr(recipe, entry), recipe.resume, help_table=help_table, then=then)
 
 
 def _try_generating(run) -> str:
@@ -355,6 +374,7 @@ def _given(args, names) -> list[str]:
 def _generate_gpt(args, model, tokenizer):
     from npllm.errors import NpllmError
     from npllm.generation import generate_tokens
+    from npllm.generation.chat import decoded_pieces
     from npllm.training.pretrain import END_OF_TEXT
 
     misplaced = _given(args, SEQ2SEQ_FLAGS)
@@ -369,13 +389,7 @@ def _generate_gpt(args, model, tokenizer):
     tokens = generate_tokens(model, prompt_ids, max_new_tokens, temperature, args.top_k, args.top_p,
                              args.seed, use_cache=not args.no_cache, stop_token=stop_token)  # checks every setting
     sys.stdout.write(prompt)
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character may span tokens
-    for token in tokens:
-        if token == stop_token:
-            break
-        sys.stdout.write(decoder.decode(tokenizer.decode_bytes([token])))
-        sys.stdout.flush()
-    sys.stdout.write(decoder.decode(b"", final=True) + "\n")
+    _stream(decoded_pieces(tokenizer, tokens, stop_token))
     return 0
 
 
@@ -412,6 +426,60 @@ def _generate_seq2seq(args, model, tokenizer):
     return 0
 
 
+def _stream(pieces):
+    """Write text to standard output as it is generated, then a newline."""
+    for piece in pieces:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+
+
+# --- npllm chat -------------------------------------------------------------
+def _chat(argv):
+    from npllm.generation.chat import response_pieces
+    from npllm.nn.lora import apply_saved_adapters
+    from npllm.training.pretrain import END_OF_TEXT, load_model
+
+    parser = argparse.ArgumentParser(prog="npllm chat", description="Answer instructions with an instruction-tuned"
+                                     " GPT: each line of standard input is one, or --prompt once.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--checkpoint", default="runs/instruct",
+                        help="run folder of npllm finetune instruct (or any GPT run, or a Hugging Face GPT-2 folder)")
+    parser.add_argument("--adapters", default=None,
+                        help="LoRA adapters (adapters.safetensors of a --train lora run) to put onto --checkpoint,"
+                             " the base they were trained on")
+    parser.add_argument("--prompt", default=None, help="answer this one instruction and exit (for scripts)")
+    parser.add_argument("--input", default="", help="with --prompt: the input the instruction applies to")
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="tokens of response, at most")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy (the default); above 0: sampled")
+    parser.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens only")
+    parser.add_argument("--top-p", type=float, default=None,
+                        help="sample among the fewest tokens whose probabilities add up to p")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the sampler, for repeatable answers")
+    args = parser.parse_args(argv)
+
+    model, tokenizer = load_model(args.checkpoint, log=_warn)
+    if args.adapters:
+        apply_saved_adapters(model, args.adapters)
+    settings = dict(stop_token=tokenizer.special_tokens.get(END_OF_TEXT), max_new_tokens=args.max_new_tokens,
+                    temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    if args.prompt is not None:
+        _stream(response_pieces(model, tokenizer, args.prompt, args.input, **settings))
+        return 0
+    response_pieces(model, tokenizer, "", **settings)  # checks every setting now, before waiting for a line (lazy)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print("Type an instruction and press Enter (Ctrl-D to stop).", file=sys.stderr)
+    while True:
+        if interactive:
+            print("> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            return 0
+        if line.strip():
+            _stream(response_pieces(model, tokenizer, line.strip(), "", **settings))
+
+
 # --- npllm export -----------------------------------------------------------
 def _export(argv):
     from npllm.pretrained import save_pretrained
@@ -431,28 +499,11 @@ def _export(argv):
 
 
 # --- npllm fill-mask and npllm embed (encoders) -------------------------------
-def _load_encoder(path):
-    """A run folder of ``npllm train --model bert``, or a Hugging Face BERT folder: (model, tokenizer)."""
-    from pathlib import Path
-
-    from npllm.errors import NpllmError
-    from npllm.pretrained import load_pretrained
-    from npllm.training.checkpoint import CHECKPOINT_FOLDER, STATE_FILE
-    from npllm.training.pretrain_bert import load_model
-
-    folder = Path(path)
-    if (folder / CHECKPOINT_FOLDER).is_dir() or (folder / STATE_FILE).is_file():
-        return load_model(folder)
-    model, tokenizer = load_pretrained(folder)
-    if tokenizer is None:
-        raise NpllmError(f"{folder}: has no tokenizer (vocab.txt or tokenizer.json)")
-    return model, tokenizer
-
-
 def _fill_mask(argv):
     from npllm.errors import NpllmError
     from npllm.generation.encoder import bert_input_ids, fill_masks, filled_text, mask_id_of
     from npllm.models import BERT, BERTForMaskedLM
+    from npllm.training.pretrain_bert import load_encoder
 
     parser = argparse.ArgumentParser(prog="npllm fill-mask", description="Fill each [MASK] in a text with a BERT.")
     parser.add_argument("--checkpoint", default="runs/bert",
@@ -460,7 +511,7 @@ def _fill_mask(argv):
     parser.add_argument("--text", required=True, help='text with one or more [MASK], e.g. "def __init__(self, [MASK]):"')
     parser.add_argument("--top-k", type=int, default=5, help="guesses shown per [MASK]")
     args = parser.parse_args(argv)
-    model, tokenizer = _load_encoder(args.checkpoint)
+    model, tokenizer = load_encoder(args.checkpoint)
     if not isinstance(model, BERTForMaskedLM):
         what = "BERT without a masked-LM head (cls.predictions)" if isinstance(model, BERT) else type(model).__name__
         raise NpllmError(f"{args.checkpoint}: holds a {what}; filling masks needs a BERT with its masked-LM head")
@@ -485,6 +536,7 @@ def _embed(argv):
 
     from npllm.errors import NpllmError
     from npllm.generation.encoder import sentence_embeddings
+    from npllm.training.pretrain_bert import load_encoder
 
     parser = argparse.ArgumentParser(prog="npllm embed",
                                      description="Sentence embeddings (mean-pooled, unit length) from a BERT.")
@@ -503,7 +555,7 @@ def _embed(argv):
     texts = args.texts or [line for line in sys.stdin.read().splitlines() if line.strip()]
     if not texts:
         raise NpllmError("no texts given (as arguments or lines of standard input)")
-    model, tokenizer = _load_encoder(args.model)
+    model, tokenizer = load_encoder(args.model)
     from npllm.tokenizer import WordPieceTokenizer
 
     if not isinstance(tokenizer, WordPieceTokenizer):
@@ -671,8 +723,10 @@ def _bench(argv):
 COMMANDS = {
     "train": (_train, "train a GPT on text (default: the Python standard library's source)"),
     "distill": (_distill, "train a small student GPT on a bigger teacher's soft targets"),
-    "finetune": (_finetune, "fine-tune a trained model: classify (a GPT labels texts), seq2seq (text to text)"),
+    "finetune": (_finetune, "fine-tune a trained model: classify (label texts, GPT or BERT), instruct (answer, GPT),"
+                            " seq2seq (text to text)"),
     "generate": (_generate, "continue a prompt with a trained GPT, or decode --input with a BART (beam search)"),
+    "chat": (_chat, "answer instructions with an instruction-tuned GPT (npllm finetune instruct)"),
     "export": (_export, "write a trained GPT as a Hugging Face folder"),
     "fill-mask": (_fill_mask, "fill each [MASK] in a text with a BERT (trained here, or from Hugging Face)"),
     "embed": (_embed, "sentence embeddings and their similarities (default: all-MiniLM-L6-v2)"),

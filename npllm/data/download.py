@@ -1,9 +1,12 @@
-"""An optional download: Tiny Shakespeare, fetched once, checked, and kept in a cache.
+"""Optional downloads: Tiny Shakespeare and the SMS Spam Collection, fetched once, checked, and kept in a cache.
 
 Nothing in npllm needs the network: the default corpus ships with Python (see
 ``corpus.py``). For those who want the classic toy corpus, ``shakespeare_path``
 downloads Andrej Karpathy's Tiny Shakespeare (1,115,394 bytes of plays) with the
-standard library's ``urllib`` and returns the path of a local copy.
+standard library's ``urllib`` and returns the path of a local copy;
+``sms_spam_zip`` fetches the UCI SMS Spam Collection (5,574 text messages
+labelled ham or spam, the classification set of Raschka's book) as the zip UCI
+serves.
 
 Two habits make a download trustworthy:
 
@@ -17,8 +20,15 @@ The cache folder is, in order of precedence: the ``cache_dir`` argument, the
 ``NPLLM_CACHE`` environment variable, ``$XDG_CACHE_HOME/npllm``, ``~/.cache/npllm``.
 A cached file is re-hashed before use and fetched again if it does not match.
 
+The SMS zip's SHA-256 is not written here: it was not checkable when this
+was written (no network), and a guessed digest would refuse the real file or,
+worse, vouch for another.  ``sms_spam_zip`` therefore refuses, in one line,
+until the user has checked the file once and given its digest in
+``NPLLM_SMS_SPAM_SHA256`` (``sha256sum`` of the zip from ``SMS_SPAM_URL``);
+from then on every byte is held to it, as for Tiny Shakespeare.
+
 What this module leaves out on purpose: retries, resuming a partial download,
-proxies beyond what ``urllib`` does by itself, and any other data set.
+proxies beyond what ``urllib`` does by itself.
 """
 
 import hashlib
@@ -35,6 +45,11 @@ SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/da
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 SHAKESPEARE_FILENAME = "tinyshakespeare.txt"
 CHUNK_BYTES = 1 << 16
+
+SMS_SPAM_URL = "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip"
+SMS_SPAM_SHA256 = None  # not verified without a network (see the module's docstring): the user gives it
+SMS_SPAM_SHA256_VARIABLE = "NPLLM_SMS_SPAM_SHA256"
+SMS_SPAM_FILENAME = "sms-spam-collection.zip"
 
 
 class DownloadError(NpllmError, RuntimeError):
@@ -80,3 +95,21 @@ def fetch(url: str, sha256: str, filename: str, cache_dir: str | os.PathLike | N
 def shakespeare_path(cache_dir: str | os.PathLike | None = None, url: str = SHAKESPEARE_URL) -> Path:
     """The local path of Tiny Shakespeare, downloading it on first use."""
     return fetch(url, SHAKESPEARE_SHA256, SHAKESPEARE_FILENAME, cache_dir)
+
+
+def sms_spam_zip(cache_dir: str | os.PathLike | None = None, url: str | None = None) -> Path:
+    """The local path of the SMS Spam Collection's zip (``SMSSpamCollection`` inside), downloading it on first use.
+
+    Its SHA-256 comes from ``SMS_SPAM_SHA256`` or the ``NPLLM_SMS_SPAM_SHA256``
+    variable; without either, a ``DownloadError`` says how to give it.
+    ``url`` defaults to ``SMS_SPAM_URL``.
+    """
+    url = url or SMS_SPAM_URL
+    sha256 = (SMS_SPAM_SHA256 or os.environ.get(SMS_SPAM_SHA256_VARIABLE, "")).strip().lower()
+    if not sha256:
+        raise DownloadError(f"the SMS Spam Collection's SHA-256 is not recorded in npllm (it could not be checked"
+                            f" offline): download {url} once, check it, and set {SMS_SPAM_SHA256_VARIABLE} to its"
+                            " sha256sum")
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise DownloadError(f"{SMS_SPAM_SHA256_VARIABLE} must be 64 hexadecimal digits (a SHA-256), got {sha256!r}")
+    return fetch(url, sha256, SMS_SPAM_FILENAME, cache_dir)

@@ -15,6 +15,9 @@ files go to the test side until a fifth of the package's docstrings are
 there (never a file that would make it more than half), so the split is the
 same on every machine that has the same standard library.
 
+**sms-spam**: the SMS Spam Collection (UCI), downloaded once into the
+cache and checked (``data.download``), balanced as Raschka's book does.
+
 **A user file**: CSV with a header, or JSONL, holding a text field and a label
 field (``text`` and ``label`` unless told otherwise).  A fifth of the rows,
 drawn with the seed, are held out; a label that only the held-out rows have
@@ -24,25 +27,29 @@ is refused, as is an empty text.
 ``pad_id`` to the longest example of the batch, ``lengths`` (B,) the real
 lengths (a GPT reads the state at its last real token), ``labels`` (B,).
 ``RandomExamples`` draws training batches from a seeded generator whose
-state is checkpointed; ``example_batches`` sweeps the test set in order.
+state is checkpointed; ``in_order`` sweeps the test set in order.  Both
+take a ``make_batch``, so instruction tuning batches its records with them too.
 """
 
 import ast
 import csv
 import hashlib
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from npllm.data.corpus import iter_stdlib_files, read_utf8_or_none, stdlib_root
+from npllm.data.download import sms_spam_zip
 from npllm.data.sources import DataSourceError
 from npllm.errors import SettingError
 
 STDLIB_TOPICS = ("asyncio", "email", "http", "idlelib", "importlib", "logging", "multiprocessing", "tkinter",
                  "unittest", "xml")
 TEST_SHARE = 0.2
+SMS_SPAM_MEMBER = "SMSSpamCollection"  # the file inside the zip
 MIN_DOCSTRING_CHARS = 20
 
 
@@ -66,9 +73,11 @@ class LabelledText:
 
 
 def load_labelled(source: str, text_field="text", label_field="label", seed=0) -> LabelledText:
-    """``stdlib-topics``, or a CSV / JSONL file of text and label."""
+    """``stdlib-topics``, ``sms-spam`` (a cached download), or a CSV / JSONL file of text and label."""
     if source == "stdlib-topics":
         return stdlib_topics()
+    if source == "sms-spam":
+        return sms_spam(seed)
     return read_labelled_file(Path(source), text_field, label_field, seed)
 
 
@@ -86,6 +95,7 @@ def stdlib_topics(root: Path | None = None) -> LabelledText:
                                                         " of the standard library, split by source file")
 
 
+# --- the walk of the standard library (stdlib-topics here; data.pairs' and data.instructions' too) ---
 def package_files(root: Path, package: str = "") -> list[Path]:
     """The ``.py`` files under ``root / package`` (the whole library: ``""``), test suites left out, in hash order.
 
@@ -153,45 +163,91 @@ def read_labelled_file(path: Path, text_field: str, label_field: str, seed: int)
                 raise DataSourceError(f"{path}, {where}: no field {field!r} (it has {', '.join(map(str, row))})")
         if not str(row[text_field]).strip():
             raise DataSourceError(f"{path}, {where}: the text is empty")
-    rows = [row for _, row in records]
-    held_out = set(held_out_rows(len(rows), seed).tolist())
-    labels = sorted({str(row[label_field]) for row in rows})
+    pairs = [(str(row[text_field]), str(row[label_field])) for _, row in records]
+    return _held_out_at_random(pairs, seed, str(path), f"{path}: {len(pairs):,} labelled rows")
+
+
+def _held_out_at_random(pairs: list[tuple[str, str]], seed: int, where: str, description: str) -> LabelledText:
+    """(text, label) pairs with a fifth, drawn with ``seed``, held out; a label only held out is refused."""
+    held_out = held_out_indices(len(pairs), seed)
+    labels = sorted({label for _, label in pairs})
     index = {label: i for i, label in enumerate(labels)}
-    pairs = [(str(row[text_field]), index[str(row[label_field])]) for row in rows]
-    train = [pair for i, pair in enumerate(pairs) if i not in held_out]
-    test = [pair for i, pair in enumerate(pairs) if i in held_out]
+    indexed = [(text, index[label]) for text, label in pairs]
+    train = [pair for i, pair in enumerate(indexed) if i not in held_out]
+    test = [pair for i, pair in enumerate(indexed) if i in held_out]
     unseen = sorted({labels[label] for _, label in test} - {labels[label] for _, label in train})
     if unseen:
-        raise DataSourceError(f"{path}: label {unseen[0]!r} is only among the held-out rows; give it more examples")
-    return _labelled(labels, train, test, f"{path}: {len(rows):,} labelled rows")
+        raise DataSourceError(f"{where}: label {unseen[0]!r} is only among the held-out rows; give it more examples")
+    return _labelled(labels, train, test, description)
 
 
-def held_out_rows(n_rows: int, seed: int, share: float = TEST_SHARE) -> np.ndarray:
-    """The indices of the ``share`` of ``n_rows`` rows (at least one) held out for testing, drawn with ``seed``."""
-    return np.random.default_rng(seed).permutation(n_rows)[: max(1, round(share * n_rows))]
+def sms_spam(seed: int, cache_dir=None) -> LabelledText:
+    """The SMS Spam Collection as Raschka's book uses it: balanced by keeping as many hams, drawn, as there are spams.
+
+    The zip (``data.download.sms_spam_zip``, cached and checked) holds
+    ``SMSSpamCollection``: one message a line, ``ham`` or ``spam``, a tab, the
+    text.  Of 4,827 hams and 747 spams the book keeps 747 of each (a classifier
+    that says "ham" is then no longer 87% right); a fifth of the 1,494 is held out.
+    """
+    path = sms_spam_zip(cache_dir)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            text = archive.read(SMS_SPAM_MEMBER).decode("utf-8")
+    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError) as error:
+        raise DataSourceError(f"{path}: not the SMS Spam Collection's zip ({error})") from error
+    pairs = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        label, tab, message = line.partition("\t")
+        if line.strip() and (not tab or label not in ("ham", "spam")):
+            raise DataSourceError(f"{path}: {SMS_SPAM_MEMBER}, line {number}: not 'ham' or 'spam', a tab, the text")
+        if line.strip():
+            pairs.append((message, label))
+    rng = np.random.default_rng(seed)
+    spam = [pair for pair in pairs if pair[1] == "spam"]
+    ham = [pair for pair in pairs if pair[1] == "ham"]
+    kept = [ham[i] for i in sorted(rng.choice(len(ham), size=min(len(spam), len(ham)), replace=False))] + spam
+    return _held_out_at_random(kept, seed, f"sms-spam ({path})", f"sms-spam: {len(kept):,} text messages"
+                               f" ({len(spam):,} spam and as many ham, balanced as the book does)")
 
 
 def read_records(path: Path) -> list[tuple[str, dict]]:
     """The records of a CSV file (with a header) or a JSONL file, each with where it is ("row 3", "line 7")."""
+    text = read_text_file(path)
+    if path.suffix.lower() == ".csv":
+        return [(f"row {number}", row) for number, row in enumerate(csv.DictReader(text.splitlines()), start=1)]
+    records = []
+    for number, record in json_lines(path, text):
+        if not isinstance(record, dict):
+            raise DataSourceError(f"{path}, line {number}: a JSON record must be an object")
+        records.append((f"line {number}", record))
+    return records
+
+
+def read_text_file(path: Path) -> str:
+    """A user's data file as text; a missing or unreadable one is one line."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DataSourceError(f"no such file: {path}") from None
     except (OSError, UnicodeDecodeError) as error:
         raise DataSourceError(f"{path}: cannot read it as UTF-8 text ({error})") from error
-    if path.suffix.lower() == ".csv":
-        return [(f"row {number}", row) for number, row in enumerate(csv.DictReader(text.splitlines()), start=1)]
-    records = []
+
+
+def json_lines(path: Path, text: str) -> list[tuple[int, object]]:
+    """(line number, value) of every non-blank line of a JSONL text; a line that is not JSON is one line."""
+    values = []
     for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             try:
-                record = json.loads(line)
+                values.append((number, json.loads(line)))
             except json.JSONDecodeError as error:
                 raise DataSourceError(f"{path}, line {number}: not a JSON record ({error.msg})") from error
-            if not isinstance(record, dict):
-                raise DataSourceError(f"{path}, line {number}: a JSON record must be an object")
-            records.append((f"line {number}", record))
-    return records
+    return values
+
+
+def held_out_indices(count: int, seed: int) -> set[int]:
+    """A fifth of ``range(count)`` (at least one), drawn with ``seed``: the held-out rows of a user's file."""
+    return set(np.random.default_rng(seed).permutation(count)[: max(1, round(TEST_SHARE * count))].tolist())
 
 
 def _labelled(labels, train, test, description) -> LabelledText:
@@ -213,17 +269,20 @@ def padded_batch(ids: list[list[int]], labels: np.ndarray, pad_id: int) -> dict:
 
 
 class RandomExamples:
-    """Training batches of ``batch_size`` examples drawn uniformly, reproducible from a seed (checkpointed)."""
+    """Training batches of ``batch_size`` examples drawn uniformly, reproducible from a seed (checkpointed).
 
-    def __init__(self, ids: list[list[int]], labels: np.ndarray, batch_size: int, pad_id: int, seed: int):
+    ``make_batch(chosen)`` turns the drawn indices (an array) into the batch
+    dict: ``labelled_batch`` here, ``data.instructions`` its own.
+    """
+
+    def __init__(self, count: int, batch_size: int, make_batch, seed: int):
         if batch_size < 1:
             raise SettingError(f"`batch_size` must be at least 1, got {batch_size}")
-        self.ids, self.labels, self.batch_size, self.pad_id = ids, labels, batch_size, pad_id
+        self.count, self.batch_size, self.make_batch = count, batch_size, make_batch
         self.rng = np.random.default_rng(seed)
 
     def next_batch(self) -> dict:
-        chosen = self.rng.integers(0, len(self.ids), size=self.batch_size)
-        return padded_batch([self.ids[i] for i in chosen], self.labels[chosen], self.pad_id)
+        return self.make_batch(self.rng.integers(0, self.count, size=self.batch_size))
 
     def state_dict(self) -> dict:
         return self.rng.bit_generator.state
@@ -232,7 +291,12 @@ class RandomExamples:
         self.rng.bit_generator.state = state
 
 
-def example_batches(ids: list[list[int]], labels: np.ndarray, batch_size: int, pad_id: int):
+def labelled_batch(ids: list[list[int]], labels: np.ndarray, pad_id: int):
+    """``make_batch`` for ``RandomExamples`` and ``in_order``: the chosen texts and labels, padded."""
+    return lambda chosen: padded_batch([ids[i] for i in chosen], labels[chosen], pad_id)
+
+
+def in_order(count: int, batch_size: int, make_batch):
     """Every example once, in order, ``batch_size`` at a time."""
-    for first in range(0, len(ids), batch_size):
-        yield padded_batch(ids[first:first + batch_size], labels[first:first + batch_size], pad_id)
+    for first in range(0, count, batch_size):
+        yield make_batch(np.arange(first, min(first + batch_size, count)))

@@ -51,8 +51,8 @@ from pathlib import Path
 import numpy as np
 
 from npllm.data.corpus import stdlib_root
-from npllm.data.labelled import (documented_definitions, held_out_rows, package_files, parsed_module, read_records,
-                                 split_by_file)
+from npllm.data.labelled import (documented_definitions, held_out_indices, package_files, parsed_module,
+                                 read_records, split_by_file)
 from npllm.data.sources import DataSourceError
 from npllm.errors import SettingError
 from npllm.io.atomic import atomic_write_text
@@ -167,7 +167,7 @@ def read_pairs_file(path: Path, seed: int) -> Pairs:
             if not value.strip():
                 raise DataSourceError(f"{path}, {where}: the {field} is empty")
         pairs.append((record["source"], record["target"]))
-    held_out = set(held_out_rows(len(pairs), seed).tolist())
+    held_out = held_out_indices(len(pairs), seed)
     return Pairs([pair for i, pair in enumerate(pairs) if i not in held_out],
                  [pair for i, pair in enumerate(pairs) if i in held_out], f"{path}: {len(pairs):,} pairs",
                  [f"{path.name}:{records[i][0].removeprefix('line ')}" for i in range(len(pairs)) if i in held_out])

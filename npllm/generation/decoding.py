@@ -14,6 +14,13 @@ paths produce the same logits up to rounding, so the same tokens.
 When the text outgrows the model's context, the prompt is cropped from the
 left; with the cache, the cache is rebuilt on the last ``context_length``
 tokens (positions are absolute, so stale keys cannot be reused).
+
+Many prompts at once (``greedy_batch``, for scoring a model on held-out
+questions): prompts of the same length share a batch and one KV cache, and
+advance a token per step together, so the per-token cost of Python is paid
+once per batch, not once per prompt.  Greedy only; a row that has written
+its stop token keeps being fed (its further tokens are dropped), and
+writing stops at the context's end rather than sliding.
 """
 
 import warnings
@@ -108,3 +115,58 @@ def _cached_logits(model):
         return model(np.asarray(window)[None, :], kv_cache=cache).data[0, -1]  # (1, t) -> (V,)
 
     return next_logits
+
+
+def greedy_batch(model, prompts: list[list[int]], max_new_tokens: int, stop_token=None,
+                 batch_size: int = 64) -> list[list[int]]:
+    """The greedy continuation of each prompt (up to and with ``stop_token``), written in batches of equal length.
+
+    Each continuation equals ``generate_tokens(model, prompt, ..., temperature=0)``'s
+    (the same argmax, up to the rounding of a batched product) while it fits
+    in the context; a prompt longer than the context is cropped from the left.
+    """
+    if not max_new_tokens >= 0:
+        raise SettingError(f"`max_new_tokens` must be at least 0, got {max_new_tokens}")
+    context_length = model.config.context_length
+    cropped = [[int(i) for i in prompt][-context_length:] for prompt in prompts]
+    if not all(cropped):
+        raise NpllmError("generate: every prompt must hold at least one token id")
+    by_length = {}
+    for index, prompt in enumerate(cropped):
+        by_length.setdefault(len(prompt), []).append(index)
+    written = [[] for _ in prompts]
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            for length, indices in by_length.items():
+                steps = min(max_new_tokens, context_length - length + 1)  # the last token is never fed back
+                for first in range(0, len(indices), batch_size):
+                    rows = indices[first:first + batch_size]
+                    for row, tokens in zip(rows, _greedy_rows(model, [cropped[i] for i in rows], steps, stop_token)):
+                        written[row] = tokens
+    finally:
+        model.train(was_training)
+    return written
+
+
+def _greedy_rows(model, prompts, steps, stop_token) -> list[list[int]]:
+    """Greedy tokens for prompts of one length, fed together through one KV cache: (B, L) then (B, 1) per step."""
+    cache = model.new_kv_cache(len(prompts))
+    feed = np.asarray(prompts, dtype=np.int64)  # (B, L)
+    tokens = np.empty((len(prompts), 0), dtype=np.int64)
+    done = np.zeros(len(prompts), dtype=bool)
+    for step in range(steps):
+        logits = model(feed, kv_cache=cache).data[:, -1]  # (B, V) at each row's last position
+        if not np.isfinite(logits).all():
+            raise NpllmError("the model's logits hold NaN or an infinity: its weights are damaged or overflowed")
+        feed = logits.argmax(axis=1)[:, None]  # (B, 1)
+        tokens = np.concatenate([tokens, feed], axis=1)
+        done |= feed[:, 0] == stop_token
+        if done.all():
+            break
+    return [_up_to_stop(row.tolist(), stop_token) for row in tokens]
+
+
+def _up_to_stop(tokens: list[int], stop_token) -> list[int]:
+    return tokens[: tokens.index(stop_token) + 1] if stop_token in tokens else tokens

@@ -22,7 +22,8 @@ model and wraps the Linear layers whose names a pattern selects (default:
 the attention and MLP projections of a transformer block);
 ``save_adapters`` / ``load_adapters`` write and read only A and B, with a
 fingerprint of the base weights they were trained on, so adapters never
-land on the wrong base.
+land on the wrong base; ``merge_lora`` folds them in and gives back plain
+Linear layers.
 
 The forward is composed of fused ``linear`` ops, so autograd derives the
 backward: for g = dL/dy and u = dropout(x) A,
@@ -40,10 +41,11 @@ import npllm.functional as F
 from npllm.errors import NpllmError, SettingError
 from npllm.io.checksums import arrays_sha256
 from npllm.io.safetensors import load_safetensors, safetensors_metadata, save_safetensors
-from npllm.nn.layers import Dropout, Linear
+from npllm.nn.layers import Dropout, Linear, uninitialised
 from npllm.nn.module import Module, Parameter
 
 DEFAULT_TARGETS = r"(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)$"  # a GPT block's four projections
+BERT_TARGETS = r"(self\.query|self\.key|self\.value|output\.dense|intermediate\.dense)$"  # a BERT layer's six
 
 
 class LoRALinear(Module):
@@ -93,6 +95,17 @@ class LoRALinear(Module):
             self.weight.data -= self.delta()
             self.merged = False
 
+    def merged_linear(self) -> Linear:
+        """A plain Linear whose weight is W + (alpha / r) A B (this layer is merged for it), trainable again."""
+        self.merge()
+        with uninitialised():
+            linear = Linear(self.in_features, self.out_features, bias=self.bias is not None, dtype=self.weight.dtype)
+        linear.weight, linear.bias = self.weight, self.bias
+        for param in (linear.weight, linear.bias):
+            if param is not None:
+                param.requires_grad = True
+        return linear
+
     def extra_repr(self):
         return f"{self.in_features}, {self.out_features}, rank={self.rank}, alpha={self.alpha:g}"
 
@@ -117,6 +130,17 @@ def apply_lora(model: Module, rank=8, alpha=16.0, dropout=0.0, targets=DEFAULT_T
 
 def lora_layers(model: Module) -> dict[str, LoRALinear]:
     return {name: module for name, module in model.named_modules() if isinstance(module, LoRALinear)}
+
+
+def merge_lora(model: Module) -> Module:
+    """Merge every adapter into its base weight and put plain Linear layers back: the base's kind of model again.
+
+    What a tuned model is used as afterwards (generation at the base's speed,
+    an export, the start of another run).
+    """
+    for name, layer in lora_layers(model).items():
+        model.set_submodule(name, layer.merged_linear())
+    return model
 
 
 def base_fingerprint(model: Module) -> str:
@@ -159,3 +183,18 @@ def load_adapters(model: Module, path):
                 raise NpllmError(f"{path}: {name}.{part} has shape {tensors[f'{name}.{part}'].shape},"
                                  f" this model's {target.shape} (another rank?)")
             np.copyto(target.data, tensors[f"{name}.{part}"])
+
+
+def apply_saved_adapters(model: Module, path) -> list[str]:
+    """Wrap the layers the adapter file ``path`` names (with its rank and alpha) and load it; returns their names.
+
+    The file must have been trained on this very base: its fingerprint is
+    checked before the model is touched.
+    """
+    if safetensors_metadata(path).get("base_sha256") != base_fingerprint(model):
+        raise NpllmError(f"{path}: these adapters were trained on another base model (its weights differ)")
+    metadata, names = safetensors_metadata(path), sorted({key.rsplit(".", 1)[0] for key in load_safetensors(path)})
+    wrapped = apply_lora(model, int(metadata["rank"]), float(metadata["alpha"]),
+                         targets="^(" + "|".join(map(re.escape, names)) + ")$")
+    load_adapters(model, path)
+    return wrapped

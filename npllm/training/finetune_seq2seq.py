@@ -34,12 +34,11 @@ from npllm.data.pairs import BucketedPairs, Pairs, encode_pairs, load_pairs, pai
 from npllm.generation.seq2seq import generate, pad_sources
 from npllm.io.atomic import atomic_write_text
 from npllm.models import BARTForConditionalGeneration
-from npllm.optim import configure_param_groups, param_groups_by_name
 from npllm.training import evaluation
-from npllm.training.finetune import resume_finetuning, start_finetuning
+from npllm.training.finetune import fine_tuning_fields, resume_run, start
 from npllm.training.loop import TrainingRun
 from npllm.training.objectives import Seq2SeqLM
-from npllm.training.pretrain import check_settings, optimisation, optimisation_checks, weights_sha256
+from npllm.training.pretrain import check_settings, optimisation_checks, weights_sha256
 from npllm.training.pretrain_seq2seq import framing_of, load_model
 
 INITS = ("pretrained", "random")
@@ -103,16 +102,16 @@ class Seq2SeqFinetuneRun(TrainingRun):
 
 def finetune(config: Seq2SeqFinetuneConfig, progress=True, log=print) -> Seq2SeqFinetuneRun:
     """Fine-tune the encoder–decoder of ``config.checkpoint`` on ``config.data``; report on the held-out pairs."""
-    return start_finetuning(config, _build, _finish, progress, log)
+    return _finish(start(config, _build, log, progress), log)
 
 
 def resume(out_dir, changes=None, progress=True, log=print) -> Seq2SeqFinetuneRun:
     """Continue the fine-tuning run saved in ``out_dir``, from the same base checkpoint, exactly where it stopped."""
-    return resume_finetuning(out_dir, changes, Seq2SeqFinetuneConfig, FIXED_ON_RESUME, _build, _finish, progress, log,
-                             recipe=RECIPE)
+    return _finish(resume_run(out_dir, changes, Seq2SeqFinetuneConfig, FIXED_ON_RESUME, _build, log, progress,
+                              recipe=RECIPE), log)
 
 
-def _build(config: Seq2SeqFinetuneConfig, log, saved_groups=None) -> Seq2SeqFinetuneRun:
+def _build(config: Seq2SeqFinetuneConfig, log, checkpoint=None) -> Seq2SeqFinetuneRun:
     base, tokenizer = load_model(config.checkpoint, log=log)  # refuses a GPT or BERT, in one line
     base_sha256 = weights_sha256(config.checkpoint)
     data = load_pairs(config.data, seed=config.seed)
@@ -131,13 +130,11 @@ def _build(config: Seq2SeqFinetuneConfig, log, saved_groups=None) -> Seq2SeqFine
     log(f"model: {config.init} {model.config.encoder_layers}+{model.config.decoder_layers}-block encoder–decoder,"
         f" {model.num_parameters():,} parameters; batches bucketed by length: {source_padding:.1%} of the source"
         f" and {target_padding:.1%} of the target positions are padding")
-    groups = (param_groups_by_name(model, saved_groups) if saved_groups
-              else configure_param_groups(model, config.weight_decay))
     return Seq2SeqFinetuneRun(
         model=model, objective=Seq2SeqLM(), batches=batches,
         evaluation_batches=lambda: pair_batches(test_ids[:evaluated_pairs(config, test_ids)], config.batch_size * 4,
                                                 framing),
-        **optimisation(config, model, lambda model, config: groups),
+        **fine_tuning_fields(config, model, checkpoint),
         tokenizer=tokenizer, config=config, data=data, test_ids=test_ids, base_sha256=base_sha256,
     )
 

@@ -52,6 +52,7 @@ from npllm.data.tokens import (load_or_encode, split_tokens, text_sha256, token_
 from npllm.errors import SettingError
 from npllm.io.safetensors import CheckpointError
 from npllm.models import GPT, GPTConfig
+from npllm.nn.lora import apply_lora, merge_lora
 from npllm.optim import AdamW, WarmupCosineLR, configure_param_groups, param_groups_by_name
 from npllm.pretrained import PretrainedError, load_pretrained
 from npllm.pretrained.folder import CONFIG_FILE
@@ -578,11 +579,12 @@ def load_model(run_dir, log=print, model_class=GPT, config_class=GPTConfig, kind
     """The GPT and tokenizer in ``run_dir``: a run folder of ``npllm train``, its checkpoint folder, or a Hugging Face GPT-2 folder.
 
     Of a run, only the weights, the state and the tokenizer are read (and
-    checked): the optimizer's file does not matter here.  A fallback to the
-    checkpoint before a damaged one is told to ``log``.  Another model's
-    recipe loads its runs here with its ``model_class`` (built from
-    ``config_class`` of the saved model_config) and names it ``kind``; a run
-    or folder of another model is refused in one line.
+    checked): the optimizer's file does not matter here.  A LoRA fine-tuning
+    run's adapters are merged into its weights: the model is a plain GPT.  A
+    fallback to the checkpoint before a damaged one is told to ``log``.
+    Another model's recipe loads its runs here with its ``model_class`` (built
+    from ``config_class`` of the saved model_config) and names it ``kind``; a
+    run or folder of another model is refused in one line.
     """
     if (Path(run_dir) / CONFIG_FILE).is_file():
         model, tokenizer = load_pretrained(run_dir)
@@ -600,11 +602,14 @@ def load_model(run_dir, log=print, model_class=GPT, config_class=GPTConfig, kind
         model = model_class(config_class(**checkpoint.train_state["model_config"]))
     except TypeError as error:  # another model's settings (a BERT run: hidden_act, attention_dropout, ...)
         raise CheckpointError(f"{checkpoint.folder}: not {kind} run, so this command cannot use it ({error})") from None
+    lora = checkpoint.train_state.get("lora")  # a LoRA fine-tuning run saves its adapters beside the frozen base
+    if lora:
+        apply_lora(model, lora["rank"], lora["alpha"], targets=lora["targets"])
     try:
         model.load_state_dict(checkpoint.model_state)
     except (KeyError, ValueError) as error:
         raise CheckpointError(f"{checkpoint.folder}: weights do not fit the saved config ({error})") from error
-    return model, BPETokenizer.load(checkpoint.tokenizer_path)
+    return merge_lora(model), BPETokenizer.load(checkpoint.tokenizer_path)
 
 
 def weights_sha256(run_dir) -> str:

@@ -30,16 +30,17 @@ from pathlib import Path
 from npllm.data.masking import Boundaries, MaskedWindows, MaskingRule, masked_evaluation_batches
 from npllm.data.shards import Shards
 from npllm.data.tokens import token_counts
-from npllm.errors import SettingError
+from npllm.errors import NpllmError, SettingError
 from npllm.io.safetensors import CheckpointError
 from npllm.models import BERTConfig, BERTForMaskedLM
 from npllm.optim import configure_param_groups, param_groups_by_name
+from npllm.pretrained import load_pretrained
 from npllm.runtime.memory import keep_freed_memory
 from npllm.runtime.mpi import ranks_and_threads
 from npllm.tensor import no_grad
 from npllm.tokenizer import BPETokenizer
 from npllm.training import loop
-from npllm.training.checkpoint import load_checkpoint
+from npllm.training.checkpoint import CHECKPOINT_FOLDER, STATE_FILE, load_checkpoint
 from npllm.training.objectives import MaskedLM
 from npllm.training.pretrain import (FIXED_ON_RESUME, RECIPE_STATE_KEYS, Run, TrainConfig, corpus_tokens,
                                      optimisation, read_data, require_new_run_folder, require_same_corpus,
@@ -239,3 +240,18 @@ def load_model(run_dir):
     except (KeyError, ValueError) as error:
         raise CheckpointError(f"{checkpoint.folder}: weights do not fit the saved config ({error})") from error
     return model.eval(), BPETokenizer.load(checkpoint.tokenizer_path)
+
+
+def load_encoder(path):
+    """A run folder of ``npllm train --model bert`` (or its checkpoint folder), or a Hugging Face folder: (model, tokenizer).
+
+    A Hugging Face folder must hold a tokenizer (what an encoder's user
+    needs); which model it holds is the caller's to check.
+    """
+    folder = Path(path)
+    if (folder / CHECKPOINT_FOLDER).is_dir() or (folder / STATE_FILE).is_file():
+        return load_model(folder)
+    model, tokenizer = load_pretrained(folder)
+    if tokenizer is None:
+        raise NpllmError(f"{folder}: has no tokenizer (vocab.txt or tokenizer.json)")
+    return model, tokenizer

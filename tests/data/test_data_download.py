@@ -5,6 +5,7 @@ import hashlib
 import http.server
 import threading
 
+import numpy as np
 import pytest
 
 from npllm.data.download import DownloadError, fetch, user_cache_dir
@@ -73,3 +74,72 @@ def test_the_cache_folder_follows_argument_then_environment(tmp_path, monkeypatc
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert user_cache_dir() == tmp_path / "home" / ".cache" / "npllm"
+
+
+# --- the SMS Spam Collection: a zip of the same layout as UCI's, served locally ------------------
+def sms_zip(folder, hams=40, spams=10, member="SMSSpamCollection") -> bytes:
+    import io
+    import zipfile
+
+    lines = [f"ham\tsee you at lunch number {i}" for i in range(hams)] + \
+            [f"spam\tWIN a prize now, call {i}" for i in range(spams)]
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(member, "\n".join(lines) + "\n")
+        archive.writestr("readme", "The SMS Spam Collection v.1\n")
+    (folder / "sms.zip").write_bytes(buffer.getvalue())
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def sms_server(server, tmp_path, monkeypatch):
+    import npllm.data.download as download
+
+    base_url, stop = server
+    content = sms_zip(tmp_path / "www")
+    monkeypatch.setattr(download, "SMS_SPAM_URL", f"{base_url}/sms.zip")
+    monkeypatch.setenv("NPLLM_CACHE", str(tmp_path / "cache"))
+    return hashlib.sha256(content).hexdigest(), stop
+
+
+def test_sms_spam_is_balanced_as_the_book_does_and_cached(sms_server, monkeypatch, tmp_path):
+    from npllm.data.labelled import load_labelled
+
+    sha256, stop = sms_server
+    monkeypatch.setenv("NPLLM_SMS_SPAM_SHA256", sha256)
+    data = load_labelled("sms-spam", seed=0)
+    assert data.labels == ["ham", "spam"]
+    counts = np.bincount(np.concatenate([data.train_labels, data.test_labels]))
+    assert counts.tolist() == [10, 10] and len(data.test_labels) == 4  # as many hams as spams; a fifth held out
+    assert all("\t" not in text for text in data.train_texts + data.test_texts)
+    stop()  # the second time comes from the cache
+    assert load_labelled("sms-spam", seed=0).test_texts == data.test_texts
+
+
+def test_sms_spam_without_a_recorded_checksum_or_with_a_wrong_one_is_one_line(sms_server, monkeypatch, tmp_path):
+    from npllm.data.download import sms_spam_zip
+
+    monkeypatch.delenv("NPLLM_SMS_SPAM_SHA256", raising=False)
+    with pytest.raises(DownloadError, match="SHA-256 is not recorded in npllm .* set NPLLM_SMS_SPAM_SHA256"):
+        sms_spam_zip()
+    monkeypatch.setenv("NPLLM_SMS_SPAM_SHA256", "1" * 64)
+    with pytest.raises(DownloadError, match="checksum mismatch .*nothing was saved"):
+        sms_spam_zip()
+    assert not list((tmp_path / "cache").iterdir())
+    monkeypatch.setenv("NPLLM_SMS_SPAM_SHA256", "not hex")
+    with pytest.raises(DownloadError, match="must be 64 hexadecimal digits"):
+        sms_spam_zip()
+
+
+def test_a_zip_without_the_collection_is_named(tmp_path, server, monkeypatch):
+    import npllm.data.download as download
+    from npllm.data.labelled import load_labelled
+    from npllm.data.sources import DataSourceError
+
+    base_url, _ = server
+    content = sms_zip(tmp_path / "www", member="other.txt")
+    monkeypatch.setattr(download, "SMS_SPAM_URL", f"{base_url}/sms.zip")
+    monkeypatch.setenv("NPLLM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("NPLLM_SMS_SPAM_SHA256", hashlib.sha256(content).hexdigest())
+    with pytest.raises(DataSourceError, match="not the SMS Spam Collection's zip"):
+        load_labelled("sms-spam")

@@ -137,3 +137,20 @@ def test_bad_arguments_are_refused_when_generation_is_asked_for(model, arguments
     arguments = {"prompt_ids": [1, 2], "max_new_tokens": 5, **arguments}
     with pytest.raises(NpllmError, match=message):
         generate_tokens(model, **arguments)  # no token drawn yet: the call itself refuses
+
+
+def test_a_greedy_batch_writes_what_greedy_writes_prompt_by_prompt():
+    """Prompts of several lengths (and a stop token some reach): each row as generate_tokens writes it alone."""
+    model = GPT(GPTConfig(vocab_size=64, context_length=CONTEXT, n_layer=2, n_head=2, n_embd=16, dtype="float64"),
+                seed=3)
+    rng = np.random.default_rng(0)
+    prompts = [rng.integers(0, 64, size=n).tolist() for n in (3, 5, 3, 5, 5, 14, 20)]
+    alone = [generate(model, p[-CONTEXT:], 6, temperature=0) for p in prompts]
+    stop = alone[1][2]  # a token one row writes: that row stops there
+    alone = [generate(model, p[-CONTEXT:], min(6, CONTEXT - len(p[-CONTEXT:]) + 1), temperature=0, stop_token=stop)
+             for p in prompts]
+    assert decoding.greedy_batch(model, prompts, 6, stop_token=stop, batch_size=2) == alone
+    assert alone[1][-1] == stop and len(alone[1]) <= 3  # stopped early
+    assert len(alone[5]) == 3 and len(alone[6]) == 1  # at the context's end the batch stops, never slides
+    with pytest.raises(NpllmError, match="every prompt must hold at least one token"):
+        decoding.greedy_batch(model, [[1], []], 2)

@@ -107,14 +107,6 @@ def test_the_bag_of_words_baseline_learns_words():
 
 
 @pytest.fixture
-def base(tiny_corpus, tmp_path):
-    run = train(TrainConfig(vocab_size=300, n_layer=2, n_head=2, n_embd=16, context_length=16, batch_size=4,
-                            eval_windows=4, max_steps=2, data=str(tiny_corpus), out_dir=str(tmp_path / "base")),
-                progress=False, log=silent)
-    return run.config.out_dir
-
-
-@pytest.fixture
 def topics_file(tmp_path):
     rows = [{"text": f"{word} {word} item {i}", "label": word} for word in ("red", "green", "blue") for i in range(12)]
     path = tmp_path / "topics.jsonl"
@@ -179,3 +171,15 @@ def test_more_last_blocks_than_the_model_has_is_refused_before_the_data_is_read(
     monkeypatch.setattr(finetune, "load_labelled", lambda *args, **kwargs: pytest.fail("the data was read"))
     with pytest.raises(SettingError, match="`last_blocks` 5: the model has 2 blocks"):
         classify(config(base, topics_file, tmp_path, train="last-blocks", last_blocks=5), progress=False, log=silent)
+
+
+def test_a_class_without_a_training_example_is_refused(tmp_path):
+    """A package whose files hold no docstring: its label would have nothing to learn from."""
+    for package in STDLIB_TOPICS:
+        for index in range(3):
+            path = tmp_path / package / f"m{index}.py"
+            path.parent.mkdir(exist_ok=True)
+            body = "x = 1\n" if package == "http" else f'def f():\n    """{package} file {index}, a docstring."""\n'
+            path.write_text(body)
+    with pytest.raises(DataSourceError, match="the label 'http' has no training example"):
+        stdlib_topics(root=tmp_path)
