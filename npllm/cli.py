@@ -118,18 +118,42 @@ def _train(argv):
 
 
 DISTILL_FLAG_HELP = {
-    "teacher": "run folder of the teacher, a GPT trained with npllm train (its tokenizer is the student's)",
+    "teacher": "the teacher: a run folder of npllm train (a GPT, or --model bert), or a Hugging Face GPT-2 or BERT"
+               " folder; its tokenizer is the student's",
     "temperature": "softens the teacher's and the student's distributions; above 1 shows the small probabilities",
     "alpha": "weight of the soft loss against the teacher; 1 - alpha weighs the text's cross-entropy",
     "student_init": "random, or teacher-layers: every other block of the teacher (the widths must match)",
+    "cosine_weight": "a BERT student: weight of DistilBERT's cosine loss between the two models' last hidden states"
+                     " (needs the teacher's --n-embd)",
 }
 
 
 def _distill(argv):
-    from npllm.training.distill import FROM_THE_TEACHER, DistillConfig, distill, resume
+    from npllm.training.distill import (FROM_THE_BERT_TEACHER, FROM_THE_TEACHER, BERTDistillConfig, DistillConfig,
+                                        distill, model_kind, require_kind, resume)
 
-    return _run_recipe(argv, "npllm distill", "Train a small student GPT on a teacher's soft targets (resumable).",
-                       DistillConfig, distill, resume, left_out=(*FROM_THE_TEACHER, "tokenizer_chars", "init"))
+    chooser = argparse.ArgumentParser(add_help=False)
+    chooser.add_argument("--model", choices=["gpt", "bert"], default=None)
+    for flag in ("--teacher", "--out"):
+        chooser.add_argument(flag, default=None)
+    chooser.add_argument("--resume", action="store_true")
+    known = chooser.parse_known_args(argv)[0]
+    if known.resume:  # the run's own kind
+        default_out = next(field.default for field in dataclasses.fields(
+            BERTDistillConfig if known.model == "bert" else DistillConfig) if field.name == "out_dir")
+        kind = model_kind(known.out or default_out)
+    else:  # the teacher's, which must be --model's if given
+        kind = require_kind(known.teacher, known.model) if known.teacher else known.model or "gpt"
+    bert = kind == "bert"
+
+    def then(run):
+        return f"try: npllm fill-mask --checkpoint {run.config.out_dir} --text 'def __init__(self, [MASK]):'" if bert \
+            else _try_generating(run)
+
+    return _run_recipe(argv, "npllm distill", "Train a small student (a GPT or a BERT, as its teacher) on a teacher's"
+                       " soft targets (resumable).", BERTDistillConfig if bert else DistillConfig, distill, resume,
+                       left_out=(*(FROM_THE_BERT_TEACHER if bert else FROM_THE_TEACHER), "tokenizer_chars", "init"),
+                       then=then, model_choices=["bert", "gpt"] if bert else ["gpt", "bert"])
 
 
 CLASSIFY_FLAG_HELP = {
@@ -251,19 +275,12 @@ def _export(argv):
 # --- npllm fill-mask and npllm embed (encoders) -------------------------------
 def _load_encoder(path):
     """A run folder of ``npllm train --model bert``, or a Hugging Face BERT folder: (model, tokenizer)."""
-    from pathlib import Path
-
     from npllm.errors import NpllmError
-    from npllm.pretrained import load_pretrained
-    from npllm.training.checkpoint import CHECKPOINT_FOLDER, STATE_FILE
     from npllm.training.pretrain_bert import load_model
 
-    folder = Path(path)
-    if (folder / CHECKPOINT_FOLDER).is_dir() or (folder / STATE_FILE).is_file():
-        return load_model(folder)
-    model, tokenizer = load_pretrained(folder)
+    model, tokenizer = load_model(path)
     if tokenizer is None:
-        raise NpllmError(f"{folder}: has no tokenizer (vocab.txt or tokenizer.json)")
+        raise NpllmError(f"{path}: has no tokenizer (vocab.txt or tokenizer.json)")
     return model, tokenizer
 
 

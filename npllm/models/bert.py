@@ -292,7 +292,10 @@ class BERTForMaskedLM(Module):
         The encoder runs on every position (each one is context), but the head,
         a (C, V) product per position, only where a token is predicted: 15% of them.
         """
-        hidden = self.bert(idx, attention_mask, token_type_ids)
+        return self.predict(self.bert(idx, attention_mask, token_type_ids), positions)
+
+    def predict(self, hidden, positions):
+        """The head's logits (N, V) at the N flat ``positions`` of the encoder's ``hidden`` states (B, T, C)."""
         rows = hidden.reshape(-1, self.config.n_embd)[np.asarray(positions)]  # (N, C)
         return self.cls(rows, self.bert.embeddings.word_embeddings.weight)
 

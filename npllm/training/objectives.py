@@ -21,7 +21,9 @@ counts its masked positions.  The later stages are new classes here, not
 branches in the loop: classification counts its labelled examples,
 instruction tuning sets the prompt's targets to ``IGNORE_INDEX`` so they
 count for nothing.  ``Distillation`` carries its teacher: each shard's thread
-runs it on that shard.
+runs it on that shard; ``MaskedDistillation`` is its masked-LM twin for a BERT
+student (the soft targets at the masked positions only, and DistilBERT's
+optional cosine loss on the hidden states).
 """
 
 import numpy as np
@@ -152,3 +154,52 @@ class MaskedLM(Objective):
         flat = batch["targets"].reshape(-1)
         positions = np.flatnonzero(flat != self.ignore_index)
         return positions, flat[positions]
+
+
+class MaskedDistillation(Objective):
+    """A BERT student learns from a BERT teacher at the masked positions (DistilBERT, Sanh et al. 2019).
+
+        loss = alpha * T^2 KL(softmax(teacher / T) || softmax(student / T))      at the chosen positions
+               + (1 - alpha) * cross_entropy(student, targets)                    at the chosen positions
+               + cosine_weight * mean over real tokens of 1 - cos(h_student, h_teacher)
+
+    Batches are ``MaskedLM``'s: both models read the same masked ids, and the
+    soft targets are the teacher's guesses where a token is hidden (elsewhere
+    the answer is in the input).  The cosine term pulls the student's last
+    hidden states towards the teacher's in direction (DistilBERT weighs it
+    1 against 5 for the soft loss and 2 for the hard one); it needs the two
+    widths equal.  ``alpha = 0`` with no cosine term is ``MaskedLM``, exactly
+    (the teacher is then not run).  Each row of a batch holds the same number
+    of chosen positions and of real tokens, so the shards' means weighted by
+    ``count`` are the batch's means, for the cosine term too.
+    """
+
+    unit = "masked"
+
+    def __init__(self, teacher, temperature=2.0, alpha=0.5, cosine_weight=0.0, ignore_index=IGNORE_INDEX):
+        self.teacher, self.temperature, self.alpha, self.cosine_weight = teacher, temperature, alpha, cosine_weight
+        self.hard = MaskedLM(ignore_index)
+        teacher.eval()
+
+    def count(self, batch):
+        return self.hard.count(batch)
+
+    def loss(self, model, batch):
+        if self.alpha == 0 and self.cosine_weight == 0:
+            return self.hard.loss(model, batch)
+        positions, targets = self.hard.chosen(batch)
+        inputs = (batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
+        hidden = model.bert(*inputs)  # (B, T, C)
+        logits = model.predict(hidden, positions)  # (N, V)
+        with no_grad():
+            teacher_hidden = self.teacher.bert(*inputs)
+            teacher_logits = self.teacher.predict(teacher_hidden, positions)  # (N, V), a constant
+        terms = []
+        if self.alpha < 1:
+            terms.append(F.cross_entropy(logits, targets) * (1.0 - self.alpha))
+        if self.alpha > 0:
+            terms.append(F.kl_div(logits, teacher_logits, self.temperature) * self.alpha)
+        if self.cosine_weight > 0:
+            real = batch.get("attention_mask")  # (B, T), or None: every token is real
+            terms.append(F.cosine_loss(hidden, teacher_hidden, real) * self.cosine_weight)
+        return sum(terms[1:], terms[0])

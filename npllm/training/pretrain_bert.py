@@ -38,7 +38,9 @@ from npllm.models import BERTConfig, BERTForMaskedLM
 from npllm.optim import configure_param_groups, param_groups_by_name
 from npllm.runtime.memory import keep_freed_memory
 from npllm.tensor import no_grad
-from npllm.tokenizer import BPETokenizer
+from npllm.pretrained import load_pretrained
+from npllm.pretrained.folder import CONFIG_FILE
+from npllm.tokenizer import BPETokenizer, load_tokenizer_file
 from npllm.training import loop
 from npllm.training.checkpoint import load_checkpoint
 from npllm.training.loop import METRICS_FILE
@@ -80,6 +82,15 @@ class BERTTrainConfig(TrainConfig):
         return MaskingRule(mask_id=vocab_size - 1, random_ids=vocab_size - len(SPECIAL_TOKENS), rate=self.mask_rate)
 
 
+def masking_rule(config: BERTTrainConfig, tokenizer) -> MaskingRule:
+    """``config.masking_rule`` for our BPE; for a checkpoint's WordPiece (a student distilled from a Hugging
+    Face BERT), its own [MASK], and random replacements from the whole vocabulary, as Hugging Face masks."""
+    if isinstance(tokenizer, BPETokenizer):
+        return config.masking_rule(tokenizer.vocab_size)
+    return MaskingRule(mask_id=tokenizer.special_tokens["[MASK]"], random_ids=tokenizer.vocab_size,
+                       rate=config.mask_rate)
+
+
 FIXED_ON_RESUME_BERT = FIXED_ON_RESUME + ("n_inner", "hidden_act", "mask_rate")
 
 
@@ -90,7 +101,7 @@ class BERTRun(Run):
     evaluation_set: object = None  # () -> the held-out masked batches
 
     def evaluation_metrics(self) -> dict:
-        return {"val_accuracy": masked_accuracy(self.model, self.evaluation_set(), self.objective)}
+        return {"val_accuracy": masked_accuracy(self.model, self.evaluation_set(), self.evaluation_objective)}
 
 
 def masked_accuracy(model, batches, objective: MaskedLM) -> float:
@@ -128,7 +139,7 @@ def start_run(config: BERTTrainConfig, log) -> BERTRun:
     started = time.perf_counter()
     tokenizer = train_tokenizer(corpus.text, config)
     log(f"tokenizer: {tokenizer.vocab_size} tokens learned in {time.perf_counter() - started:.1f} s")
-    run = _build_run(config, tokenizer, corpus.text, log)
+    run = build_run(config, tokenizer, corpus.text, log)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / METRICS_FILE).unlink(missing_ok=True)
     return run
@@ -141,16 +152,26 @@ def train_tokenizer(text: str, config: BERTTrainConfig) -> BPETokenizer:
                               special_tokens={token: first + i for i, token in enumerate(SPECIAL_TOKENS)})
 
 
-def restore_run(out_dir, changes: dict, log) -> BERTRun:
-    """Rebuild the masked-LM run saved in ``out_dir``, with the allowed ``changes`` applied."""
-    fixed = {key: value for key, value in changes.items() if key in FIXED_ON_RESUME_BERT}
+def restore_run(out_dir, changes: dict, log, config_class=BERTTrainConfig, fixed_on_resume=FIXED_ON_RESUME_BERT,
+                build=None) -> BERTRun:
+    """Rebuild the masked-LM run saved in ``out_dir``, with the allowed ``changes`` applied.
+
+    A recipe built on this one (distilling a BERT) passes its own
+    ``config_class``, the settings it fixes, and ``build(config, tokenizer,
+    text, log, param_groups, checkpoint)`` for its own run (default: ``build_run``).
+    """
+    fixed = {key: value for key, value in changes.items() if key in fixed_on_resume}
     checkpoint = load_checkpoint(out_dir, require_config=fixed)
     loop.require_loop_state(checkpoint)
     state = checkpoint.train_state
     if any(key not in state for key in RECIPE_STATE_KEYS) or "mask_rate" not in state["config"] \
             or checkpoint.tokenizer_path is None:
         raise CheckpointError(f"{checkpoint.folder}: not a checkpoint written by npllm train --model bert")
-    config = with_workers_fixed(BERTTrainConfig(**{**state["config"], **changes, "out_dir": str(out_dir)}))
+    try:
+        config = with_workers_fixed(config_class(**{**state["config"], **changes, "out_dir": str(out_dir)}))
+    except TypeError as error:  # settings this recipe does not have: the run is another recipe's
+        raise CheckpointError(f"{checkpoint.folder}: a run of another kind ({error}); resume it with the command"
+                              " that started it (npllm train --model bert, npllm distill, ...)") from None
     text = load_corpus(config.data).text
     if text_sha256(text) != state["corpus_sha256"]:
         raise CheckpointError(f"{checkpoint.folder}: the text of `data` {config.data} is not the text this run"
@@ -162,7 +183,11 @@ def restore_run(out_dir, changes: dict, log) -> BERTRun:
         except (KeyError, TypeError) as error:
             raise CheckpointError(f"{checkpoint.folder}: its optimizer state does not fit this model ({error})") from error
 
-    run = _build_run(config, BPETokenizer.load(checkpoint.tokenizer_path), text, log, param_groups=saved_groups)
+    tokenizer = load_tokenizer_file(checkpoint.tokenizer_path)
+    if build is None:
+        run = build_run(config, tokenizer, text, log, param_groups=saved_groups)
+    else:
+        run = build(config, tokenizer, text, log, saved_groups, checkpoint)
     loop.restore(run, checkpoint)
     log(f"resumed {out_dir} at step {run.step}")
     return run
@@ -172,12 +197,19 @@ def _new_param_groups(model, config: BERTTrainConfig) -> list[dict]:
     return configure_param_groups(model, config.weight_decay)
 
 
-def _build_run(config: BERTTrainConfig, tokenizer: BPETokenizer, text: str, log,
-               param_groups=_new_param_groups) -> BERTRun:
+def build_run(config: BERTTrainConfig, tokenizer, text: str, log, param_groups=_new_param_groups,
+              model_config: BERTConfig = None, objective=None, run_class=None, **run_fields) -> BERTRun:
+    """The run's objects; ``param_groups(model, config)`` chooses the optimizer's groups (a resume: the saved ones).
+
+    ``model_config`` defaults to ``config``'s shape at the tokenizer's vocabulary.  Another recipe changes
+    what is learned with ``objective`` (default ``MaskedLM``; evaluation always measures the plain masked-LM
+    loss and accuracy, comparable across recipes) and keeps its own objects with ``run_class`` (a subclass
+    of ``BERTRun``) and ``run_fields``.
+    """
     tokens = load_or_encode(text, tokenizer)
     train_tokens, validation_tokens = split_tokens(tokens, config.validation_fraction)
     V = tokenizer.vocab_size
-    rule = config.masking_rule(V)
+    rule = masking_rule(config, tokenizer)
     cls_id, sep_id = tokenizer.special_tokens["[CLS]"], tokenizer.special_tokens["[SEP]"]
 
     def evaluation_set():
@@ -189,12 +221,13 @@ def _build_run(config: BERTTrainConfig, tokenizer: BPETokenizer, text: str, log,
     log(f"tokens: {len(train_tokens):,} for training, {len(validation_tokens):,} for validation;"
         f" baselines on held-out tokens: unigram loss {unigram_loss(train_tokens, validation_tokens, V):.3f},"
         f" accuracy {most_frequent_accuracy(train_tokens, validation_tokens, V):.3f} (always the most frequent token)")
-    model = BERTForMaskedLM(config.model_config(V), seed=config.seed)
+    model = BERTForMaskedLM(model_config or config.model_config(V), seed=config.seed)
     log(f"model: {model.num_parameters():,} parameters; masking {config.mask_rate:.0%} of each window;"
         f" each batch shared by {config.workers} worker thread{'s' * (config.workers > 1)}")
-    return BERTRun(
+    return (run_class or BERTRun)(
         model=model,
-        objective=MaskedLM(),
+        objective=objective or MaskedLM(),
+        evaluation_objective=MaskedLM(),
         batches=batches,
         evaluation_batches=evaluation_set,
         **optimisation(config, model, param_groups),
@@ -203,6 +236,7 @@ def _build_run(config: BERTTrainConfig, tokenizer: BPETokenizer, text: str, log,
         validation_tokens=validation_tokens,
         corpus_sha256=text_sha256(text),
         evaluation_set=evaluation_set,
+        **run_fields,
     )
 
 
@@ -212,9 +246,12 @@ def most_frequent_accuracy(train_tokens, validation_tokens, vocab_size) -> float
     return float(np.mean(np.asarray(validation_tokens) == most_frequent))
 
 
-def load_model(run_dir):
-    """The BERTForMaskedLM and tokenizer saved by ``npllm train --model bert`` in ``run_dir``."""
-    checkpoint = load_checkpoint(run_dir)
+def load_model(path):
+    """The BERT and tokenizer in ``path``: a run folder of ``npllm train --model bert`` (or of distilling a
+    BERT), its checkpoint folder, or a Hugging Face BERT folder (whose tokenizer may be None)."""
+    if (Path(path) / CONFIG_FILE).is_file():
+        return load_pretrained(path)
+    checkpoint = load_checkpoint(path, with_optimizer=False)
     if checkpoint.tokenizer_path is None or "model_config" not in checkpoint.train_state \
             or "n_inner" not in checkpoint.train_state["model_config"]:
         raise CheckpointError(f"{checkpoint.folder}: not a checkpoint written by npllm train --model bert")
@@ -223,4 +260,4 @@ def load_model(run_dir):
         model.load_state_dict(checkpoint.model_state)
     except (KeyError, ValueError) as error:
         raise CheckpointError(f"{checkpoint.folder}: weights do not fit the saved config ({error})") from error
-    return model.eval(), BPETokenizer.load(checkpoint.tokenizer_path)
+    return model.eval(), load_tokenizer_file(checkpoint.tokenizer_path)
