@@ -82,6 +82,8 @@ TRAIN_FLAG_HELP = {  # one sentence per TrainConfig field (a test checks that no
     "mask_rate": "share of the positions hidden and predicted (--model bert)",
     "n_inner": "MLP width (None: 4 x --n-embd; --model bert)",
     "hidden_act": "gelu (BERT's exact erf GELU) or gelu_new (GPT-2's tanh form, faster); --model bert",
+    "next_sentence": "also BERT's next-sentence prediction on sentence pairs, with its own head (off: RoBERTa found"
+                     " it does not help); --model bert",
 }
 
 
@@ -152,7 +154,8 @@ def _distill(argv):
 
     return _run_recipe(argv, "npllm distill", "Train a small student (a GPT or a BERT, as its teacher) on a teacher's"
                        " soft targets (resumable).", BERTDistillConfig if bert else DistillConfig, distill, resume,
-                       left_out=(*(FROM_THE_BERT_TEACHER if bert else FROM_THE_TEACHER), "tokenizer_chars", "init"),
+                       left_out=(*(FROM_THE_BERT_TEACHER if bert else FROM_THE_TEACHER), "tokenizer_chars", "init",
+                                 "next_sentence"),
                        then=then, model_choices=["bert", "gpt"] if bert else ["gpt", "bert"])
 
 
@@ -203,6 +206,9 @@ def _run_recipe(argv, prog, description, config_class, start, resume, left_out=(
     for field in fields:
         kind = flag_type(field)
         explained = {**TRAIN_FLAG_HELP, **DISTILL_FLAG_HELP, **(help_table or {})}[field.name]
+        if kind is bool:  # a switch: given means True
+            parser.add_argument(_flag(field.name), dest=field.name, action="store_true", help=explained)
+            continue
         parser.add_argument(_flag(field.name), dest=field.name, type=kind, metavar=kind.__name__.upper(),
                             help=f"{explained} (default {field.default})")
     args = vars(parser.parse_args(argv))

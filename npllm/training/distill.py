@@ -113,6 +113,8 @@ class BERTDistillConfig(BERTTrainConfig, TeacherSettings):
         self.check_teacher_settings()
         if not 0 <= self.cosine_weight < math.inf:
             raise SettingError(f"`cosine_weight` must be at least 0, got {self.cosine_weight}")
+        if self.next_sentence:
+            raise SettingError("`next_sentence`: a student distils the teacher's masked-token guesses only")
 
 
 FIXED_ON_RESUME = (*pretrain.FIXED_ON_RESUME, "teacher", "temperature", "alpha", "student_init")

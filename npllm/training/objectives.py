@@ -131,8 +131,9 @@ class MaskedLM(Objective):
     would be thrown away.  ``count`` is the number of chosen positions.
 
     Next-sentence prediction, BERT's second objective (was text B the text
-    that followed A?), is left out: RoBERTa found that dropping it and
-    filling every example with contiguous text trains as well or better.
+    that followed A?), is ``MaskedLMWithNextSentence``, off by default:
+    RoBERTa found that dropping it and filling every example with contiguous
+    text trains as well or better.
     """
 
     unit = "masked"
@@ -154,6 +155,38 @@ class MaskedLM(Objective):
         flat = batch["targets"].reshape(-1)
         positions = np.flatnonzero(flat != self.ignore_index)
         return positions, flat[positions]
+
+
+class MaskedLMWithNextSentence(Objective):
+    """BERT's two pre-training objectives together, for a ``BERTForPreTraining`` (Devlin et al. 2018).
+
+        loss = mean over chosen positions of -log p(targets[b, t] | input_ids[b])
+               + mean over pairs of -log p(next_sentence_labels[b] | input_ids[b])
+
+    the sum Hugging Face's ``BertForPreTraining`` computes.  Batches are
+    ``npllm.data.sentence_pairs``' ([CLS] A [SEP] B [SEP] with token types,
+    and a label per pair: 0 when B follows A, 1 when it is random).  Every
+    row is full and chooses the same number of positions, so weighting the
+    shards' means by ``count`` (the chosen positions) weighs the pairs' mean
+    rightly too.  Off by default, since RoBERTa (Liu et al. 2019) found that
+    dropping the second term and packing rows with contiguous text trains as
+    well or better; it is here for BERT's own recipe, and for checkpoints
+    that carry its head.
+    """
+
+    unit = "masked"
+
+    def __init__(self, ignore_index=IGNORE_INDEX):
+        self.masked = MaskedLM(ignore_index)
+
+    def count(self, batch):
+        return self.masked.count(batch)
+
+    def loss(self, model, batch):
+        positions, targets = self.masked.chosen(batch)
+        hidden = model.bert(batch["input_ids"], batch.get("attention_mask"), batch["token_type_ids"])  # (B, T, C)
+        token_loss = F.cross_entropy(model.predict(hidden, positions), targets)  # (N, V) logits
+        return token_loss + F.cross_entropy(model.next_sentence_logits(hidden), batch["next_sentence_labels"])
 
 
 class MaskedDistillation(Objective):

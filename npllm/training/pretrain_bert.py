@@ -20,7 +20,15 @@ the accuracy of always guessing the most frequent token.
 The model is BERT's own, exact erf GELU included (``hidden_act`` "gelu";
 "gelu_new", GPT-2's tanh form, is ~5x cheaper per GELU and ~7% of a step).
 
-Left out: next-sentence prediction (see ``MaskedLM``), whole-word masking.
+**Next-sentence prediction** (``next_sentence``, ``--next-sentence``; off by
+default, as RoBERTa showed it does not help) trains a ``BERTForPreTraining``
+on sentence pairs (``npllm.data.sentence_pairs``: [CLS] A [SEP] B [SEP], B
+the true continuation half the time) with ``MaskedLMWithNextSentence``; the
+held-out masked-LM figures stay those of the same windows as without it,
+and ``val_next_sentence_accuracy`` on fixed held-out pairs joins them,
+against the 50% of a coin.
+
+Left out: whole-word masking.
 """
 
 import time
@@ -30,11 +38,12 @@ from pathlib import Path
 import numpy as np
 
 from npllm.data.masking import MaskedWindows, MaskingRule, masked_evaluation_batches
+from npllm.data.sentence_pairs import SentencePairs, sentence_pair_evaluation_batches
 from npllm.data.sources import load_corpus
 from npllm.data.tokens import load_or_encode, split_tokens, text_sha256
 from npllm.errors import SettingError
 from npllm.io.safetensors import CheckpointError
-from npllm.models import BERTConfig, BERTForMaskedLM
+from npllm.models import BERTConfig, BERTForMaskedLM, BERTForPreTraining
 from npllm.optim import configure_param_groups, param_groups_by_name
 from npllm.runtime.memory import keep_freed_memory
 from npllm.tensor import no_grad
@@ -44,7 +53,7 @@ from npllm.tokenizer import BPETokenizer, load_tokenizer_file
 from npllm.training import loop
 from npllm.training.checkpoint import load_checkpoint
 from npllm.training.loop import METRICS_FILE
-from npllm.training.objectives import MaskedLM
+from npllm.training.objectives import MaskedLM, MaskedLMWithNextSentence
 from npllm.training.pretrain import (FIXED_ON_RESUME, RECIPE_STATE_KEYS, Run, TrainConfig, optimisation,
                                      require_new_run_folder, unigram_loss, with_workers_fixed)
 
@@ -58,6 +67,8 @@ class BERTTrainConfig(TrainConfig):
     n_inner: int | None = None              # MLP width (default 4 n_embd)
     hidden_act: str = "gelu"                # BERT's exact GELU; "gelu_new" for GPT-2's tanh form
     mask_rate: float = 0.15                 # share of the positions hidden and predicted (BERT: 15%)
+    next_sentence: bool = False             # also BERT's next-sentence prediction, on sentence pairs (off: RoBERTa
+                                            # found it does not help)
     warmup_steps: int = 200                 # post-LayerNorm needs its warm-up (GPT's lr of 2e-3 kept: at step
                                             # 250, 3e-3 had learned more than 1e-3, 6.21 vs 6.34 held-out loss)
     out_dir: str = "runs/bert"
@@ -91,7 +102,7 @@ def masking_rule(config: BERTTrainConfig, tokenizer) -> MaskingRule:
                        rate=config.mask_rate)
 
 
-FIXED_ON_RESUME_BERT = FIXED_ON_RESUME + ("n_inner", "hidden_act", "mask_rate")
+FIXED_ON_RESUME_BERT = FIXED_ON_RESUME + ("n_inner", "hidden_act", "mask_rate", "next_sentence")
 
 
 @dataclass
@@ -99,9 +110,13 @@ class BERTRun(Run):
     """A masked-LM run: the GPT recipe's ``Run`` (config, corpus fingerprint), and masked-token accuracy."""
 
     evaluation_set: object = None  # () -> the held-out masked batches
+    next_sentence_set: object = None  # () -> the held-out sentence pairs (with next-sentence prediction)
 
     def evaluation_metrics(self) -> dict:
-        return {"val_accuracy": masked_accuracy(self.model, self.evaluation_set(), self.evaluation_objective)}
+        metrics = {"val_accuracy": masked_accuracy(self.model, self.evaluation_set(), self.evaluation_objective)}
+        if self.next_sentence_set is not None:
+            metrics["val_next_sentence_accuracy"] = next_sentence_accuracy(self.model, self.next_sentence_set())
+        return metrics
 
 
 def masked_accuracy(model, batches, objective: MaskedLM) -> float:
@@ -114,6 +129,20 @@ def masked_accuracy(model, batches, objective: MaskedLM) -> float:
             logits = model.masked_logits(batch["input_ids"], positions)  # (N, V)
             correct += int((logits.data.argmax(axis=-1) == targets).sum())
             total += len(targets)
+    model.train()
+    return correct / max(total, 1)
+
+
+def next_sentence_accuracy(model, batches) -> float:
+    """The share of held-out pairs whose next-sentence guess (follows, or random) is right (no dropout, no graph)."""
+    model.eval()
+    correct = total = 0
+    with no_grad():
+        for batch in batches:
+            hidden = model.bert(batch["input_ids"], token_type_ids=batch["token_type_ids"])
+            guesses = model.next_sentence_logits(hidden).data.argmax(axis=-1)
+            correct += int((guesses == batch["next_sentence_labels"]).sum())
+            total += len(guesses)
     model.train()
     return correct / max(total, 1)
 
@@ -216,17 +245,32 @@ def build_run(config: BERTTrainConfig, tokenizer, text: str, log, param_groups=_
         return masked_evaluation_batches(validation_tokens, config.context_length, config.batch_size,
                                          config.eval_windows, rule, cls_id, sep_id)
 
-    batches = MaskedWindows(train_tokens, config.context_length, config.batch_size, config.seed, rule, cls_id, sep_id)
+    next_sentence_set = None
+    if config.next_sentence:
+        def next_sentence_set():
+            return sentence_pair_evaluation_batches(validation_tokens, config.context_length, config.batch_size,
+                                                    config.eval_windows, rule, cls_id, sep_id)
+
+        batches = SentencePairs(train_tokens, config.context_length, config.batch_size, config.seed, rule, cls_id,
+                                sep_id)
+        next(iter(next_sentence_set()))  # too few held-out tokens for the pairs: say so now
+    else:
+        batches = MaskedWindows(train_tokens, config.context_length, config.batch_size, config.seed, rule, cls_id,
+                                sep_id)
     next(iter(evaluation_set()))  # too few held-out tokens for one window: say so now, not at the first evaluation
     log(f"tokens: {len(train_tokens):,} for training, {len(validation_tokens):,} for validation;"
         f" baselines on held-out tokens: unigram loss {unigram_loss(train_tokens, validation_tokens, V):.3f},"
         f" accuracy {most_frequent_accuracy(train_tokens, validation_tokens, V):.3f} (always the most frequent token)")
-    model = BERTForMaskedLM(model_config or config.model_config(V), seed=config.seed)
+    model_class = BERTForPreTraining if config.next_sentence else BERTForMaskedLM
+    model = model_class(model_config or config.model_config(V), seed=config.seed)
     log(f"model: {model.num_parameters():,} parameters; masking {config.mask_rate:.0%} of each window;"
         f" each batch shared by {config.workers} worker thread{'s' * (config.workers > 1)}")
+    if config.next_sentence:
+        log("next-sentence prediction: [CLS] A [SEP] B [SEP], B the continuation of A in half the pairs;"
+            " a coin's accuracy is 0.500")
     return (run_class or BERTRun)(
         model=model,
-        objective=objective or MaskedLM(),
+        objective=objective or (MaskedLMWithNextSentence() if config.next_sentence else MaskedLM()),
         evaluation_objective=MaskedLM(),
         batches=batches,
         evaluation_batches=evaluation_set,
@@ -236,6 +280,7 @@ def build_run(config: BERTTrainConfig, tokenizer, text: str, log, param_groups=_
         validation_tokens=validation_tokens,
         corpus_sha256=text_sha256(text),
         evaluation_set=evaluation_set,
+        next_sentence_set=next_sentence_set,
         **run_fields,
     )
 
@@ -255,7 +300,9 @@ def load_model(path):
     if checkpoint.tokenizer_path is None or "model_config" not in checkpoint.train_state \
             or "n_inner" not in checkpoint.train_state["model_config"]:
         raise CheckpointError(f"{checkpoint.folder}: not a checkpoint written by npllm train --model bert")
-    model = BERTForMaskedLM(BERTConfig(**checkpoint.train_state["model_config"]))
+    with_next_sentence = "cls.seq_relationship.weight" in checkpoint.model_state
+    model = (BERTForPreTraining if with_next_sentence else BERTForMaskedLM)(
+        BERTConfig(**checkpoint.train_state["model_config"]))
     try:
         model.load_state_dict(checkpoint.model_state)
     except (KeyError, ValueError) as error:
