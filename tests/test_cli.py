@@ -317,13 +317,15 @@ def test_a_full_disk_while_training_is_one_line_naming_the_file(tiny_corpus, tmp
 
 
 @pytest.mark.bench
-def test_bench_distill_runs_with_tiny_settings(tiny_corpus, capsys):
-    figures = main(["bench", "distill", "--data", str(tiny_corpus), "--teacher-steps", "2", "--student-steps", "2",
-                    "--writing-tokens", "3", "--json"])
+@pytest.mark.parametrize("model", ["gpt", "bert"])
+def test_bench_distill_runs_with_tiny_settings(tiny_corpus, capsys, model):
+    figures = main(["bench", "distill", "--model", model, "--data", str(tiny_corpus), "--teacher-steps", "2",
+                    "--student-steps", "2", "--writing-tokens", "3", "--share-repeats", "1", "--json"])
     out = capsys.readouterr().out
-    assert figures == 0 and "held-out loss   teacher" in out
+    assert figures == 0 and "held-out loss   teacher" in out and "of a distillation step" in out
     reported = json.loads(out.strip().splitlines()[-1])
     assert reported["student_parameters"] < reported["teacher_parameters"] and reported["steps"] == 2
+    assert ("distilled_val_accuracy" in reported) == (model == "bert")
 
 
 def test_a_cache_folder_that_cannot_be_made_is_one_line(tiny_corpus, tmp_path, monkeypatch, capsys):
