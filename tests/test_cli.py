@@ -348,3 +348,17 @@ def test_compare_torch_without_torch_is_refused_before_any_work(what, monkeypatc
         main(["bench", what, "--preset", "tiny", "--compare-torch", "--repeats", "1"])
     assert exit_status.value.code == 2
     assert "--compare-torch needs PyTorch, which is not installed" in capsys.readouterr().err
+
+
+@pytest.mark.bench
+def test_bench_generate_times_trained_checkpoints_side_by_side(tiny_corpus, tmp_path, capsys):
+    for name, layers in (("one", "1"), ("two", "2")):
+        flags = [*TINY_FLAGS, "--n-layer", layers, "--max-steps", "1"]
+        assert main(["train", "--data", str(tiny_corpus), "--out", str(tmp_path / name), *flags]) == 0
+    capsys.readouterr()
+    assert main(["bench", "generate", "--checkpoint", str(tmp_path / "two"), "--checkpoint", str(tmp_path / "one"),
+                 "--new-tokens", "4", "--repeats", "2", "--json"]) == 0
+    out = capsys.readouterr().out
+    reported = json.loads(out.strip().splitlines()[-1])["checkpoints"]
+    assert [entry["path"].rsplit("/", 1)[-1] for entry in reported] == ["two", "one"]
+    assert reported[0]["parameters"] > reported[1]["parameters"] and "1.00x the first" in out
