@@ -31,7 +31,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from npllm.data.masking import MaskingRule, mask_tokens
+from npllm.data.masking import MaskingRule, SeededBatches, mask_tokens
 from npllm.errors import SettingError
 
 IS_NEXT, IS_RANDOM = 0, 1  # the labels, in Hugging Face's order
@@ -83,25 +83,18 @@ def _start_away(start: int, length: int, b: int, n: int, u: float) -> int:
     return pick if pick < before else after_first + pick - before
 
 
-class SentencePairs:
+class SentencePairs(SeededBatches):
     """Training batches of ``B`` masked sentence pairs; every choice from one seeded generator."""
 
     def __init__(self, tokens: np.ndarray, context_length: int, batch_size: int, seed: int, rule: MaskingRule,
                  cls_id: int, sep_id: int):
+        super().__init__(seed)
         self.length = _pair_length(context_length, tokens, "training")
         self.tokens, self.batch_size, self.rule, self.cls_id, self.sep_id = tokens, batch_size, rule, cls_id, sep_id
-        self.rng = np.random.default_rng(seed)
 
     def next_batch(self) -> dict:
         return sentence_pair_batch(self.tokens, self.batch_size, self.length, self.rule, self.cls_id, self.sep_id,
                                    self.rng)
-
-    def state_dict(self) -> dict:
-        """The generator's exact state, for a bit-exact resume."""
-        return self.rng.bit_generator.state
-
-    def load_state_dict(self, state: dict) -> None:
-        self.rng.bit_generator.state = state
 
 
 def sentence_pair_evaluation_batches(tokens: np.ndarray, context_length: int, batch_size: int, pairs: int,
