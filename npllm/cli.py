@@ -200,7 +200,8 @@ def _run_recipe(argv, prog, description, config_class, start, resume, left_out=(
     parser = argparse.ArgumentParser(prog=prog, description=description, argument_default=argparse.SUPPRESS)
     if model_choices:
         parser.add_argument("--model", choices=model_choices, default=model_choices[0],
-                            help="bert: masked-LM pre-training of an encoder; gpt: next-token prediction (default)")
+                            help=f"the kind of model: bert (an encoder, masked LM) or gpt (next-token prediction);"
+                                 f" default {model_choices[0]}")
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     for field in fields:

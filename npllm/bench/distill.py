@@ -64,10 +64,10 @@ def teacher_share(scratch, distilled, repeats) -> float:
 
 
 def measure(data, teacher_steps, student_steps, alpha, temperature, out, log, writing_tokens=200, model="gpt",
-            share_repeats=5) -> dict:
+            share_repeats=5, lr=3e-3) -> dict:
     quiet = {"progress": False, "log": lambda line: None}
     config_class, train, distill_class = RECIPES[model]
-    shared = dict(CORPUS, data=data, lr=3e-3, min_lr=3e-4)
+    shared = dict(CORPUS, data=data, lr=lr, min_lr=lr / 10)
     teacher, teacher_s = timed(train, config_class(**shared, **TEACHER, max_steps=teacher_steps,
                                                    out_dir=str(out / "teacher")), **quiet)
     log(f"teacher: {teacher.model.num_parameters():,} parameters, {teacher_steps} steps in {teacher_s:.0f} s")
@@ -76,7 +76,7 @@ def measure(data, teacher_steps, student_steps, alpha, temperature, out, log, wr
     distilled, distilled_s = timed(distill, distill_class(**student, teacher=str(out / "teacher"), alpha=alpha,
                                                           temperature=temperature, out_dir=str(out / "distilled")),
                                    **quiet)
-    figures = {"model": model, "data": data, "teacher_parameters": teacher.model.num_parameters(),
+    figures = {"model": model, "data": data, "lr": lr, "teacher_parameters": teacher.model.num_parameters(),
                "student_parameters": scratch.model.num_parameters(), "steps": student_steps, "alpha": alpha,
                "temperature": temperature, "teacher_s": teacher_s, "scratch_s": scratch_s, "distilled_s": distilled_s,
                "teacher_share_of_a_step": teacher_share(scratch, distilled, share_repeats)}
@@ -95,6 +95,8 @@ def main(argv=None):
     parser.add_argument("--data", default="docs", help="the corpus: stdlib, docs, or a text file or folder")
     parser.add_argument("--teacher-steps", type=at_least_one, default=600, help="the teacher's pre-training steps")
     parser.add_argument("--student-steps", type=at_least_one, default=600, help="each student's training steps")
+    parser.add_argument("--lr", type=float, default=3e-3,
+                        help="every run's peak learning rate (the cosine decays to a tenth of it)")
     parser.add_argument("--alpha", type=float, default=0.5, help="weight of the soft loss in distillation")
     parser.add_argument("--temperature", type=float, default=2.0, help="softens both distributions")
     parser.add_argument("--writing-tokens", type=at_least_one, default=200,
@@ -107,7 +109,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="npllm-bench-distill-") as scratch_folder:
         out = Path(args.out or scratch_folder)
         figures = measure(args.data, args.teacher_steps, args.student_steps, args.alpha, args.temperature, out, print,
-                          args.writing_tokens, args.model, args.share_repeats)
+                          args.writing_tokens, args.model, args.share_repeats, args.lr)
     print(f"student: {figures['student_parameters']:,} parameters, {figures['steps']} steps, the same initialisation"
           f" and batches; distilled with alpha {figures['alpha']}, T {figures['temperature']}")
 

@@ -174,8 +174,9 @@ def checkpoints_side_by_side(args):
     medians = [float(np.median(runs)) for runs in speeds]
     repeats = f", median of {args.repeats} turns each" if args.repeats > 1 else ""
     print(f"{args.new_tokens} greedy tokens from a 1-token prompt, KV cache on{repeats}:")
+    width = max(len(str(path)) for path in args.checkpoint)
     for path, model, speed in zip(args.checkpoint, models, medians):
-        print(f"  {path}  {model.num_parameters():>12,} parameters  {speed:8.1f} tokens/s"
+        print(f"  {path:<{width}}  {model.num_parameters():>12,} parameters  {speed:8.1f} tokens/s"
               f"  {speed / medians[0]:5.2f}x the first")
     if args.json:
         print(json.dumps({"new_tokens": args.new_tokens, "checkpoints": [
