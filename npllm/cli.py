@@ -94,8 +94,10 @@ TRAIN_FLAG_HELP = {  # one sentence per TrainConfig field (a test checks that no
     "hidden_act": "gelu (BERT's exact erf GELU) or gelu_new (GPT-2's tanh form, faster); --model bert",
     "mask_ratio": "share of each window's tokens hidden in masked spans, one <mask> a span (--model seq2seq)",
     "poisson_lambda": "mean length of a masked span, drawn from a Poisson distribution (--model seq2seq)",
-    "permute_sentences": "true: shuffle each window's lines before masking; the decoder restores the order"
+    "permute_sentences": "shuffle each window's lines before masking; the decoder restores the order"
                          " (--model seq2seq)",
+    "next_sentence": "also BERT's next-sentence prediction on sentence pairs, with its own head (off: RoBERTa found"
+                     " it does not help); --model bert",
 }
 
 
@@ -103,14 +105,6 @@ def flag_type(field) -> type:
     """The type a flag parses to: the field's annotation, with ``| None`` dropped (``int | None`` -> int)."""
     kinds = [kind for kind in typing.get_args(field.type) if kind is not type(None)] or [field.type]
     return kinds[0]
-
-
-def boolean(text: str) -> bool:
-    """A yes/no flag's value: true, false, yes, no, 1, 0 (any case)."""
-    answers = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
-    if text.lower() not in answers:
-        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-    return answers[text.lower()]
 
 
 TRAIN_RECIPES = {  # --model -> the recipe's module and its config class
@@ -143,18 +137,43 @@ def _train(argv):
 
 
 DISTILL_FLAG_HELP = {
-    "teacher": "run folder of the teacher, a GPT trained with npllm train (its tokenizer is the student's)",
+    "teacher": "the teacher: a run folder of npllm train (a GPT, or --model bert), or a Hugging Face GPT-2 or BERT"
+               " folder; its tokenizer is the student's",
     "temperature": "softens the teacher's and the student's distributions; above 1 shows the small probabilities",
     "alpha": "weight of the soft loss against the teacher; 1 - alpha weighs the text's cross-entropy",
     "student_init": "random, or teacher-layers: every other block of the teacher (the widths must match)",
+    "cosine_weight": "a BERT student: weight of DistilBERT's cosine loss between the two models' last hidden states"
+                     " (needs the teacher's --n-embd)",
 }
 
 
 def _distill(argv):
-    from npllm.training.distill import FROM_THE_TEACHER, DistillConfig, distill, resume
+    from npllm.training.distill import (FROM_THE_BERT_TEACHER, FROM_THE_TEACHER, BERTDistillConfig, DistillConfig,
+                                        distill, model_kind, require_kind, resume)
 
-    return _run_recipe(argv, "npllm distill", "Train a small student GPT on a teacher's soft targets (resumable).",
-                       DistillConfig, distill, resume, left_out=(*FROM_THE_TEACHER, "tokenizer_chars", "init"))
+    chooser = argparse.ArgumentParser(add_help=False)
+    chooser.add_argument("--model", choices=["gpt", "bert"], default=None)
+    for flag in ("--teacher", "--out"):
+        chooser.add_argument(flag, default=None)
+    chooser.add_argument("--resume", action="store_true")
+    known = chooser.parse_known_args(argv)[0]
+    if known.resume:  # the run's own kind
+        default_out = next(field.default for field in dataclasses.fields(
+            BERTDistillConfig if known.model == "bert" else DistillConfig) if field.name == "out_dir")
+        kind = model_kind(known.out or default_out)
+    else:  # the teacher's, which must be --model's if given
+        kind = require_kind(known.teacher, known.model) if known.teacher else known.model or "gpt"
+    bert = kind == "bert"
+
+    def then(run):
+        return f"try: npllm fill-mask --checkpoint {run.config.out_dir} --text 'def __init__(self, [MASK]):'" if bert \
+            else _try_generating(run)
+
+    return _run_recipe(argv, "npllm distill", "Train a small student (a GPT or a BERT, as its teacher) on a teacher's"
+                       " soft targets (resumable).", BERTDistillConfig if bert else DistillConfig, distill, resume,
+                       left_out=(*(FROM_THE_BERT_TEACHER if bert else FROM_THE_TEACHER), "tokenizer_chars", "init",
+                                 "next_sentence"),
+                       then=then, model_choices=["bert", "gpt"] if bert else ["gpt", "bert"])
 
 
 CLASSIFY_FLAG_HELP = {
@@ -250,8 +269,11 @@ def _run_recipe(argv, prog, description, config_class, start, resume, left_out=(
     for field in fields:
         kind = flag_type(field)
         explained = {**TRAIN_FLAG_HELP, **DISTILL_FLAG_HELP, **(help_table or {})}[field.name]
-        parser.add_argument(_flag(field.name), dest=field.name, type=boolean if kind is bool else kind,
-                            metavar=kind.__name__.upper(),
+        if kind is bool:  # a switch: --name sets it, --no-name clears it (on a resume too)
+            parser.add_argument(_flag(field.name), dest=field.name, action=argparse.BooleanOptionalAction,
+                                help=f"{explained} (default {'on' if field.default else 'off'})")
+            continue
+        parser.add_argument(_flag(field.name), dest=field.name, type=kind, metavar=kind.__name__.upper(),
                             help=f"{explained} (default {field.default})")
     args = vars(parser.parse_args(argv))
     ranks = _join_ranks(args.pop("mpi", False), {"command": prog, **args})

@@ -334,13 +334,15 @@ def test_a_full_disk_while_training_is_one_line_naming_the_file(tiny_corpus, tmp
 
 
 @pytest.mark.bench
-def test_bench_distill_runs_with_tiny_settings(tiny_corpus, capsys):
-    figures = main(["bench", "distill", "--data", str(tiny_corpus), "--teacher-steps", "2", "--student-steps", "2",
-                    "--writing-tokens", "3", "--json"])
+@pytest.mark.parametrize("model", ["gpt", "bert"])
+def test_bench_distill_runs_with_tiny_settings(tiny_corpus, capsys, model):
+    figures = main(["bench", "distill", "--model", model, "--data", str(tiny_corpus), "--teacher-steps", "2",
+                    "--student-steps", "2", "--writing-tokens", "3", "--share-repeats", "1", "--json"])
     out = capsys.readouterr().out
-    assert figures == 0 and "held-out loss   teacher" in out
+    assert figures == 0 and "held-out loss   teacher" in out and "of a distillation step" in out
     reported = json.loads(out.strip().splitlines()[-1])
     assert reported["student_parameters"] < reported["teacher_parameters"] and reported["steps"] == 2
+    assert ("distilled_val_accuracy" in reported) == (model == "bert")
 
 
 def test_a_cache_folder_that_cannot_be_made_is_one_line(tiny_corpus, tmp_path, monkeypatch, capsys):
@@ -394,3 +396,15 @@ def test_a_gpt2_folder_asked_to_fill_masks_is_named_a_gpt(workspace, tmp_path, c
     assert main(["export", "--checkpoint", str(workspace / "run"), "--out", str(tmp_path / "hf")]) == 0
     assert main(["fill-mask", "--checkpoint", str(tmp_path / "hf"), "--text", "a [MASK]"]) == 2
     assert "holds a GPT; filling masks needs a BERT with its masked-LM head" in capsys.readouterr().err
+@pytest.mark.bench
+def test_bench_generate_times_trained_checkpoints_side_by_side(tiny_corpus, tmp_path, capsys):
+    for name, layers in (("one", "1"), ("two", "2")):
+        flags = [*TINY_FLAGS, "--n-layer", layers, "--max-steps", "1"]
+        assert main(["train", "--data", str(tiny_corpus), "--out", str(tmp_path / name), *flags]) == 0
+    capsys.readouterr()
+    assert main(["bench", "generate", "--checkpoint", str(tmp_path / "two"), "--checkpoint", str(tmp_path / "one"),
+                 "--new-tokens", "4", "--repeats", "2", "--json"]) == 0
+    out = capsys.readouterr().out
+    reported = json.loads(out.strip().splitlines()[-1])["checkpoints"]
+    assert [entry["path"].rsplit("/", 1)[-1] for entry in reported] == ["two", "one"]
+    assert reported[0]["parameters"] > reported[1]["parameters"] and "1.00x the first" in out

@@ -205,11 +205,36 @@ def seq2seq_beam_search(args):
         print(json.dumps({"model": "seq2seq", "preset": args.preset, "beams": args.beams, "sources": args.sources,
                           "new_tokens": new_tokens, "tokens_per_s": with_cache, "tokens_per_s_without_cache": without,
                           "speedup": ratios, "same_hypotheses": all(run[2] for run in runs)}))
+def checkpoints_side_by_side(args):
+    """The ``--checkpoint`` benchmark: each trained model's writing speed, taking turns, beside the first one's."""
+    from npllm.training.pretrain import load_model
+
+    models = [load_model(path, log=lambda line: None)[0] for path in args.checkpoint]
+    prompt = [0]  # one token, the same for all: speed does not depend on what is written
+    speeds = [[] for _ in models]
+    for model in models:  # warm-up: the first call of each pays one-off costs
+        tokens_per_second(model, prompt, 8, use_cache=True)
+    for _ in range(args.repeats):
+        for model, runs in zip(models, speeds):
+            runs.append(tokens_per_second(model, prompt, args.new_tokens, use_cache=True))
+    medians = [float(np.median(runs)) for runs in speeds]
+    repeats = f", median of {args.repeats} turns each" if args.repeats > 1 else ""
+    print(f"{args.new_tokens} greedy tokens from a 1-token prompt, KV cache on{repeats}:")
+    width = max(len(str(path)) for path in args.checkpoint)
+    for path, model, speed in zip(args.checkpoint, models, medians):
+        print(f"  {path:<{width}}  {model.num_parameters():>12,} parameters  {speed:8.1f} tokens/s"
+              f"  {speed / medians[0]:5.2f}x the first")
+    if args.json:
+        print(json.dumps({"new_tokens": args.new_tokens, "checkpoints": [
+            {"path": str(path), "parameters": model.num_parameters(), "tokens_per_s": speed}
+            for path, model, speed in zip(args.checkpoint, models, medians)]}))
     return 0
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="npllm bench generate", description=description(__doc__))
+    parser.add_argument("--checkpoint", action="append", default=None,
+                        help="a trained GPT (run folder or Hugging Face folder); repeat it to compare several")
     parser.add_argument("--shape", choices=["gpt2"], default=None,
                         help="gpt2: GPT-2 small as a Hugging Face folder, against transformers (instead of --preset)")
     parser.add_argument("--torch-threads", type=at_least_one, default=None,
@@ -225,6 +250,8 @@ def main(argv=None):
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     args = parser.parse_args(argv)
     keep_freed_memory()  # as training does (see npllm.runtime.memory)
+    if args.checkpoint:
+        return checkpoints_side_by_side(args)
     if args.shape == "gpt2":
         return gpt2_against_transformers(args)
     if args.model == "seq2seq":

@@ -149,17 +149,31 @@ def window_length(context_length: int, tokens: np.ndarray, what: str, frame=("[C
     return length
 
 
-class MaskedWindows:
+class SeededBatches:
+    """Batches drawn from one seeded generator, whose exact state is the ``state_dict``: a resumed run draws
+    exactly what an uninterrupted one would."""
+
+    def __init__(self, seed: int):
+        self.rng = np.random.default_rng(seed)
+
+    def state_dict(self) -> dict:
+        return self.rng.bit_generator.state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state
+
+
+class MaskedWindows(SeededBatches):
     """Training batches: ``B`` framed windows at random starts, masked; starts and masks from one seeded generator."""
 
     def __init__(self, tokens: np.ndarray, context_length: int, batch_size: int, seed: int, rule: MaskingRule,
                  cls_id: int, sep_id: int, boundaries: Boundaries | None = None):
+        super().__init__(seed)
         self.length = window_length(context_length, tokens, "training")
         self.tokens, self.batch_size, self.rule = tokens, batch_size, rule
         self.cls_id, self.sep_id = cls_id, sep_id
         self.boundaries = boundaries
         self.documents = None if boundaries is None else DocumentStarts(tokens, boundaries.boundary_id, self.length)
-        self.rng = np.random.default_rng(seed)
 
     def next_batch(self) -> dict:
         """``input_ids`` (masked) and ``targets`` (IGNORE_INDEX where not chosen), each (B, T) int64."""
@@ -169,13 +183,6 @@ class MaskedWindows:
             starts = self.documents.draw(self.rng, self.batch_size)
         ids = framed_windows(self.tokens, starts, self.length, self.cls_id, self.sep_id)
         return _masked_batch(ids, self.rule, self.rng, self.boundaries)
-
-    def state_dict(self) -> dict:
-        """The generator's exact state (starts and masks both come from it), for a bit-exact resume."""
-        return self.rng.bit_generator.state
-
-    def load_state_dict(self, state: dict) -> None:
-        self.rng.bit_generator.state = state
 
 
 def masked_evaluation_batches(tokens: np.ndarray, context_length: int, batch_size: int, max_windows: int,

@@ -36,6 +36,7 @@ import numpy as np
 from npllm.data.download import user_cache_dir
 from npllm.errors import SettingError
 from npllm.io.atomic import atomic_write
+from npllm.tokenizer import save_tokenizer_file
 
 UINT16_VOCABULARY_LIMIT = 1 << 16
 CHUNK_TOKENS = 1 << 24  # a pass over all the ids reads this many at a time
@@ -50,9 +51,9 @@ def tokenizer_fingerprint(tokenizer) -> str:
     """SHA-256 of the tokenizer's saved form: equal fingerprints mean equal tokenizers."""
     digest = hashlib.sha256()
     with tempfile.TemporaryDirectory() as folder:
-        tokenizer.save(Path(folder) / "tokenizer.txt")
-        for path in sorted(Path(folder).iterdir()):  # every file save() wrote, in a fixed order
-            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+        path = Path(folder) / "tokenizer.txt"
+        save_tokenizer_file(tokenizer, path)
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())  # (the name: the keys of older caches stay)
     return digest.hexdigest()
 
 

@@ -23,9 +23,9 @@ buys three things:
 
 The files, in reading order: ``probabilities`` (softmax, log-softmax),
 ``losses`` (cross-entropy), ``distillation`` (the soft-target KL of a
-student against a teacher), ``normalization`` (layer norm), ``activations``
-(GELU), ``lookup`` (embedding), ``regularization`` (dropout), ``projection``
-(linear), ``attention``.  (They are named for what they hold rather than for
+student against a teacher, and DistilBERT's cosine loss), ``normalization``
+(layer norm), ``activations`` (GELU), ``lookup`` (embedding),
+``regularization`` (dropout), ``projection`` (linear), ``attention``.  (They are named for what they hold rather than for
 their functions: a module called ``softmax`` would be shadowed by the
 function ``F.softmax`` of the same name.)
 
@@ -43,7 +43,7 @@ class weights, and attention variants (ALiBi, sliding windows).
 
 from npllm.functional.activations import gelu
 from npllm.functional.attention import causal_mask, scaled_dot_product_attention, self_attention
-from npllm.functional.distillation import kl_div
+from npllm.functional.distillation import cosine_loss, kl_div
 from npllm.functional.losses import IGNORE_INDEX, cross_entropy
 from npllm.functional.lookup import embedding
 from npllm.functional.normalization import layer_norm
@@ -53,5 +53,6 @@ from npllm.functional.regularization import dropout
 
 __all__ = [
     "softmax", "log_softmax", "cross_entropy", "layer_norm", "gelu", "embedding", "dropout",
-    "scaled_dot_product_attention", "self_attention", "causal_mask", "linear", "kl_div", "IGNORE_INDEX",
+    "scaled_dot_product_attention", "self_attention", "causal_mask", "linear", "kl_div", "cosine_loss",
+    "IGNORE_INDEX",
 ]

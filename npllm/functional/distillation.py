@@ -23,6 +23,16 @@ reduction="batchmean") * T**2`` is the same number (tests/functional).
 The teacher's side has a gradient too, derived below, so the op is correct
 whichever input requires one; a distillation run feeds teacher logits made
 under ``no_grad``, and then only the student's is computed.
+
+**The cosine loss** (DistilBERT, Sanh et al. 2019): beyond the output
+distribution, the student's last hidden states h_s can be pulled towards the
+teacher's h_t, in direction only (their lengths may differ freely):
+
+    cosine_loss(h_s, h_t) = mean over counted rows of 1 - cos(h_s, h_t),
+    cos(x, y) = x.y / sqrt((|x|^2 + eps)(|y|^2 + eps))      (eps = 1e-12, as PyTorch's cosine_embedding_loss)
+
+It needs the two widths equal (a student as wide as its teacher, as
+DistilBERT's is), and is 0 when they point the same way.
 """
 
 import math
@@ -126,3 +136,75 @@ def kl_div(student_logits, teacher_logits, temperature=1.0, targets=None, ignore
         raise ValueError(f"kl_div: temperature must be a positive number, got {temperature}")
     keep = _counted_rows(targets, ignore_index, math.prod(s_shape[:-1]))
     return FusedKLDiv.apply(student_logits, teacher_logits, keep, float(temperature))
+
+
+# --- the cosine loss: its composed reference, then the fused op ---
+COSINE_EPS = 1e-12  # added to each squared length, as torch.nn.functional.cosine_embedding_loss does
+
+
+def cosine_loss_composed(student_hidden, teacher_hidden, mask=None):
+    C = student_hidden.shape[-1]
+    s, t = student_hidden.reshape(-1, C), teacher_hidden.reshape(-1, C)  # (N, C)
+    cos = (s * t).sum(axis=1) / (((s * s).sum(axis=1) + COSINE_EPS) * ((t * t).sum(axis=1) + COSINE_EPS)) ** 0.5
+    keep = np.ones(len(cos.data), dtype=bool) if mask is None else as_array(mask).reshape(-1).astype(bool)
+    return (1.0 - cos[np.flatnonzero(keep)]).sum() * (1.0 / int(keep.sum()))
+
+
+class FusedCosineLoss(Function):
+    """L = 1/n sum over counted rows of 1 - c,  c = a / sqrt(m k),  a = s.t,  m = |s|^2 + eps,  k = |t|^2 + eps.
+
+    Per row, with w = g / n on counted rows (0 elsewhere):
+        dc/ds = t / sqrt(m k) - a s / (m sqrt(m k)) = (t - (a / m) s) / sqrt(m k)     (d m / d s = 2 s)
+        dc/dt = (s - (a / k) t) / sqrt(m k)                                            (the same, s and t swapped)
+        dL/ds = -w dc/ds,  dL/dt = -w dc/dt
+    Forward keeps a, m and 1 / sqrt(m k), (N,) each, besides the two inputs.
+    """
+
+    @staticmethod
+    def forward(ctx, student_hidden, teacher_hidden, keep):
+        C = student_hidden.shape[-1]
+        s, t = student_hidden.reshape(-1, C), teacher_hidden.reshape(-1, C)  # (N, C)
+        dot = np.einsum("ij,ij->i", s, t)  # a, (N,)
+        s_square = np.einsum("ij,ij->i", s, s) + s.dtype.type(COSINE_EPS)  # m
+        t_square = np.einsum("ij,ij->i", t, t) + t.dtype.type(COSINE_EPS)  # k
+        inverse_norms = 1.0 / np.sqrt(s_square * t_square)
+        count = int(np.count_nonzero(keep))
+        ctx.save_for_backward(s, t, dot, s_square, t_square, inverse_norms, keep)
+        ctx.shape, ctx.count = student_hidden.shape, count
+        with np.errstate(invalid="ignore", divide="ignore"):  # no counted row: 0/0 = NaN, as cross-entropy
+            return np.divide((1.0 - dot * inverse_norms) @ keep.astype(dot.dtype), count, dtype=dot.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        s, t, dot, s_square, t_square, inverse_norms, keep = ctx.saved
+        need_student, need_teacher = ctx.needs_input_grad[:2]
+        row_weight = -(keep * inverse_norms) * (grad / max(ctx.count, 1))  # (N,): -w / sqrt(m k)
+        # forward: loss = 1/n sum_rows (1 - a / sqrt(m k))
+        dstudent = dteacher = None
+        if need_student:
+            dstudent = (t - (dot / s_square)[:, None] * s) * row_weight[:, None]
+            dstudent = dstudent.reshape(ctx.shape)
+        if need_teacher:
+            dteacher = (s - (dot / t_square)[:, None] * t) * row_weight[:, None]
+            dteacher = dteacher.reshape(ctx.shape)
+        return dstudent, dteacher, None
+
+
+def cosine_loss(student_hidden, teacher_hidden, mask=None):
+    """The mean of 1 - cos(student row, teacher row) over the rows ``mask`` counts (DistilBERT's cosine loss).
+
+    ``student_hidden`` and ``teacher_hidden``: (..., C) of one shape; ``mask``
+    (...,), true for a row that counts (a real token), false for padding;
+    without, every row counts.  Equal to PyTorch's
+    ``cosine_embedding_loss(s, t, ones)`` on the counted rows.
+    """
+    s_shape, t_shape = as_array(student_hidden).shape, as_array(teacher_hidden).shape
+    if s_shape != t_shape or len(s_shape) < 2:
+        raise ShapeError(f"cosine_loss: student and teacher hidden states must be (..., C) of one shape,"
+                         f" got {s_shape} and {t_shape}")
+    if mask is not None and as_array(mask).shape != s_shape[:-1]:
+        raise ShapeError(f"cosine_loss: hidden states of shape {s_shape} need a mask of shape {s_shape[:-1]},"
+                         f" got {as_array(mask).shape}")
+    rows = math.prod(s_shape[:-1])
+    keep = np.ones(rows, dtype=bool) if mask is None else as_array(mask).reshape(-1).astype(bool)
+    return FusedCosineLoss.apply(student_hidden, teacher_hidden, keep)

@@ -45,10 +45,18 @@ Names and shapes are Hugging Face's, so a checkpoint loads by name
 Initialisation is BERT's: weights and embeddings ~ N(0, 0.02^2), biases zero,
 LayerNorm gains one, the [PAD] row of the word embeddings zero.
 
+``BERTForPreTraining`` is Hugging Face's ``BertForPreTraining``: the same,
+with the pooler, and a second head under ``cls.seq_relationship``, a (C, 2)
+layer on the pooled [CLS] vector for next-sentence prediction (was the
+second text of a pair the one that followed the first?).  BERT trained both
+heads together; RoBERTa (2019) found that dropping the second and packing
+every row with contiguous text trains as well or better, so npllm's
+pre-training leaves it off unless asked (``npllm train --model bert
+--next-sentence``).
+
 Symbols: B batch, T time (sequence length), C = n_embd channels, V vocabulary.
-Left out: next-sentence prediction's head (BERT's second objective; RoBERTa
-showed it does not help), relative position embeddings, and a KV cache (an
-encoder reads its input once).
+Left out: relative position embeddings, and a KV cache (an encoder reads its
+input once).
 """
 
 from dataclasses import dataclass
@@ -261,11 +269,18 @@ class MaskedLMPredictions(Module):
 
 
 class MaskedLMHead(Module):
-    """``predictions``, under the name Hugging Face gives it (``cls``, a ``BertOnlyMLMHead``)."""
+    """``predictions``, under the name Hugging Face gives it (``cls``, a ``BertOnlyMLMHead``).
 
-    def __init__(self, config: BERTConfig, rng):
+    With ``next_sentence``, also ``seq_relationship``: two scores from the
+    pooled [CLS] vector, "B follows A" (0) and "B is random" (1), Hugging
+    Face's label order (``cls`` is then a ``BertPreTrainingHeads``).
+    """
+
+    def __init__(self, config: BERTConfig, rng, next_sentence=False):
         super().__init__()
         self.predictions = MaskedLMPredictions(config, rng)
+        if next_sentence:
+            self.seq_relationship = Linear(config.n_embd, 2, dtype=np.dtype(config.dtype), rng=rng)
 
     def forward(self, x, word_embeddings):
         return self.predictions(x, word_embeddings)
@@ -274,12 +289,14 @@ class MaskedLMHead(Module):
 class BERTForMaskedLM(Module):
     """BERT with its masked-LM head (Hugging Face's ``BertForMaskedLM``): logits (B, T, V) for every position."""
 
+    next_sentence = False  # BERTForPreTraining: the pooler and the next-sentence head too
+
     def __init__(self, config: BERTConfig, seed=0):
         super().__init__()
         self.config = config
         rng = np.random.default_rng(seed)
-        self.bert = BERT(config, pooler=False, rng=rng)
-        self.cls = MaskedLMHead(config, rng)
+        self.bert = BERT(config, pooler=self.next_sentence, rng=rng)
+        self.cls = MaskedLMHead(config, rng, next_sentence=self.next_sentence)
 
     def forward(self, idx, attention_mask=None, token_type_ids=None):
         """Logits (B, T, V): at each position, a score for every token that could stand there."""
@@ -292,7 +309,10 @@ class BERTForMaskedLM(Module):
         The encoder runs on every position (each one is context), but the head,
         a (C, V) product per position, only where a token is predicted: 15% of them.
         """
-        hidden = self.bert(idx, attention_mask, token_type_ids)
+        return self.predict(self.bert(idx, attention_mask, token_type_ids), positions)
+
+    def predict(self, hidden, positions):
+        """The head's logits (N, V) at the N flat ``positions`` of the encoder's ``hidden`` states (B, T, C)."""
         rows = hidden.reshape(-1, self.config.n_embd)[np.asarray(positions)]  # (N, C)
         return self.cls(rows, self.bert.embeddings.word_embeddings.weight)
 
@@ -317,3 +337,23 @@ class BERTForMaskedLM(Module):
 
     def extra_repr(self):
         return self.bert.extra_repr()
+
+
+class BERTForPreTraining(BERTForMaskedLM):
+    """BERT with both of its pre-training heads (Hugging Face's ``BertForPreTraining``).
+
+    Everything ``BERTForMaskedLM`` does (its ``forward`` gives the masked-LM
+    logits, so it fills masks and trains on masked LM alike), and the
+    next-sentence logits (B, 2) from the pooled [CLS] vector.
+    """
+
+    next_sentence = True
+
+    def heads(self, idx, attention_mask=None, token_type_ids=None):
+        """Both heads' logits, as Hugging Face's forward gives them: masked LM (B, T, V) and next sentence (B, 2)."""
+        hidden = self.bert(idx, attention_mask, token_type_ids)
+        return self.cls(hidden, self.bert.embeddings.word_embeddings.weight), self.next_sentence_logits(hidden)
+
+    def next_sentence_logits(self, hidden):
+        """seq_relationship(pooler(hidden[:, 0])): (B, 2) scores of "B follows A" and "B is random"."""
+        return self.cls.seq_relationship(self.bert.pool(hidden))

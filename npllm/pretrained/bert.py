@@ -12,9 +12,11 @@ npllm's BERT carries the same names, so the tensors map one to one; the
 differences are of layout: PyTorch's Linear stores its weight (out, in) and
 npllm's (in, out), so every Linear weight is transposed on the way in and
 out (embedding tables are (rows, C) in both).  Which model is built follows
-from the tensors: the MLM head's present -> ``BERTForMaskedLM``; otherwise a
-``BERT``, with a pooler if the file has one.  Tensors of other heads
-(a classifier, next-sentence prediction) are left unread; the tied decoder
+from the tensors: both pre-training heads present (``cls.seq_relationship``
+beside ``cls.predictions``, a ``BertForPreTraining`` file) ->
+``BERTForPreTraining``; the MLM head alone -> ``BERTForMaskedLM``; otherwise
+a ``BERT``, with a pooler if the file has one.  Tensors of other heads (a
+classifier) are left unread; the tied decoder
 (``cls.predictions.decoder.*``, the word embeddings and the head's bias
 again) and the ``position_ids`` buffer are not parameters.  Very old
 checkpoints name LayerNorm's gain and shift ``gamma`` and ``beta``; they are
@@ -34,13 +36,14 @@ from pathlib import Path
 from npllm.errors import SettingError
 from npllm.io.atomic import atomic_write_text
 from npllm.io.safetensors import save_safetensors
-from npllm.models.bert import BERT, BERTConfig, BERTForMaskedLM
+from npllm.models.bert import BERT, BERTConfig, BERTForMaskedLM, BERTForPreTraining
 from npllm.pretrained.folder import (CONFIG_FILE, FLOAT_WIDTHS, WEIGHTS_FILE, PretrainedError, copy_into,
                                      is_linear_weight, read_weights, take_tensors)
 from npllm.tokenizer.wordpiece import TOKENIZER_JSON, VOCAB_FILE, WordPieceTokenizer
 
 ENCODER_PREFIX = "bert."  # where a model with a head keeps its encoder
 MLM_HEAD = "cls.predictions.transform.dense.weight"  # present in a BertForMaskedLM (or BertForPreTraining) file
+NSP_HEAD = "cls.seq_relationship.weight"  # present in a BertForPreTraining file
 OLD_NAMES = {"LayerNorm.gamma": "LayerNorm.weight", "LayerNorm.beta": "LayerNorm.bias"}
 
 # Hugging Face's config.json key -> BERTConfig's field
@@ -69,7 +72,7 @@ def load(folder: Path, config: dict):
     dtype = FLOAT_WIDTHS.get(embeddings.dtype, "float32") if embeddings is not None else "float32"
     bert_config = config_from_json(config, folder / CONFIG_FILE, dtype)
     if with_head:
-        model = BERTForMaskedLM(bert_config)
+        model = (BERTForPreTraining if NSP_HEAD in tensors else BERTForMaskedLM)(bert_config)
     else:
         model = BERT(bert_config, pooler=f"{prefix}pooler.dense.weight" in tensors)
     parameters = dict(model.named_parameters())
@@ -114,10 +117,13 @@ def read_tokenizer(folder: Path) -> WordPieceTokenizer | None:
 # ---- saving -------------------------------------------------------------------------------
 
 def save(model, tokenizer: WordPieceTokenizer | None, folder: Path) -> Path:
-    """Write ``model`` (and ``tokenizer``) as a folder ``transformers`` loads (BertModel / BertForMaskedLM)."""
+    """Write ``model`` (and ``tokenizer``) as a folder ``transformers`` loads (BertModel / BertForMaskedLM /
+    BertForPreTraining)."""
     folder.mkdir(parents=True, exist_ok=True)
     with_head = isinstance(model, BERTForMaskedLM)
-    atomic_write_text(folder / CONFIG_FILE, json.dumps(config_to_json(model.config, with_head), indent=2) + "\n")
+    architecture = "BertForPreTraining" if isinstance(model, BERTForPreTraining) else \
+        "BertForMaskedLM" if with_head else "BertModel"
+    atomic_write_text(folder / CONFIG_FILE, json.dumps(config_to_json(model.config, architecture), indent=2) + "\n")
     tensors = {name: (array.T if is_linear_weight(model, name) else array)
                for name, array in model.state_dict().items()}
     save_safetensors(folder / WEIGHTS_FILE, tensors, metadata={"format": "pt"})  # transformers reads "pt" files
@@ -126,9 +132,9 @@ def save(model, tokenizer: WordPieceTokenizer | None, folder: Path) -> Path:
     return folder
 
 
-def config_to_json(config: BERTConfig, with_head: bool) -> dict:
-    """config.json for ``transformers``' BertConfig."""
+def config_to_json(config: BERTConfig, architecture: str) -> dict:
+    """config.json for ``transformers``' BertConfig, naming the ``architecture`` (BertModel, BertForMaskedLM, ...)."""
     values = {key: getattr(config, field) for key, field in CONFIG_KEYS.items()}
-    return {"model_type": "bert", "architectures": ["BertForMaskedLM" if with_head else "BertModel"], **values,
+    return {"model_type": "bert", "architectures": [architecture], **values,
             "position_embedding_type": "absolute", "initializer_range": 0.02, "tie_word_embeddings": True,
             "torch_dtype": config.dtype}

@@ -21,4 +21,20 @@ from npllm.tokenizer.tokenizer import BPETokenizer
 from npllm.tokenizer.wordpiece import WordPieceTokenizer
 from npllm.tokenizer.bart import BARTTokenizer
 
-__all__ = ["BPETokenizer", "BARTTokenizer", "GPT2_PATTERN", "GPT4_PATTERN", "PATTERNS", "TokenizerFileError", "WordPieceTokenizer"]
+
+def save_tokenizer_file(tokenizer, path) -> None:
+    """Write either tokenizer as one file (a run folder keeps one): ours for a BPE, tokenizer.json for a WordPiece."""
+    if isinstance(tokenizer, WordPieceTokenizer):
+        tokenizer.save_json(path)
+    else:
+        tokenizer.save(path)
+
+
+def load_tokenizer_file(path):
+    """The tokenizer ``save_tokenizer_file`` wrote at ``path``: a WordPiece if it is JSON, else a BPE."""
+    with open(path, "rb") as file:
+        is_json = file.read(1) == b"{"
+    return WordPieceTokenizer.from_tokenizer_json(path) if is_json else BPETokenizer.load(path)
+
+__all__ = ["BPETokenizer", "BARTTokenizer", "GPT2_PATTERN", "GPT4_PATTERN", "PATTERNS", "TokenizerFileError", "WordPieceTokenizer",
+           "load_tokenizer_file", "save_tokenizer_file"]

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from npllm.io.atomic import atomic_write_text
 from npllm.tokenizer.files import TokenizerFileError
 
 VOCAB_FILE = "vocab.txt"
@@ -136,6 +137,11 @@ class WordPieceTokenizer:
     def vocab_size(self) -> int:
         return len(self.tokens)
 
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        """[PAD], [UNK], [CLS], [SEP], [MASK] -> their ids (as ``BPETokenizer.special_tokens`` names its own)."""
+        return {token: self.vocab[token] for token in SPECIAL_TOKENS}
+
     def __repr__(self):
         n = self.normalizer
         return f"WordPieceTokenizer(vocab_size={self.vocab_size}, lowercase={n.lowercase})"
@@ -193,6 +199,22 @@ class WordPieceTokenizer:
                   "tokenize_chinese_chars": n.handle_chinese_chars, "unk_token": "[UNK]", "sep_token": "[SEP]",
                   "pad_token": "[PAD]", "cls_token": "[CLS]", "mask_token": "[MASK]"}
         (folder / TOKENIZER_CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+    def save_json(self, path) -> None:
+        """Write the whole tokenizer as one ``tokenizer.json`` file (Hugging Face ``tokenizers``' format), at ``path``.
+
+        What a run folder keeps beside its weights (a student distilled from a
+        Hugging Face BERT); ``from_tokenizer_json`` reads it back.
+        """
+        n = self.normalizer
+        spec = {"version": "1.0",
+                "normalizer": {"type": "BertNormalizer", "clean_text": n.clean_text,
+                               "handle_chinese_chars": n.handle_chinese_chars, "strip_accents": n.strip_accents,
+                               "lowercase": n.lowercase},
+                "pre_tokenizer": {"type": "BertPreTokenizer"},
+                "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": self.prefix,
+                          "max_input_chars_per_word": self.max_word_chars, "vocab": self.vocab}}
+        atomic_write_text(path, json.dumps(spec, ensure_ascii=False) + "\n")
 
     # ---- encoding ----
 

@@ -48,6 +48,7 @@ import numpy as np
 from npllm.io.atomic import atomic_write_text, fsync_directory
 from npllm.io.checksums import file_sha256
 from npllm.io.safetensors import CheckpointError, load_safetensors, save_safetensors
+from npllm.tokenizer import save_tokenizer_file
 
 CHECKPOINT_FOLDER = "checkpoint"
 MODEL_FILE = "model.safetensors"
@@ -65,7 +66,7 @@ class Checkpoint:
     model_state: dict[str, np.ndarray]
     optimizer_state: dict[str, np.ndarray]
     train_state: dict
-    tokenizer_path: Path | None  # load it with BPETokenizer.load
+    tokenizer_path: Path | None  # load it with npllm.tokenizer.load_tokenizer_file
     fallback: str | None = None  # why checkpoint/ was not used, when this is checkpoint.old/
 
 
@@ -74,7 +75,7 @@ def save_checkpoint(run_dir: str | os.PathLike, model_state: dict[str, np.ndarra
     """Write a whole checkpoint into ``run_dir/checkpoint/``, replacing the previous one in one swap.
 
     ``train_state`` must hold plain JSON values (config, step, RNG states, ...);
-    ``tokenizer`` is anything with a ``save(path)`` method. Returns the checkpoint folder.
+    ``tokenizer`` is a BPE or WordPiece tokenizer (``save_tokenizer_file``). Returns the checkpoint folder.
     """
     run_dir = Path(run_dir)
     final, staging, previous = (run_dir / f"{CHECKPOINT_FOLDER}{suffix}" for suffix in ("", ".tmp", ".old"))
@@ -86,7 +87,7 @@ def save_checkpoint(run_dir: str | os.PathLike, model_state: dict[str, np.ndarra
         save_safetensors(staging / MODEL_FILE, model_state)
         save_safetensors(staging / OPTIMIZER_FILE, optimizer_state)
         if tokenizer is not None:
-            tokenizer.save(staging / TOKENIZER_FILE)
+            save_tokenizer_file(tokenizer, staging / TOKENIZER_FILE)
         atomic_write_text(staging / STATE_FILE, state_text)
         checksums = {path.name: file_sha256(path) for path in sorted(staging.iterdir())}
         atomic_write_text(staging / CHECKSUMS_FILE, json.dumps(checksums, indent=2, sort_keys=True))

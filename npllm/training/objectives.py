@@ -23,7 +23,9 @@ target tokens.  The later stages are new classes here, not
 branches in the loop: classification counts its labelled examples,
 instruction tuning sets the prompt's targets to ``IGNORE_INDEX`` so they
 count for nothing.  ``Distillation`` carries its teacher: each shard's thread
-runs it on that shard.
+runs it on that shard; ``MaskedDistillation`` is its masked-LM twin for a BERT
+student (the soft targets at the masked positions only, and DistilBERT's
+optional cosine loss on the hidden states).
 """
 
 import numpy as np
@@ -131,8 +133,9 @@ class MaskedLM(Objective):
     would be thrown away.  ``count`` is the number of chosen positions.
 
     Next-sentence prediction, BERT's second objective (was text B the text
-    that followed A?), is left out: RoBERTa found that dropping it and
-    filling every example with contiguous text trains as well or better.
+    that followed A?), is ``MaskedLMWithNextSentence``, off by default:
+    RoBERTa found that dropping it and filling every example with contiguous
+    text trains as well or better.
     """
 
     unit = "masked"
@@ -179,3 +182,82 @@ class Seq2SeqLM(NextToken):
         """(B, T, V): the decoder's scores for every target position."""
         return model(batch["input_ids"], batch["decoder_input_ids"], batch.get("attention_mask"),
                      batch.get("decoder_attention_mask"))
+class MaskedLMWithNextSentence(Objective):
+    """BERT's two pre-training objectives together, for a ``BERTForPreTraining`` (Devlin et al. 2018).
+
+        loss = mean over chosen positions of -log p(targets[b, t] | input_ids[b])
+               + mean over pairs of -log p(next_sentence_labels[b] | input_ids[b])
+
+    the sum Hugging Face's ``BertForPreTraining`` computes.  Batches are
+    ``npllm.data.sentence_pairs``' ([CLS] A [SEP] B [SEP] with token types,
+    and a label per pair: 0 when B follows A, 1 when it is random).  Every
+    row is full and chooses the same number of positions, so weighting the
+    shards' means by ``count`` (the chosen positions) weighs the pairs' mean
+    rightly too.  Off by default, since RoBERTa (Liu et al. 2019) found that
+    dropping the second term and packing rows with contiguous text trains as
+    well or better; it is here for BERT's own recipe, and for checkpoints
+    that carry its head.
+    """
+
+    unit = "masked"
+
+    def __init__(self, ignore_index=IGNORE_INDEX):
+        self.masked = MaskedLM(ignore_index)
+
+    def count(self, batch):
+        return self.masked.count(batch)
+
+    def loss(self, model, batch):
+        positions, targets = self.masked.chosen(batch)
+        hidden = model.bert(batch["input_ids"], batch.get("attention_mask"), batch["token_type_ids"])  # (B, T, C)
+        token_loss = F.cross_entropy(model.predict(hidden, positions), targets)  # (N, V) logits
+        return token_loss + F.cross_entropy(model.next_sentence_logits(hidden), batch["next_sentence_labels"])
+
+
+class MaskedDistillation(Objective):
+    """A BERT student learns from a BERT teacher at the masked positions (DistilBERT, Sanh et al. 2019).
+
+        loss = alpha * T^2 KL(softmax(teacher / T) || softmax(student / T))      at the chosen positions
+               + (1 - alpha) * cross_entropy(student, targets)                    at the chosen positions
+               + cosine_weight * mean over real tokens of 1 - cos(h_student, h_teacher)
+
+    Batches are ``MaskedLM``'s: both models read the same masked ids, and the
+    soft targets are the teacher's guesses where a token is hidden (elsewhere
+    the answer is in the input).  The cosine term pulls the student's last
+    hidden states towards the teacher's in direction (DistilBERT weighs it
+    1 against 5 for the soft loss and 2 for the hard one); it needs the two
+    widths equal.  ``alpha = 0`` with no cosine term is ``MaskedLM``, exactly
+    (the teacher is then not run).  Each row of a batch holds the same number
+    of chosen positions and of real tokens, so the shards' means weighted by
+    ``count`` are the batch's means, for the cosine term too.
+    """
+
+    unit = "masked"
+
+    def __init__(self, teacher, temperature=2.0, alpha=0.5, cosine_weight=0.0, ignore_index=IGNORE_INDEX):
+        self.teacher, self.temperature, self.alpha, self.cosine_weight = teacher, temperature, alpha, cosine_weight
+        self.hard = MaskedLM(ignore_index)
+        teacher.eval()
+
+    def count(self, batch):
+        return self.hard.count(batch)
+
+    def loss(self, model, batch):
+        if self.alpha == 0 and self.cosine_weight == 0:
+            return self.hard.loss(model, batch)
+        positions, targets = self.hard.chosen(batch)
+        inputs = (batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
+        hidden = model.bert(*inputs)  # (B, T, C)
+        logits = model.predict(hidden, positions)  # (N, V)
+        with no_grad():
+            teacher_hidden = self.teacher.bert(*inputs)
+            teacher_logits = self.teacher.predict(teacher_hidden, positions)  # (N, V), a constant
+        terms = []
+        if self.alpha < 1:
+            terms.append(F.cross_entropy(logits, targets) * (1.0 - self.alpha))
+        if self.alpha > 0:
+            terms.append(F.kl_div(logits, teacher_logits, self.temperature) * self.alpha)
+        if self.cosine_weight > 0:
+            real = batch.get("attention_mask")  # (B, T), or None: every token is real
+            terms.append(F.cosine_loss(hidden, teacher_hidden, real) * self.cosine_weight)
+        return sum(terms[1:], terms[0])

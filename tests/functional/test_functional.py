@@ -77,6 +77,10 @@ CASES = [
     ("kl_div at T = 2.5 (B, T, V) with ignored rows",
      lambda s, t: F.kl_div(s, t, temperature=2.5, targets=TARGETS_BTV),
      lambda s, t: R.kl_div_composed(s, t, temperature=2.5, targets=TARGETS_BTV), [(2, 3, 7), (2, 3, 7)]),
+    ("cosine_loss", F.cosine_loss, R.cosine_loss_composed, [(5, 6), (5, 6)]),
+    ("cosine_loss (B, T, C) with padded rows",
+     lambda s, t: F.cosine_loss(s, t, TARGETS_BTV != -100),
+     lambda s, t: R.cosine_loss_composed(s, t, TARGETS_BTV != -100), [(2, 3, 4), (2, 3, 4)]),
     ("layer_norm", F.layer_norm, R.layer_norm_composed, [(3, 5), (5,), (5,)]),
     ("layer_norm 3-d", F.layer_norm, R.layer_norm_composed, [(2, 3, 4), (4,), (4,)]),
     ("layer_norm no bias", lambda x, w: F.layer_norm(x, w, None), lambda x, w: R.layer_norm_composed(x, w),
@@ -449,3 +453,17 @@ def test_kl_div_of_float32_stays_float32():
     loss = F.kl_div(s, s.detach() * 2, temperature=2.0)
     loss.backward()
     assert loss.dtype == np.float32 and s.grad.dtype == np.float32
+
+
+def test_cosine_loss_is_zero_for_parallel_rows_whatever_their_lengths_and_refuses_bad_input():
+    hidden = Tensor(np.random.default_rng(0).standard_normal((2, 3, 8)), requires_grad=True)
+    lengths = np.random.default_rng(1).uniform(0.5, 3.0, size=(2, 3, 1))
+    loss = F.cosine_loss(hidden, Tensor(hidden.data * lengths))
+    assert abs(loss.item()) < 1e-12  # (eps = 1e-12 in each squared length keeps cos a hair below 1)
+    loss.backward()
+    np.testing.assert_allclose(hidden.grad, 0.0, atol=1e-12)
+    assert F.cosine_loss(hidden, Tensor(-hidden.data)).item() == pytest.approx(2.0)
+    with pytest.raises(ShapeError, match="one shape"):
+        F.cosine_loss(hidden, hidden[..., :4])
+    with pytest.raises(ShapeError, match="need a mask of shape"):
+        F.cosine_loss(hidden, hidden, np.ones((2, 4), dtype=bool))

@@ -78,6 +78,19 @@ def test_kl_div_is_torchs_batchmean_kl_times_t_squared(dtype, temperature):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_cosine_loss_is_torchs_cosine_embedding_loss(dtype):
+    """DistilBERT's hidden-state loss: cosine_embedding_loss(s, t, target 1) = mean of 1 - cos over the rows."""
+    s, ts = pair((3, 5, 24), dtype, seed=5)
+    t, tt = pair((3, 5, 24), dtype, seed=6)
+    mask = np.random.default_rng(7).random((3, 5)) > 0.3
+    ours = F.cosine_loss(s, t, mask)
+    rows = torch.tensor(mask.reshape(-1))
+    theirs = TF.cosine_embedding_loss(ts.reshape(-1, 24)[rows], tt.reshape(-1, 24)[rows],
+                                      torch.ones(int(mask.sum()), dtype=TORCH_DTYPE[dtype]))
+    check(ours, theirs, [s, t], [ts, tt], dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("affine", [True, False])
 def test_layer_norm(dtype, affine):
     x, tx = pair((3, 7, 32), dtype, seed=3)

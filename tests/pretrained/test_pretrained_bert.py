@@ -17,7 +17,7 @@ import npllm
 import npllm.functional as F
 from npllm import no_grad
 from npllm.io.safetensors import load_safetensors, save_safetensors
-from npllm.models import BERT, BERTConfig, BERTForMaskedLM
+from npllm.models import BERT, BERTConfig, BERTForMaskedLM, BERTForPreTraining
 from npllm.pretrained import PretrainedError
 from npllm.tokenizer import WordPieceTokenizer
 
@@ -55,7 +55,7 @@ def inputs(B=3, T=9, V=40, seed=0):
 
 
 # --- npllm alone: round trips and errors ------------------------------------------------------
-@pytest.mark.parametrize("cls", [BERT, BERTForMaskedLM])
+@pytest.mark.parametrize("cls", [BERT, BERTForMaskedLM, BERTForPreTraining])
 def test_save_then_load_gives_the_same_model(tmp_path, cls):
     model = tiny_model(cls)
     tokenizer = WordPieceTokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "##b"])
@@ -63,7 +63,7 @@ def test_save_then_load_gives_the_same_model(tmp_path, cls):
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["model_type"] == "bert" and config["hidden_size"] == 8 and config["intermediate_size"] == 12
     tensors = load_safetensors(tmp_path / "model.safetensors")
-    prefix = "bert." if cls is BERTForMaskedLM else ""
+    prefix = "" if cls is BERT else "bert."
     assert tensors[f"{prefix}encoder.layer.0.intermediate.dense.weight"].shape == (12, 8)  # (out, in): PyTorch's
     loaded, loaded_tokenizer = npllm.load_pretrained(tmp_path)
     assert type(loaded) is cls and not loaded.training
@@ -123,14 +123,14 @@ def test_old_gamma_beta_names_are_read(tmp_path):
 
 
 # --- parity with transformers ---------------------------------------------------------------
-def hugging_face_mlm(tmp_path, torch_dtype):
+def hugging_face_mlm(tmp_path, torch_dtype, architecture="BertForMaskedLM"):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
     config = transformers.BertConfig(vocab_size=40, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
                                      intermediate_size=12, max_position_embeddings=16, type_vocab_size=2,
                                      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    reference = transformers.BertForMaskedLM(config).to(torch_dtype)
+    reference = getattr(transformers, architecture)(config).to(torch_dtype)
     with torch.no_grad():
         for param in reference.parameters():  # away from zero biases and unit gains
             param.add_(torch.randn_like(param) * 0.1)
@@ -169,6 +169,10 @@ def test_logits_and_every_gradient_equal_transformers(tmp_path, dtype, tolerance
     loss = F.cross_entropy(model.masked_logits(idx, positions, mask, types), labels.reshape(-1)[positions])
     loss.backward()
     assert abs(loss.item() - out.loss.item()) <= tolerance * abs(out.loss.item())
+    assert_gradients_equal(model, reference, tolerance)
+
+
+def assert_gradients_equal(model, reference, tolerance):
     theirs = dict(reference.named_parameters())
     for name, param in model.named_parameters():
         expected = theirs[name].grad.numpy()
@@ -176,6 +180,29 @@ def test_logits_and_every_gradient_equal_transformers(tmp_path, dtype, tolerance
             expected = expected.T  # PyTorch's (out, in)
         scale = max(np.abs(expected).max(), 1e-3)
         np.testing.assert_allclose(param.grad, expected, rtol=0, atol=tolerance * scale, err_msg=name)
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("dtype, tolerance", [("float64", 1e-10), ("float32", 2e-5)])  # float32: as above
+def test_both_pre_training_heads_and_every_gradient_equal_transformers(tmp_path, dtype, tolerance):
+    """BertForPreTraining: masked-LM and next-sentence logits, and the gradients of their summed losses."""
+    torch, reference = hugging_face_mlm(tmp_path, getattr(__import__("torch"), dtype), "BertForPreTraining")
+    model, _ = npllm.load_pretrained(tmp_path)
+    assert isinstance(model, BERTForPreTraining) and model.bert.pooler is not None
+    idx, mask, types = inputs()
+    labels, next_labels = masked_labels(idx, mask), np.array([0, 1, 1])
+    out = reference(torch.tensor(idx), attention_mask=torch.tensor(mask), token_type_ids=torch.tensor(types),
+                    labels=torch.tensor(labels), next_sentence_label=torch.tensor(next_labels))
+    out.loss.backward()  # masked-LM loss + next-sentence loss, as BERT's pre-training sums them
+    model.train()  # (no dropout: both probabilities are 0)
+    token_logits, next_logits = model.heads(idx, mask, types)
+    for ours, theirs in ((token_logits, out.prediction_logits), (next_logits, out.seq_relationship_logits)):
+        theirs = theirs.detach().numpy()
+        np.testing.assert_allclose(ours.data, theirs, rtol=0, atol=tolerance * np.abs(theirs).max())
+    loss = F.cross_entropy(token_logits, labels) + F.cross_entropy(next_logits, next_labels)
+    loss.backward()
+    assert abs(loss.item() - out.loss.item()) <= tolerance * abs(out.loss.item())
+    assert_gradients_equal(model, reference, tolerance)
 
 
 @pytest.mark.parity
@@ -200,7 +227,8 @@ def test_hidden_states_and_pooler_equal_transformers_bert_model(tmp_path):
 
 
 @pytest.mark.parity
-@pytest.mark.parametrize("cls, architecture", [(BERTForMaskedLM, "BertForMaskedLM"), (BERT, "BertModel")])
+@pytest.mark.parametrize("cls, architecture", [(BERTForMaskedLM, "BertForMaskedLM"), (BERT, "BertModel"),
+                                               (BERTForPreTraining, "BertForPreTraining")])
 def test_transformers_loads_what_npllm_saves(tmp_path, cls, architecture):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
@@ -212,8 +240,12 @@ def test_transformers_loads_what_npllm_saves(tmp_path, cls, architecture):
         out = reference(torch.tensor(idx), attention_mask=torch.tensor(mask), token_type_ids=torch.tensor(types))
     with no_grad():
         ours = model(idx, mask, types).data
-    theirs = out.logits if cls is BERTForMaskedLM else out.last_hidden_state
-    np.testing.assert_allclose(ours, theirs.numpy(), rtol=0, atol=1e-10)
+    theirs = {BERTForMaskedLM: "logits", BERT: "last_hidden_state", BERTForPreTraining: "prediction_logits"}[cls]
+    np.testing.assert_allclose(ours, getattr(out, theirs).numpy(), rtol=0, atol=1e-10)
+    if cls is BERTForPreTraining:
+        with no_grad():
+            next_logits = model.heads(idx, mask, types)[1].data
+        np.testing.assert_allclose(next_logits, out.seq_relationship_logits.numpy(), rtol=0, atol=1e-10)
 
 
 # --- the real all-MiniLM-L6-v2 ----------------------------------------------------------------

@@ -140,3 +140,39 @@ def test_a_bert_run_given_to_a_gpt_command_is_one_line(tiny_corpus, tmp_path, ca
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, (argv, err)
+
+
+def test_next_sentence_prediction_trains_both_heads_resumes_bit_for_bit_and_reports_its_accuracy(tiny_config,
+                                                                                                 tiny_corpus, tmp_path,
+                                                                                                 capsys):
+    from npllm.models import BERTForPreTraining
+
+    whole = train(tiny_config("whole", next_sentence=True, dropout=0.1), progress=False, log=silent)
+    halves = train(tiny_config("halves", next_sentence=True, dropout=0.1, max_steps=4), progress=False, log=silent)
+    resume(halves.out_dir, {"max_steps": 8}, progress=False, log=silent)
+    strip = [{k: v for k, v in record.items() if k != "masked_per_s"} for record in metrics(whole)]
+    assert strip == [{k: v for k, v in record.items() if k != "masked_per_s"} for record in metrics(halves)]
+    last = metrics(whole)[-1]
+    assert 0 <= last["val_next_sentence_accuracy"] <= 1 and "val_accuracy" in last
+    model, _ = load_model(whole.out_dir)
+    assert isinstance(model, BERTForPreTraining) and model.cls.seq_relationship.weight.shape == (16, 2)
+    out = tmp_path / "cli"
+    assert main([*tiny_bert_command(tiny_corpus, out, steps=1), "--next-sentence"]) == 0
+    assert "a coin's accuracy is 0.500" in capsys.readouterr().out
+    assert main(["train", "--model", "bert", "--resume", "--out", str(out), "--max-steps", "2", "--quiet"]) == 0
+
+
+def test_the_next_sentence_loss_is_the_sum_hugging_face_computes():
+    from npllm.data.masking import MaskingRule
+    from npllm.data.sentence_pairs import sentence_pair_batch
+    from npllm.models import BERTForPreTraining
+    from npllm.training.objectives import MaskedLMWithNextSentence
+
+    model = BERTForPreTraining(BERTConfig(vocab_size=20, context_length=12, n_layer=1, n_head=2, n_embd=8, n_inner=8,
+                                          dropout=0.0, attention_dropout=0.0))
+    batch = sentence_pair_batch(np.arange(200) % 16, 3, 9, MaskingRule(19, 16), 17, 18, np.random.default_rng(0))
+    with no_grad():
+        token_logits, next_logits = model.heads(batch["input_ids"], token_type_ids=batch["token_type_ids"])
+        expected = F.cross_entropy(token_logits, batch["targets"]).item() \
+            + F.cross_entropy(next_logits, batch["next_sentence_labels"]).item()
+        assert abs(MaskedLMWithNextSentence().loss(model, batch).item() - expected) < 1e-6
