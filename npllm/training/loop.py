@@ -17,7 +17,11 @@ rather than a demo:
 
 - evaluation on held-out batches every ``eval_interval`` steps (the number to
   watch: train loss alone cannot show overfitting);
-- ``metrics.jsonl`` in the run folder, one JSON object per step;
+- ``metrics.jsonl`` in the run folder, one JSON object per step: the step,
+  its training loss, learning rate, gradient norm (before clipping: spikes
+  show instability), what it counted (``tokens``, ``examples`` or ``masked``,
+  the objective's unit; their running sum is the x axis "tokens seen") and
+  its speed; at evaluations the held-out loss and the recipe's figures;
 - checkpoints written whole and atomically (``checkpoint.py``), holding the
   weights, the optimizer's state, the step, every random generator's state
   and the recipe's own state (its config, the tokenizer), so ``restore``
@@ -133,8 +137,8 @@ def _loop(run: TrainingRun, stop, progress, log):
     while run.step < settings.max_steps and not stop.requested:
         started = time.perf_counter()
         lr = run.schedule(run.step)
-        loss, counted = _step(run, lr)
-        record = {"step": run.step + 1, "train_loss": loss, "lr": lr,
+        loss, counted, grad_norm = _step(run, lr)
+        record = {"step": run.step + 1, "train_loss": loss, "lr": lr, "grad_norm": grad_norm, unit: counted,
                   f"{unit}_per_s": counted / (time.perf_counter() - started)}
         run.step += 1
         evaluating = run.step % settings.eval_interval == 0 or run.step == settings.max_steps
@@ -156,8 +160,8 @@ def _loop(run: TrainingRun, stop, progress, log):
         log(f"interrupted: saved step {run.step} in {run.out_dir}; continue it with `resume`")
 
 
-def _step(run: TrainingRun, lr: float) -> tuple[float, int]:
-    """One optimizer step over ``grad_accum`` micro-batches; returns the mean loss and the targets counted."""
+def _step(run: TrainingRun, lr: float) -> tuple[float, int, float]:
+    """One optimizer step over ``grad_accum`` micro-batches: the mean loss, the targets counted, the gradient norm."""
     accumulate = run.settings.grad_accum
     set_lr(run.optimizer, lr)
     run.optimizer.zero_grad()
@@ -168,9 +172,9 @@ def _step(run: TrainingRun, lr: float) -> tuple[float, int]:
         _stop_unless_finite("loss", loss, run.step + 1, run.out_dir)
         total += loss
         counted += run.objective.count(batch)
-    clip_grad_norm([p for p in run.model.parameters() if p.requires_grad], run.settings.grad_clip)
+    grad_norm = clip_grad_norm([p for p in run.model.parameters() if p.requires_grad], run.settings.grad_clip)
     run.optimizer.step()
-    return total / accumulate, counted
+    return total / accumulate, counted, grad_norm
 
 
 def _stop_unless_finite(what: str, value: float, step: int, out_dir):
