@@ -1,4 +1,5 @@
-"""The command line: ``npllm train | distill | finetune | generate | export | fill-mask | embed | tokenizer | bench``.
+"""The command line: ``npllm train | distill | finetune | generate | export | fill-mask | embed | tokenizer | plot |
+attention | bench``.
 
 Each subcommand parses its own flags and hands over to the module that does
 the work, so this file stays a table of contents.  Errors a user can cause
@@ -381,6 +382,42 @@ def _tokenizer(argv):
     return 0
 
 
+# --- npllm plot and npllm attention (pictures; matplotlib, the plot extra) ---------
+def _plot(argv):
+    from npllm.plot.runs import plot_runs
+
+    parser = argparse.ArgumentParser(
+        prog="npllm plot", description="Draw training runs' loss (against steps and tokens seen), learning rate and"
+        " gradient norm from their metrics.jsonl, overlaid (needs matplotlib: pip install 'npllm[plot]').")
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="run folders (or their metrics.jsonl files)")
+    parser.add_argument("--out", required=True, help="picture to write (.png; .svg and .pdf work too)")
+    parser.add_argument("--label", action="append", default=None,
+                        help="a run's name in the legend, once per run in order (default: the folders' names)")
+    args = parser.parse_args(argv)
+    plot_runs(args.runs, args.out, labels=args.label)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _attention(argv):
+    from npllm.plot.attention import plot_prompt_attention
+
+    parser = argparse.ArgumentParser(
+        prog="npllm attention", description="Draw a model's attention weights for a prompt, one heat map per layer"
+        " and head, labelled with the tokens (needs matplotlib: pip install 'npllm[plot]').")
+    parser.add_argument("--checkpoint", default="runs/gpt",
+                        help="run folder of npllm train (GPT or --model bert), or a Hugging Face GPT-2 or BERT folder")
+    parser.add_argument("--prompt", required=True, help="the text the model reads")
+    parser.add_argument("--out", required=True, help="picture to write (.png; .svg and .pdf work too)")
+    parser.add_argument("--layer", type=int, action="append", default=None,
+                        help="draw this layer only (0 is the first; repeat for several; default: every layer)")
+    args = parser.parse_args(argv)
+    _, weights = plot_prompt_attention(args.checkpoint, args.prompt, args.out, layers=args.layer)
+    first = next(iter(weights.values()))
+    print(f"wrote {args.out}: {len(weights)} layers x {first.shape[0]} heads over {first.shape[1]} tokens")
+    return 0
+
+
 # --- npllm bench ------------------------------------------------------------
 BENCHMARKS = {
     "checkpoint": "npllm.bench.checkpoint",
@@ -412,6 +449,8 @@ COMMANDS = {
     "fill-mask": (_fill_mask, "fill each [MASK] in a text with a BERT (trained here, or from Hugging Face)"),
     "embed": (_embed, "sentence embeddings and their similarities (default: all-MiniLM-L6-v2)"),
     "tokenizer": (_tokenizer, "train, encode and decode with a byte-level BPE tokenizer"),
+    "plot": (_plot, "draw training runs' loss, learning rate and gradient norm (needs the plot extra)"),
+    "attention": (_attention, "draw a model's attention weights for a prompt (needs the plot extra)"),
     "bench": (_bench, "measure speed: " + ", ".join(sorted(BENCHMARKS))),
 }
 
