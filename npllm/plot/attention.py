@@ -19,7 +19,7 @@ import numpy as np
 
 from npllm.errors import SettingError
 from npllm.generation.encoder import bert_input_ids
-from npllm.models import BERT, GPT, BERTForMaskedLM
+from npllm.models import BERT, BERTForMaskedLM
 from npllm.nn import recording_attention
 from npllm.plot import PlotError, new_figure, save
 from npllm.pretrained import load_pretrained

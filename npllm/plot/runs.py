@@ -83,7 +83,9 @@ def seen(records):
 def plot_metrics(runs: dict, out=None):
     """The four panels for ``runs`` (label -> the records of a metrics.jsonl); saved to ``out`` when given."""
     figure = new_figure(11, 7.5)
-    from matplotlib.ticker import EngFormatter  # (matplotlib is there: new_figure checked)
+    from matplotlib.ticker import (
+        EngFormatter,  # (matplotlib is there: new_figure checked)
+    )
 
     by_step, by_seen, lr, grad_norm = figure.subplots(2, 2).flat
     units = set()

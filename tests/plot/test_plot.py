@@ -133,14 +133,18 @@ def test_npllm_plot_refuses_what_is_not_a_log_in_one_line(runs, tmp_path, capsys
 
 @needs_matplotlib
 def test_npllm_attention_draws_every_layer_and_head_of_a_gpt(runs, tmp_path, capsys):
-    from npllm.plot.attention import attention_weights, load_model, plot_prompt_attention
+    from npllm.plot.attention import (
+        attention_weights,
+        load_model,
+        plot_prompt_attention,
+    )
 
     out = tmp_path / "attention.png"
     assert main(["attention", "--checkpoint", str(runs["fast"]), "--prompt", "the cat sat", "--out", str(out)]) == 0
     assert "2 layers x 2 heads over" in capsys.readouterr().out
     assert_a_picture(out, (int((2.4 * 2 + 1.2) * DPI), int((2.4 * 2 + 0.8) * DPI)))
 
-    figure, weights = plot_prompt_attention(runs["fast"], "the cat sat")
+    figure, _ = plot_prompt_attention(runs["fast"], "the cat sat")
     model, tokenizer = load_model(runs["fast"])
     ids = tokenizer.encode("the cat sat")
     expected = attention_weights(model, ids)
