@@ -66,3 +66,17 @@ def save(figure, path) -> Path:
     with atomic_write(path) as file:
         file.write(buffer.getvalue())
     return path
+
+
+def picture(path, draw, *args, log=print, **options):
+    """``draw(*args, out=path, **options)`` and log where the picture went; without matplotlib, log a note instead.
+
+    For the examples: a chapter still runs, and teaches in numbers, where matplotlib is not installed.
+    """
+    if not matplotlib_available():
+        log(f"   (no picture {Path(path).name}: {MISSING_MATPLOTLIB})")
+        return None
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure = draw(*args, out=path, **options)
+    log(f"   picture: {path}")
+    return figure
