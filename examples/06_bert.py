@@ -40,13 +40,14 @@ def main(argv=None):
     parser.add_argument("--n-layer", type=int, default=2)
     parser.add_argument("--n-embd", type=int, default=64)
     parser.add_argument("--context-length", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32, help="windows per step (and 2x as many held out)")
     parser.add_argument("--out", default="runs/textbook/06-bert", help="folder for the run and the pictures")
     args = parser.parse_args(argv)
 
     config = BERTTrainConfig(data=args.data, vocab_size=args.vocab_size, n_layer=args.n_layer, n_head=4,
-                             n_embd=args.n_embd, context_length=args.context_length, batch_size=32,
+                             n_embd=args.n_embd, context_length=args.context_length, batch_size=args.batch_size,
                              max_steps=args.steps, warmup_steps=min(100, args.steps // 4 or 1), lr=2e-3, min_lr=2e-4,
-                             eval_interval=max(args.steps // 4, 1), eval_windows=64, out_dir=f"{args.out}/run",
+                             eval_interval=max(args.steps // 4, 1), eval_windows=2 * args.batch_size, out_dir=f"{args.out}/run",
                              hidden_act="gelu_new")
     rule = config.masking_rule(config.vocab_size)
     rng = np.random.default_rng(0)

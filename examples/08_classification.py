@@ -28,10 +28,10 @@ from npllm.plot.charts import confusion_matrix
 from npllm.training.finetune import REPORT_FILE, ClassifyConfig, classify
 
 
-def fine_tune(checkpoint, out_dir, steps, train="all", lr=1e-3, min_lr=1e-4):
-    """``npllm finetune classify`` on stdlib-topics; returns (run, its report.json)."""
-    config = ClassifyConfig(checkpoint=checkpoint, out_dir=out_dir, train=train, max_steps=steps, lr=lr, min_lr=min_lr,
-                            eval_interval=max(steps // 5, 1), warmup_steps=min(20, steps))
+def fine_tune(checkpoint, out_dir, steps, labelled="stdlib-topics", train="all", lr=1e-3, min_lr=1e-4):
+    """``npllm finetune classify`` on ``labelled``; returns (run, its report.json)."""
+    config = ClassifyConfig(checkpoint=checkpoint, data=labelled, out_dir=out_dir, train=train, max_steps=steps,
+                            lr=lr, min_lr=min_lr, eval_interval=max(steps // 5, 1), warmup_steps=min(20, steps))
     run = classify(config, progress=False, log=lambda line: print(f"   {line}"))
     return run, json.loads((run.out_dir / REPORT_FILE).read_text())
 
@@ -40,13 +40,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_checkpoint_flags(parser)
     parser.add_argument("--steps", type=int, default=300, help="fine-tuning steps (batches of 16 texts)")
+    parser.add_argument("--labelled", default="stdlib-topics", help="stdlib-topics, or a CSV or JSONL of text and label")
     parser.add_argument("--out", default="runs/textbook/08-classification", help="folder for the runs and the picture")
     args = parser.parse_args(argv)
 
     base = small_gpt(args, args.out)
     print(f"1. starting from the GPT of {base}")
-    print(f"2-4. fine-tuning every weight and a new head for {args.steps} steps on stdlib-topics ...")
-    run, report = fine_tune(base, f"{args.out}/classify", args.steps)
+    print(f"2-4. fine-tuning every weight and a new head for {args.steps} steps on {args.labelled} ...")
+    _, report = fine_tune(base, f"{args.out}/classify", args.steps, args.labelled)
     matrix = np.array(report["confusion_matrix"])
     worst = np.argmax(matrix - np.diag(np.diag(matrix)))
     true, predicted = divmod(int(worst), len(matrix))

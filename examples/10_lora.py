@@ -39,6 +39,7 @@ def main(argv=None):
     add_checkpoint_flags(parser)
     parser.add_argument("--rank", type=int, default=8, help="the adapters' rank r")
     parser.add_argument("--steps", type=int, default=200, help="fine-tuning steps of each run")
+    parser.add_argument("--labelled", default="stdlib-topics", help="stdlib-topics, or a CSV or JSONL of text and label")
     parser.add_argument("--out", default="runs/textbook/10-lora", help="folder for the runs and the picture")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
@@ -73,8 +74,8 @@ def main(argv=None):
     for train in ("lora", "all"):
         print(f"5. fine-tuning with --train {train} for {args.steps} steps ...")
         lr = 5e-3 if train == "lora" else 1e-3  # adapters start from zero and take a larger rate
-        run, report = classification.fine_tune(checkpoint, f"{args.out}/{train}", args.steps, train=train, lr=lr,
-                                               min_lr=lr / 10)
+        run, report = classification.fine_tune(checkpoint, f"{args.out}/{train}", args.steps, args.labelled,
+                                               train=train, lr=lr, min_lr=lr / 10)
         runs[train] = (run.out_dir, report["results"][0]["accuracy"])
     print("   held-out accuracy: " + ", ".join(f"{name} {accuracy:.1%}" for name, (_, accuracy) in runs.items()))
     picture(f"{args.out}/lora_vs_full.png", plot_runs, [folder for folder, _ in runs.values()],

@@ -66,7 +66,7 @@ def main(argv=None):
           f" {F.kl_div(Tensor(logits[None]), Tensor(logits[None]), temperature=args.temperature).item():.1e})")
 
     config = teacher.config
-    shared = dict(SMALL_GPT, **STUDENT, vocab_size=tokenizer.vocab_size, context_length=config.context_length,
+    shared = dict(SMALL_GPT, **STUDENT, data=args.data, vocab_size=tokenizer.vocab_size, context_length=config.context_length,
                   max_steps=args.steps, eval_interval=max(args.steps // 4, 1), warmup_steps=min(30, args.steps))
     if args.checkpoint:  # the teacher's corpus is not known: the students read the default one
         print(f"   (the students read {shared['data']}; the losses compare only if the teacher's tokenizer"

@@ -18,11 +18,12 @@ SMALL_GPT = dict(data="docs", vocab_size=512, n_layer=2, n_head=4, n_embd=64, co
 
 
 def add_checkpoint_flags(parser, steps=300):
-    """``--checkpoint`` (a GPT run to start from) and ``--pretrain-steps`` (for the one trained otherwise)."""
+    """``--checkpoint`` (a GPT run to start from), ``--pretrain-steps`` and ``--data`` (for the one trained otherwise)."""
     parser.add_argument("--checkpoint", default=None,
                         help="a GPT run folder (npllm train) to start from; default: pre-train a small one in --out")
     parser.add_argument("--pretrain-steps", type=int, default=steps,
                         help="steps of the small GPT pre-trained when no --checkpoint is given")
+    parser.add_argument("--data", default=SMALL_GPT["data"], help="the text it pre-trains on: docs, stdlib, a file")
 
 
 def small_gpt(args, out_dir, **changes) -> str:
@@ -33,7 +34,7 @@ def small_gpt(args, out_dir, **changes) -> str:
     if (folder / CHECKPOINT_FOLDER).is_dir():
         print(f"   (reusing the small GPT pre-trained earlier in {folder})")
         return str(folder)
-    settings = {**SMALL_GPT, "max_steps": args.pretrain_steps, "out_dir": str(folder), **changes}
+    settings = {**SMALL_GPT, "data": args.data, "max_steps": args.pretrain_steps, "out_dir": str(folder), **changes}
     print(f"   pre-training a small GPT ({settings['n_layer']} blocks, {settings['n_embd']} wide) for"
           f" {settings['max_steps']} steps on {settings['data']} into {folder} ...")
     train(TrainConfig(**settings), progress=False, log=lambda line: print(f"   {line}"))
