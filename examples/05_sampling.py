@@ -38,7 +38,8 @@ def main(argv=None):
     add_checkpoint_flags(parser)
     parser.add_argument("--prompt", default="The ", help="the text to continue")
     parser.add_argument("--new-tokens", type=int, default=40, help="tokens per sample")
-    parser.add_argument("--cache-tokens", type=int, default=200, help="tokens generated to time the KV cache")
+    parser.add_argument("--cache-tokens", type=int, default=None,
+                        help="tokens generated to time the KV cache (default: as many as the context has room for)")
     parser.add_argument("--out", default="runs/textbook/05-sampling", help="folder for the small GPT")
     args = parser.parse_args(argv)
 
@@ -69,14 +70,16 @@ def main(argv=None):
         tokens = list(generate_tokens(model, prompt, args.new_tokens, seed=0, stop_token=stop, **options))
         print(f"5. {name:<16}{tokenizer.decode(prompt + tokens)!r}")
 
+    # Past the context the window slides, every position shifts and the cache is rebuilt each step: time within it.
+    new = args.cache_tokens or model.config.context_length - len(prompt)
     timings = {}
     for use_cache in (True, False):
         started = time.perf_counter()
-        tokens = list(generate_tokens(model, prompt, args.cache_tokens, temperature=0, use_cache=use_cache))
+        tokens = list(generate_tokens(model, prompt, new, temperature=0, use_cache=use_cache))
         timings[use_cache] = (time.perf_counter() - started, tokens)
     (cached, with_cache), (uncached, without) = timings[True], timings[False]
-    print(f"6. {args.cache_tokens} greedy tokens: {args.cache_tokens / cached:,.0f} tokens/s with the KV cache,"
-          f" {args.cache_tokens / uncached:,.0f} without ({uncached / cached:.1f}x); the same tokens: {with_cache == without}")
+    print(f"6. {new} greedy tokens: {new / cached:,.0f} tokens/s with the KV cache, {new / uncached:,.0f} without"
+          f" ({uncached / cached:.1f}x); the same tokens: {with_cache == without}")
     return {"probs": probs, "same_tokens": with_cache == without}
 
 
