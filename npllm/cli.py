@@ -384,7 +384,7 @@ def _tokenizer(argv):
 
 # --- npllm plot and npllm attention (pictures; matplotlib, the plot extra) ---------
 def _plot(argv):
-    from npllm.plot.runs import plot_runs
+    from npllm.plot.runs import PANELS, plot_runs
 
     parser = argparse.ArgumentParser(
         prog="npllm plot", description="Draw training runs' loss (against steps and tokens seen), learning rate and"
@@ -393,8 +393,11 @@ def _plot(argv):
     parser.add_argument("--out", required=True, help="picture to write (.png; .svg and .pdf work too)")
     parser.add_argument("--label", action="append", default=None,
                         help="a run's name in the legend, once per run in order (default: the folders' names)")
+    parser.add_argument("--panel", action="append", choices=PANELS, default=None,
+                        help="draw this panel only (repeat for several; default: all four): loss against steps,"
+                             " against what was seen, the learning rate, the gradient norm")
     args = parser.parse_args(argv)
-    plot_runs(args.runs, args.out, labels=args.label)
+    plot_runs(args.runs, args.out, labels=args.label, panels=args.panel or PANELS)
     print(f"wrote {args.out}")
     return 0
 

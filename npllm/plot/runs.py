@@ -13,6 +13,8 @@ panels:
 - the learning rate: warm-up, then the cosine decay;
 - the gradient's global norm before clipping: spikes show instability.
 
+``panels`` picks some of them (the README's picture is the loss alone).
+
 Runs are told apart by colour and labelled by name (their folders', unless
 given).  A panel a log cannot fill (a run from before the loop logged its
 gradient norm) says so in its title instead of showing an empty frame.
@@ -27,6 +29,8 @@ from npllm.plot import PlotError, new_figure, save
 from npllm.training.loop import METRICS_FILE
 
 COUNTED = ("tokens", "masked", "examples")  # what a step may count, by objective (``Objective.unit``)
+PANELS = ("loss", "seen", "lr", "grad_norm")  # by steps, by what was seen, the learning rate, the gradient norm
+PANEL_INCHES = (5.5, 3.75)
 
 
 def read_metrics(run) -> list[dict]:
@@ -58,12 +62,12 @@ def run_labels(runs) -> list[str]:
     return names if len(set(names)) == len(names) else [str(run) for run in runs]
 
 
-def plot_runs(runs, out=None, labels=None):
-    """The four panels for the runs (folders or metrics files), labelled ``labels`` or by folder; saved to ``out``."""
+def plot_runs(runs, out=None, labels=None, panels=PANELS):
+    """The ``panels`` for the runs (folders or metrics files), labelled ``labels`` or by folder; saved to ``out``."""
     labels = list(labels) if labels else run_labels(runs)
     if len(labels) != len(runs):
         raise PlotError(f"plot: {len(labels)} labels for {len(runs)} runs (`label` once per run, in order)")
-    return plot_metrics({label: read_metrics(run) for label, run in zip(labels, runs)}, out)
+    return plot_metrics({label: read_metrics(run) for label, run in zip(labels, runs)}, out, panels)
 
 
 def series(records, key):
@@ -80,46 +84,62 @@ def seen(records):
     return name, np.cumsum([record.get(name, 0) for record in records], dtype=float)
 
 
-def plot_metrics(runs: dict, out=None):
-    """The four panels for ``runs`` (label -> the records of a metrics.jsonl); saved to ``out`` when given."""
-    figure = new_figure(11, 7.5)
-    from matplotlib.ticker import (
-        EngFormatter,  # (matplotlib is there: new_figure checked)
-    )
+def plot_metrics(runs: dict, out=None, panels=PANELS):
+    """``panels`` (of ``PANELS``, in that order) for ``runs`` (label -> a metrics.jsonl's records); saved to ``out``.
 
-    by_step, by_seen, lr, grad_norm = figure.subplots(2, 2).flat
+    One or two panels sit side by side, three or four in a 2 x 2 grid; each panel is ``PANEL_INCHES``.
+    """
+    unknown = sorted(set(panels) - set(PANELS))
+    if unknown or not panels:
+        raise PlotError(f"plot: `panel` must be among {', '.join(PANELS)}, got {', '.join(unknown) or 'none'}")
+    panels = [name for name in PANELS if name in panels]
+    rows, columns = (1, len(panels)) if len(panels) <= 2 else (2, 2)
+    figure = new_figure(PANEL_INCHES[0] * columns, PANEL_INCHES[1] * rows)
+    from matplotlib.ticker import EngFormatter  # (matplotlib is there: new_figure checked)
+
+    grid = figure.subplots(rows, columns, squeeze=False).flat
+    axes = dict(zip(panels, grid))
+    for unused in list(grid)[len(panels):]:
+        unused.set_axis_off()
     units = set()
     for index, (label, records) in enumerate(runs.items()):
         colour = f"C{index % 10}"
         steps, train = series(records, "train_loss")
         val_steps, val = series(records, "val_loss")
-        by_step.plot(steps, train, color=colour, alpha=0.35, linewidth=0.8, label=f"{label}: train")
-        by_step.plot(val_steps, val, "o-", color=colour, markersize=3, label=f"{label}: validation")
+        if "loss" in axes:
+            axes["loss"].plot(steps, train, color=colour, alpha=0.35, linewidth=0.8, label=f"{label}: train")
+            axes["loss"].plot(val_steps, val, "o-", color=colour, markersize=3, label=f"{label}: validation")
         unit, totals = seen(records)
-        if unit is not None:
+        if "seen" in axes and unit is not None:
             units.add(unit)
             at_step = dict(zip((r["step"] for r in records), totals))
-            by_seen.plot(totals, train, color=colour, alpha=0.35, linewidth=0.8, label=f"{label}: train")
-            by_seen.plot([at_step[s] for s in val_steps], val, "o-", color=colour, markersize=3,
-                         label=f"{label}: validation")
-        lr.plot(*series(records, "lr"), color=colour, label=label)
+            axes["seen"].plot(totals, train, color=colour, alpha=0.35, linewidth=0.8, label=f"{label}: train")
+            axes["seen"].plot([at_step[s] for s in val_steps], val, "o-", color=colour, markersize=3,
+                              label=f"{label}: validation")
+        if "lr" in axes:
+            axes["lr"].plot(*series(records, "lr"), color=colour, label=label)
         norm_steps, norms = series(records, "grad_norm")
-        if len(norm_steps):
-            grad_norm.plot(norm_steps, norms, color=colour, linewidth=0.8, label=label)
-    by_step.set(xlabel="step", ylabel="loss", title="loss")
-    by_seen.set(xlabel=f"{' / '.join(sorted(units))} seen" if units else "",
-                ylabel="loss", title="loss against what the model has seen" if units else
-                "what the model has seen: not in these logs")
-    lr.set(xlabel="step", ylabel="learning rate", title="learning-rate schedule")
-    grad_norm.set(xlabel="step", ylabel="global norm, before clipping",
-                  title="gradient norm" if grad_norm.lines else "gradient norm: not in these logs")
-    for axes in (by_step, by_seen, lr, grad_norm):
-        if axes.lines:
-            axes.grid(alpha=0.3)
-            axes.legend(fontsize="small")
-    if grad_norm.lines:
-        grad_norm.set_yscale("log")
-    by_seen.xaxis.set_major_formatter(EngFormatter())  # 500k, 1M: counts of tokens read at a glance
+        if "grad_norm" in axes and len(norm_steps):
+            axes["grad_norm"].plot(norm_steps, norms, color=colour, linewidth=0.8, label=label)
+    if "loss" in axes:
+        axes["loss"].set(xlabel="step", ylabel="loss", title="loss")
+    if "seen" in axes:
+        axes["seen"].set(xlabel=f"{' / '.join(sorted(units))} seen" if units else "", ylabel="loss",
+                         title="loss against what the model has seen" if units else
+                         "what the model has seen: not in these logs")
+        axes["seen"].xaxis.set_major_formatter(EngFormatter())  # 500k, 1M: counts read at a glance
+    if "lr" in axes:
+        axes["lr"].set(xlabel="step", ylabel="learning rate", title="learning-rate schedule")
+    if "grad_norm" in axes:
+        drawn = bool(axes["grad_norm"].lines)
+        axes["grad_norm"].set(xlabel="step", ylabel="global norm, before clipping",
+                              title="gradient norm" if drawn else "gradient norm: not in these logs")
+        if drawn:
+            axes["grad_norm"].set_yscale("log")
+    for panel in axes.values():
+        if panel.lines:
+            panel.grid(alpha=0.3)
+            panel.legend(fontsize="small")
     if out is not None:
         save(figure, out)
     return figure

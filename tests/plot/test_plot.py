@@ -207,3 +207,14 @@ def test_without_matplotlib_a_picture_is_one_line_naming_the_extra(runs, tmp_pat
     assert capsys.readouterr().err == f"npllm plot: error: {MISSING_MATPLOTLIB}\n"
     assert "pip install 'npllm[plot]'" in MISSING_MATPLOTLIB
     assert not (tmp_path / "x.png").exists()
+
+
+@needs_matplotlib
+def test_npllm_plot_draws_the_panels_asked_for(runs, tmp_path):
+    out = tmp_path / "loss.png"
+    assert main(["plot", str(runs["fast"]), "--panel", "loss", "--out", str(out)]) == 0
+    assert_a_picture(out, (int(5.5 * DPI), int(3.75 * DPI)))
+    from npllm.plot.runs import plot_runs
+
+    figure = plot_runs([runs["fast"]], panels=("lr", "loss"))
+    assert [axes.get_title() for axes in figure.axes] == ["loss", "learning-rate schedule"]  # in PANELS' order
