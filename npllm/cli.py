@@ -417,7 +417,9 @@ def _attention(argv):
     args = parser.parse_args(argv)
     _, weights = plot_prompt_attention(args.checkpoint, args.prompt, args.out, layers=args.layer)
     first = next(iter(weights.values()))
-    print(f"wrote {args.out}: {len(weights)} layers x {first.shape[0]} heads over {first.shape[1]} tokens")
+    layers, heads = len(weights), first.shape[0]
+    print(f"wrote {args.out}: {layers} layer{'s' * (layers > 1)} x {heads} head{'s' * (heads > 1)}"
+          f" over {first.shape[1]} tokens")
     return 0
 
 

@@ -218,3 +218,19 @@ def test_npllm_plot_draws_the_panels_asked_for(runs, tmp_path):
 
     figure = plot_runs([runs["fast"]], panels=("lr", "loss"))
     assert [axes.get_title() for axes in figure.axes] == ["loss", "learning-rate schedule"]  # in PANELS' order
+
+
+@needs_matplotlib
+def test_npllm_attention_reads_a_hugging_face_gpt2_folder(tmp_path, capsys):
+    from npllm import save_pretrained
+    from npllm.models import GPT, GPTConfig
+    from npllm.tokenizer import BPETokenizer
+    from tests.conftest import TINY_TEXT
+
+    tokenizer = BPETokenizer.train(TINY_TEXT, vocab_size=280, special_tokens={"<|endoftext|>": 279})
+    save_pretrained(GPT(GPTConfig(vocab_size=280, context_length=16, n_layer=1, n_head=2, n_embd=8)), tokenizer,
+                    tmp_path / "gpt2")
+    out = tmp_path / "hf.png"
+    assert main(["attention", "--checkpoint", str(tmp_path / "gpt2"), "--prompt", "the dog", "--out", str(out)]) == 0
+    assert "1 layer x 2 heads over" in capsys.readouterr().out
+    assert_a_picture(out, (int((2.4 * 2 + 1.2) * DPI), int((2.4 + 0.8) * DPI)))
