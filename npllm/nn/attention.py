@@ -116,9 +116,15 @@ def _weights_of(q, k, mask=None, is_causal=False):
 
 
 def _heads(x, n_head):
-    """(B, T, C) array -> (B, H, T, D) view."""
+    """(B, T, C) array or Tensor -> (B, H, T, D) view."""
     B, T, C = x.shape
     return x.reshape(B, T, n_head, C // n_head).transpose(0, 2, 1, 3)  # (B, H, T, D)
+
+
+def _queries_and_keys(qkv, n_head):
+    """The (B, H, T, D) query and key arrays of a packed (B, T, 3C) projection."""
+    q, k, _ = (_heads(piece, n_head) for piece in np.split(qkv.data, 3, axis=-1))
+    return q, k
 
 
 class MultiHeadAttention(Module):
@@ -168,7 +174,7 @@ class MultiHeadAttention(Module):
             y = F.self_attention(qkv, self.n_head, mask=mask, is_causal=self.causal,
                                  dropout_p=dropout_p, rng=self.attn_rng, kv_cache=kv_cache)
             if self.record_weights is not None:
-                q, k, _ = (_heads(piece, self.n_head) for piece in np.split(qkv.data, 3, axis=-1))
+                q, k = _queries_and_keys(qkv, self.n_head)
                 if kv_cache is not None:  # the new keys are in the cache now, after the earlier ones
                     k = kv_cache.keys[:, :, :kv_cache.length]
                 self.record_weights(_weights_of(q, k, mask=mask, is_causal=self.causal))
@@ -229,8 +235,7 @@ class QKVSelfAttention(Module):
         dropout_p = self.dropout if self.training else 0.0
         y = F.self_attention(qkv, self.n_head, mask=mask, dropout_p=dropout_p, rng=self.attn_rng)
         if self.record_weights is not None:
-            q, k, _ = (_heads(piece, self.n_head) for piece in np.split(qkv.data, 3, axis=-1))
-            self.record_weights(_weights_of(q, k, mask=mask))
+            self.record_weights(_weights_of(*_queries_and_keys(qkv, self.n_head), mask=mask))
         return y
 
     def extra_repr(self):
