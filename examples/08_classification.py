@@ -15,6 +15,11 @@ npllm/training/finetune.py (the recipe behind ``npllm finetune classify``), eval
    bag-of-words logistic regression (the classifier one reaches for first).
 5. The confusion matrix (confusion.png, with matplotlib): rows the true package, columns
    the predicted one; the bright cells off the diagonal are the packages it mixes up.
+
+What pre-training buys shows here: the small GPT this chapter pre-trains (2 blocks, 300 steps
+of prose) beats the majority class but not the bag-of-words baseline (29% against 52% here,
+mixing idlelib with tkinter most); from the default ``npllm train`` run (``--checkpoint
+runs/gpt``) the same fine-tuning reaches 55% (the README's table).
 """
 
 import argparse
