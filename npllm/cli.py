@@ -1,5 +1,5 @@
 """The command line: ``npllm train | distill | finetune | generate | chat | export | fill-mask | embed | tokenizer |
-tokenize | data | bench``.
+tokenize | data | plot | attention | bench``.
 
 Each subcommand parses its own flags and hands over to the module that does
 the work, so this file stays a table of contents.  Errors a user can cause
@@ -698,6 +698,9 @@ def _tokenize(argv):
     count = len(shards.index["shards"])
     print(f"wrote {folder}: {count} shard{'s' * (count > 1)}, {len(shards.train):,} tokens for training and"
           f" {len(shards.validation):,} for validation; train on it: npllm train --data {folder}")
+    return 0
+
+
 # --- npllm data -------------------------------------------------------------
 def _data(argv):
     from npllm.data.pairs import STDLIB_DOCSTRINGS, load_pairs, write_jsonl
@@ -715,6 +718,47 @@ def _data(argv):
     chosen = {"train": pairs.train, "test": pairs.test, "all": pairs.train + pairs.test}[args.split]
     write_jsonl(chosen, args.out)
     print(f"wrote {args.out}: {len(chosen):,} pairs ({args.split}; {pairs.counts()})")
+    return 0
+
+
+# --- npllm plot and npllm attention (pictures; matplotlib, the plot extra) ---------
+def _plot(argv):
+    from npllm.plot.runs import PANELS, plot_runs
+
+    parser = argparse.ArgumentParser(
+        prog="npllm plot", description="Draw training runs' loss (against steps and tokens seen), learning rate and"
+        " gradient norm from their metrics.jsonl, overlaid (needs matplotlib: pip install 'npllm[plot]').")
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="run folders (or their metrics.jsonl files)")
+    parser.add_argument("--out", required=True, help="picture to write (.png; .svg and .pdf work too)")
+    parser.add_argument("--label", action="append", default=None,
+                        help="a run's name in the legend, once per run in order (default: the folders' names)")
+    parser.add_argument("--panel", action="append", choices=PANELS, default=None,
+                        help="draw this panel only (repeat for several; default: all four): loss against steps,"
+                             " against what was seen, the learning rate, the gradient norm")
+    args = parser.parse_args(argv)
+    plot_runs(args.runs, args.out, labels=args.label, panels=args.panel or PANELS)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _attention(argv):
+    from npllm.plot.attention import plot_prompt_attention
+
+    parser = argparse.ArgumentParser(
+        prog="npllm attention", description="Draw a model's attention weights for a prompt, one heat map per layer"
+        " and head, labelled with the tokens (needs matplotlib: pip install 'npllm[plot]').")
+    parser.add_argument("--checkpoint", default="runs/gpt",
+                        help="run folder of npllm train (GPT or --model bert), or a Hugging Face GPT-2 or BERT folder")
+    parser.add_argument("--prompt", required=True, help="the text the model reads")
+    parser.add_argument("--out", required=True, help="picture to write (.png; .svg and .pdf work too)")
+    parser.add_argument("--layer", type=int, action="append", default=None,
+                        help="draw this layer only (0 is the first; repeat for several; default: every layer)")
+    args = parser.parse_args(argv)
+    _, weights = plot_prompt_attention(args.checkpoint, args.prompt, args.out, layers=args.layer)
+    first = next(iter(weights.values()))
+    layers, heads = len(weights), first.shape[0]
+    print(f"wrote {args.out}: {layers} layer{'s' * (layers > 1)} x {heads} head{'s' * (heads > 1)}"
+          f" over {first.shape[1]} tokens")
     return 0
 
 
@@ -755,6 +799,8 @@ COMMANDS = {
     "tokenizer": (_tokenizer, "train, encode and decode with a byte-level BPE tokenizer"),
     "tokenize": (_tokenize, "tokenize a corpus of any size (a Wikipedia dump) into token shards, on every core"),
     "data": (_data, "write an embedded data set (stdlib-docstrings) as JSONL"),
+    "plot": (_plot, "draw training runs' loss, learning rate and gradient norm (needs the plot extra)"),
+    "attention": (_attention, "draw a model's attention weights for a prompt (needs the plot extra)"),
     "bench": (_bench, "measure speed: " + ", ".join(sorted(BENCHMARKS))),
 }
 

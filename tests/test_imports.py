@@ -1,7 +1,7 @@
 """npllm runs on NumPy alone: importing it, or any of its modules, never pulls in an optional oracle.
 
-PyTorch and tiktoken are test oracles and benchmark yardsticks, imported only by the
-code that compares against them, at call time. Each check runs in a fresh interpreter,
+PyTorch and tiktoken are test oracles and benchmark yardsticks, and matplotlib (the plot extra) draws
+pictures: each is imported only by the code that uses it, at call time. Each check runs in a fresh interpreter,
 so modules the test session already imported cannot hide an import or fake one.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 REPOSITORY = Path(__file__).resolve().parent.parent
-OPTIONAL = ("torch", "tiktoken", "transformers", "tokenizers", "safetensors")
+OPTIONAL = ("torch", "tiktoken", "transformers", "tokenizers", "safetensors", "matplotlib")
 TORCH_YARDSTICKS = ["npllm.bench.torch_gpt", "npllm.bench.torch_bert", "npllm.bench.torch_bart"]  # the PyTorch models only --compare-torch imports
 
 # argv: the scope ("package" or "every"), then the modules to leave out

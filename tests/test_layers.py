@@ -32,6 +32,7 @@ FLOORS = [  # bottom first; a module may import from its own floor or below
     ("npllm.pretrained",),                 # Hugging Face folders <-> models and tokenizers
     ("npllm.generation",),
     ("npllm.training",),
+    ("npllm.plot",),                       # pictures of runs and models (matplotlib, imported when drawing)
     ("npllm.bench",),
     ("npllm.cli",),
     ("npllm",),                            # the package's __init__, which loads runtime.blas before NumPy

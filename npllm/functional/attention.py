@@ -31,7 +31,11 @@ def causal_mask(Tq, Tk):
     return np.tri(Tq, Tk, k=Tk - Tq, dtype=bool)
 
 
-def attention_composed(q, k, v, mask=None, is_causal=False, dropout_p=0.0, rng=None):
+def attention_weights_composed(q, k, mask=None, is_causal=False):
+    """softmax(q k^T / sqrt(D)) with the mask's hidden keys at 0: the (B, H, Tq, Tk) weights each query gives each key.
+
+    Every row sums to 1, except a row that sees no key, which is all 0.
+    """
     Tq, Tk, D = q.shape[-2], k.shape[-2], q.shape[-1]
     scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(D)  # (B, H, Tq, Tk)
     keep = causal_mask(Tq, Tk) if is_causal else mask
@@ -40,6 +44,11 @@ def attention_composed(q, k, v, mask=None, is_causal=False, dropout_p=0.0, rng=N
     probs = softmax_composed(scores, axis=-1)
     if keep is not None:  # a row that sees no key: 0/0 -> 0, as the fused op and PyTorch do
         probs = ops.where(np.isnan(probs.data), 0.0, probs)
+    return probs
+
+
+def attention_composed(q, k, v, mask=None, is_causal=False, dropout_p=0.0, rng=None):
+    probs = attention_weights_composed(q, k, mask=mask, is_causal=is_causal)  # (B, H, Tq, Tk)
     probs = dropout_composed(probs, dropout_p, dropout_p > 0.0, rng)
     return probs @ v
 

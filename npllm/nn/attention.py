@@ -48,15 +48,28 @@ Beam search keeps several hypotheses per source and, after each step,
 continues the best ones: ``KVCache.reorder`` makes row i of the cache a
 copy of row ``rows[i]``, the hypothesis it continues.
 
+Looking inside.  ``recording_attention(model)`` is a ``with`` block within
+which every attention layer of ``model`` hands its weights (the (B, H, Tq,
+Tk) softmax each query spreads over the keys) to a dict, by layer name.
+The fused op keeps its arithmetic: a recording layer computes the weights a
+second time from the same queries and keys with the composed definition
+(``F.attention_weights_composed``, the fused op's tested oracle), without
+dropout, and only while recording.  It is for looking (``npllm attention``
+draws them), not for training.
+
 Left out on purpose: grouped/multi-query attention, rotary positions.
 """
+
+from contextlib import contextmanager
 
 import numpy as np
 
 import npllm.functional as F
 from npllm import ops
+from npllm.functional.attention import attention_weights_composed
 from npllm.nn.layers import GPT2_INIT_STD, Dropout, Linear, own_generator
 from npllm.nn.module import Module
+from npllm.tensor import Tensor
 
 
 class KVCacheError(ValueError):
@@ -128,12 +141,52 @@ def _set_heads(attention, n_embd, n_head, causal, cross, dropout):
     attention.causal, attention.cross, attention.dropout = causal, cross, dropout
 
 
+@contextmanager
+def recording_attention(model):
+    """Within the block, each attention layer of ``model`` writes its last weights into the dict this yields.
+
+    ``with recording_attention(model) as weights: model(idx)`` leaves
+    ``weights["h.0.attn"]`` (GPT) or ``weights["encoder.layer.0.attention.self"]``
+    (BERT) holding a (B, H, Tq, Tk) array per layer, in the model's order.
+    """
+    weights = {}
+    layers = [(name, module) for name, module in model.named_modules()
+              if isinstance(module, (MultiHeadAttention, QKVSelfAttention))]
+    for name, layer in layers:
+        layer.record_weights = lambda probs, name=name: weights.__setitem__(name, probs)
+    try:
+        yield weights
+    finally:
+        for _, layer in layers:
+            layer.record_weights = None
+
+
+def _weights_of(q, k, mask=None, is_causal=False):
+    """The attention weights of arrays q (B, H, Tq, D) and k (B, H, Tk, D), as a (B, H, Tq, Tk) array (no graph)."""
+    return attention_weights_composed(Tensor(q), Tensor(k), mask=mask, is_causal=is_causal).data
+
+
+def _heads(x, n_head):
+    """(B, T, C) array or Tensor -> (B, H, T, D) view."""
+    B, T, C = x.shape
+    return x.reshape(B, T, n_head, C // n_head).transpose(0, 2, 1, 3)  # (B, H, T, D)
+
+
+def _queries_and_keys(qkv, n_head):
+    """The (B, H, T, D) query and key arrays of a packed (B, T, 3C) projection."""
+    q, k, _ = (_heads(piece, n_head) for piece in np.split(qkv.data, 3, axis=-1))
+    return q, k
+
+
 class MultiHeadAttention(Module):
     """Multi-head attention over x (B, T, C): causal or bidirectional self-attention, or cross-attention.
 
     ``out_std`` is the initial std of the output projection c_proj (GPT-2
-    shrinks it in deep models, see ``npllm.models.gpt``).
+    shrinks it in deep models, see ``npllm.models.gpt``).  ``record_weights``
+    (None, or a function of the (B, H, Tq, Tk) weights) is set by ``recording_attention``.
     """
+
+    record_weights = None
 
     def __init__(self, n_embd, n_head, bias=True, dropout=0.0, causal=True, cross=False,
                  dtype=np.float32, rng=None, out_std=GPT2_INIT_STD):
@@ -163,8 +216,14 @@ class MultiHeadAttention(Module):
         if self.cross:
             y = self._cross_attention(x, context, mask, dropout_p, kv_cache)
         else:  # q, k, v split and heads formed inside the fused op
-            y = F.self_attention(self.c_attn(x), self.n_head, mask=mask, is_causal=self.causal,
+            qkv = self.c_attn(x)
+            y = F.self_attention(qkv, self.n_head, mask=mask, is_causal=self.causal,
                                  dropout_p=dropout_p, rng=self.attn_rng, kv_cache=kv_cache)
+            if self.record_weights is not None:
+                q, k = _queries_and_keys(qkv, self.n_head)
+                if kv_cache is not None:  # the new keys are in the cache now, after the earlier ones
+                    k = kv_cache.keys[:, :, :kv_cache.length]
+                self.record_weights(_weights_of(q, k, mask=mask, is_causal=self.causal))
         return self.resid_dropout(self.c_proj(y))
 
     def _cross_attention(self, x, context, mask, dropout_p, kv_cache):
@@ -176,6 +235,8 @@ class MultiHeadAttention(Module):
         k, v = self.c_attn(context).split(2, axis=-1)
         q, k, v = (split_heads(t, self.n_head) for t in (self.q_attn(x), k, v))
         y = F.scaled_dot_product_attention(q, k, v, mask=mask, dropout_p=dropout_p, rng=self.attn_rng)
+        if self.record_weights is not None:
+            self.record_weights(_weights_of(q.data, k.data, mask=mask))
         return merge_heads(y)
 
     def extra_repr(self):
@@ -205,11 +266,16 @@ class QKVSelfAttention(Module):
         self.value = Linear(n_embd, n_embd, dtype=dtype, rng=rng)
         self.attn_rng = own_generator(rng)  # masks for the dropout of the attention weights
 
+    record_weights = None  # see recording_attention
+
     def forward(self, x, mask=None):
         """``mask``: boolean, True = may attend, broadcastable to (B, H, T, T) (padding: (B, 1, 1, T))."""
         qkv = joined_projection(x, (self.query, self.key, self.value))  # (B, T, 3C)
         dropout_p = self.dropout if self.training else 0.0
-        return F.self_attention(qkv, self.n_head, mask=mask, dropout_p=dropout_p, rng=self.attn_rng)
+        y = F.self_attention(qkv, self.n_head, mask=mask, dropout_p=dropout_p, rng=self.attn_rng)
+        if self.record_weights is not None:
+            self.record_weights(_weights_of(*_queries_and_keys(qkv, self.n_head), mask=mask))
+        return y
 
     def extra_repr(self):
         return f"n_embd={self.n_embd}, n_head={self.n_head}, bidirectional"

@@ -17,7 +17,11 @@ rather than a demo:
 
 - evaluation on held-out batches every ``eval_interval`` steps (the number to
   watch: train loss alone cannot show overfitting);
-- ``metrics.jsonl`` in the run folder, one JSON object per step;
+- ``metrics.jsonl`` in the run folder, one JSON object per step: the step,
+  its training loss, learning rate, gradient norm (before clipping: spikes
+  show instability), what it counted (``tokens``, ``examples`` or ``masked``,
+  the objective's unit; their running sum is the x axis "tokens seen") and
+  its speed; at evaluations the held-out loss and the recipe's figures;
 - checkpoints written whole and atomically (``checkpoint.py``), holding the
   weights, the optimizer's state, the step, every random generator's state
   and the recipe's own state (its config, the tokenizer), so ``restore``
@@ -174,8 +178,8 @@ def _loop(run: TrainingRun, stop, progress, log):
     while run.step < settings.max_steps and not stop.agreed:
         started = time.perf_counter()
         lr = run.schedule(run.step)
-        loss, counted = train_step(run, lr, stop)
-        record = {"step": run.step + 1, "train_loss": loss, "lr": lr,
+        loss, counted, grad_norm = train_step(run, lr, stop)
+        record = {"step": run.step + 1, "train_loss": loss, "lr": lr, "grad_norm": grad_norm, unit: counted,
                   f"{unit}_per_s": counted / (time.perf_counter() - started)}
         run.step += 1
         evaluating = run.step % settings.eval_interval == 0 or run.step == settings.max_steps
@@ -197,8 +201,8 @@ def _loop(run: TrainingRun, stop, progress, log):
         log(f"interrupted: saved step {run.step} in {run.out_dir}; continue it with `resume`")
 
 
-def train_step(run: TrainingRun, lr: float, stop=None) -> tuple[float, int]:
-    """One optimizer step over ``grad_accum`` micro-batches; returns the mean loss and the targets counted.
+def train_step(run: TrainingRun, lr: float, stop=None) -> tuple[float, int, float]:
+    """One optimizer step over ``grad_accum`` micro-batches: the mean loss, the targets counted, the gradient norm.
 
     Each rank draws the whole micro-batch (the sampler stays the same on
     every rank) and learns from its rows, weighted by their share of the
@@ -206,6 +210,7 @@ def train_step(run: TrainingRun, lr: float, stop=None) -> tuple[float, int]:
     of the whole batch.  The votes to stop travel with it, so every rank
     agrees on whether this step is the last (``stop``: the loop's stop
     request; None for a step taken outside the loop, as ``npllm bench mpi`` does).
+    The norm is the gradient's before clipping, the same on every rank.
     """
     accumulate, ranks = run.settings.grad_accum, run.parallel.ranks
     set_lr(run.optimizer, lr)
@@ -221,9 +226,9 @@ def train_step(run: TrainingRun, lr: float, stop=None) -> tuple[float, int]:
     if stop is not None:
         stop.agreed = votes > 0
     _stop_unless_finite("loss", total, run.step + 1, run.out_dir)  # (the same sum on every rank: all stop)
-    clip_grad_norm([p for p in run.model.parameters() if p.requires_grad], run.settings.grad_clip)
+    grad_norm = clip_grad_norm([p for p in run.model.parameters() if p.requires_grad], run.settings.grad_clip)
     run.optimizer.step()
-    return total / accumulate, counted
+    return total / accumulate, counted, grad_norm
 
 
 def _stop_unless_finite(what: str, value: float, step: int, out_dir):

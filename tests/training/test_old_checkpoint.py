@@ -28,6 +28,7 @@ def test_a_checkpoint_from_before_the_restructure_resumes_bit_identically(tmp_pa
 
     assert resumed.step == 8
     logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    for record in logged:
-        del record["tokens_per_s"]
-    assert logged == json.loads((FIXTURE / "uninterrupted_metrics.json").read_text())
+    expected = json.loads((FIXTURE / "uninterrupted_metrics.json").read_text())
+    # the fixture's keys only: the timing varies, and the loop has learned to log more since (grad_norm, tokens)
+    assert [{key: record[key] for key in wanted} for record, wanted in zip(logged, expected)] == expected
+    assert len(logged) == len(expected)

@@ -201,8 +201,10 @@ def test_metrics_log_every_step_and_validation_at_evaluations(tiny_config):
     assert [record["step"] for record in records] == list(range(1, 9))
     for record in records:
         evaluated = record["step"] in (3, 6, 8)  # every eval_interval, and the last step
-        assert set(record) == {"step", "train_loss", "lr", "tokens_per_s"} | ({"val_loss"} if evaluated else set())
-        assert record["train_loss"] > 0 and record["lr"] > 0 and record["tokens_per_s"] > 0
+        assert set(record) == ({"step", "train_loss", "lr", "grad_norm", "tokens", "tokens_per_s"}
+                               | ({"val_loss"} if evaluated else set()))
+        assert record["train_loss"] > 0 and record["lr"] > 0 and record["tokens_per_s"] > 0 and record["grad_norm"] > 0
+        assert record["tokens"] == config.batch_size * config.context_length * config.grad_accum
 
 
 def test_resume_drops_a_metrics_line_cut_short_by_a_kill(tiny_config):

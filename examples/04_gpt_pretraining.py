@@ -1,7 +1,10 @@
-"""Train a GPT from scratch, top to bottom: the path of ``npllm train``, laid open.
+"""Chapter 4. The GPT and pre-training, top to bottom: the path of ``npllm train``, laid open.
 
-Run:  python examples/train_gpt.py                      (docs corpus, a few minutes on 2 cores)
-      python examples/train_gpt.py --data my_notes.txt --steps 200
+Run:  python examples/04_gpt_pretraining.py              (docs corpus, a few minutes on 2 cores)
+      python examples/04_gpt_pretraining.py --data my_notes.txt --steps 200
+
+Source: npllm/models/gpt.py, npllm/nn/transformer.py, npllm/optim/, npllm/training/pretrain.py
+and loop.py (the same steps, with checkpoints, resume and metrics.jsonl around them).
 
 1. Load a corpus: Python's own reference prose, or your text file or folder.
 2. Train a byte-level BPE tokenizer on it, ending with an <|endoftext|> token.
@@ -10,6 +13,9 @@ Run:  python examples/train_gpt.py                      (docs corpus, a few minu
 5. AdamW with warm-up and cosine decay; clip the gradient; watch the validation loss
    fall below the unigram baseline (a model that ignores context).
 6. Write a sample, one token at a time, with the KV cache.
+7. Pictures (training.png, with matplotlib): the loss against steps and tokens seen, the
+   learning-rate schedule (warm-up, then cosine), and the gradient norm before clipping
+   (large and jumpy at first, then settling: why the gradient is clipped).
 
 npllm.training adds what a real run needs on top: checkpoints, resume, metrics.jsonl,
 Ctrl-C handling, gradient accumulation, a progress bar, and data-parallel steps
@@ -29,6 +35,8 @@ from npllm.data.tokens import load_or_encode, split_tokens
 from npllm.generation import generate_tokens
 from npllm.models import GPT, GPTConfig
 from npllm.optim import AdamW, WarmupCosineLR, clip_grad_norm, configure_param_groups, set_lr
+from npllm.plot import picture
+from npllm.plot.runs import plot_metrics
 from npllm.tokenizer import BPETokenizer
 from npllm.training.pretrain import unigram_loss
 
@@ -49,6 +57,7 @@ def parse_args(argv):
     parser.add_argument("--eval-interval", type=int, default=100)
     parser.add_argument("--sample-tokens", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="runs/textbook/04-gpt", help="folder for the chapter's pictures")
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps must be at least 1, got {args.steps}")
@@ -99,24 +108,36 @@ def main(argv=None):
     optimizer = AdamW(configure_param_groups(model, weight_decay=0.1), lr=args.lr, betas=(0.9, 0.95))
     schedule = WarmupCosineLR(args.lr, min(50, args.steps), args.steps, args.lr / 10)
     batches = RandomWindows(train_tokens, args.context_length, args.batch_size, seed=args.seed)
+    records = []  # one per step, as the training loop writes metrics.jsonl
     for step in range(args.steps):
         set_lr(optimizer, schedule(step))
         batch = batches.next_batch()                        # input_ids, targets: (B, T) each, shifted by one
         loss = F.cross_entropy(model(batch["input_ids"]), batch["targets"])  # model(...): (B, T, V) logits
         optimizer.zero_grad()
         loss.backward()
-        clip_grad_norm(model.parameters(), 1.0)
+        grad_norm = clip_grad_norm(model.parameters(), 1.0)  # the norm before clipping
         optimizer.step()
+        records.append({"step": step + 1, "train_loss": loss.item(), "lr": schedule(step), "grad_norm": grad_norm,
+                        "tokens": batch["targets"].size})
         if (step + 1) % args.eval_interval == 0 or step + 1 == args.steps:
-            val = validation_loss(model, validation_tokens, args.context_length, args.batch_size)
+            val = records[-1]["val_loss"] = validation_loss(model, validation_tokens, args.context_length,
+                                                             args.batch_size)
             print(f"5. step {step + 1:5d}  train loss {loss.item():.3f}  validation loss {val:.3f}"
-                  f"  (unigram {baseline:.3f})")
+                  f"  (unigram {baseline:.3f})  gradient norm {grad_norm:.2f}")
 
     # 6. A sample: the model continues a prompt, one token at a time.
     prompt = tokenizer.encode("The ")
     new_tokens = generate_tokens(model, prompt, args.sample_tokens, temperature=0.8, top_k=50, seed=args.seed,
                                  stop_token=tokenizer.special_tokens[END_OF_TEXT])
     print("6. sample:\n" + tokenizer.decode(prompt + list(new_tokens)))
+
+    norms = [record["grad_norm"] for record in records]
+    tenth = max(len(norms) // 10, 1)
+    print(f"7. gradient norm: median {np.median(norms[:tenth]):.2f} over the first tenth of the steps,"
+          f" {np.median(norms[-tenth:]):.2f} over the last; clipped to 1.0 on {np.mean(np.array(norms) > 1):.0%} of"
+          f" the steps; learning rate {records[0]['lr']:.1e} -> {max(r['lr'] for r in records):.1e}"
+          f" -> {records[-1]['lr']:.1e}")
+    picture(f"{args.out}/training.png", plot_metrics, {"04_gpt_pretraining": records})
     return val, baseline
 
 

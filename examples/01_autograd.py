@@ -1,6 +1,8 @@
-"""Autograd from the ground up: gradients by hand, by the engine, and by finite differences.
+"""Chapter 1. Autograd from the ground up: gradients by hand, by the engine, and by finite differences.
 
-Run:  python examples/autograd_basics.py
+Run:  python examples/01_autograd.py
+
+Source: npllm/tensor.py (Tensor, Function, backward), npllm/ops/ (each op's derivative), npllm/gradcheck.py.
 
 1. A tiny function whose derivative we can write on paper, checked against backward().
 2. A reused value (b = a + a; c = b * b) receiving the sum of its uses' gradients.

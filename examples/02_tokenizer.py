@@ -1,7 +1,9 @@
-"""Byte-level BPE in five steps: how text becomes the integers a GPT reads.
+"""Chapter 2. Byte-level BPE in six steps: how text becomes the integers a GPT reads.
 
-Run:  python examples/tokenizer_basics.py
-      python examples/tokenizer_basics.py --vocab-size 400 --data docs
+Run:  python examples/02_tokenizer.py                         (Python's reference prose, 1024 tokens, ~20 s)
+      python examples/02_tokenizer.py --data my_notes.txt --vocab-size 400
+
+Source: npllm/tokenizer/ (train.py, encode.py, patterns.py).
 
 1. Every text is UTF-8 bytes, so 256 byte tokens can spell anything.
 2. Training repeats one move: merge the most frequent adjacent pair into a new token.
@@ -12,6 +14,8 @@ Run:  python examples/tokenizer_basics.py
    ever joins the end of one word with the start of the next.
 5. Special tokens such as <|endoftext|> are ids of their own, produced only when the
    caller allows them: ordinary text cannot forge one.
+6. How long the tokens are, in bytes: the vocabulary's, and those that spell the text
+   (a picture, token_lengths.png, with matplotlib: pip install 'npllm[plot]').
 """
 
 import argparse
@@ -19,16 +23,11 @@ import argparse
 import regex  # the split patterns use classes like \p{L} (any letter), which only `regex` knows
 
 from npllm.data.sources import load_corpus
+from npllm.plot import picture
+from npllm.plot.charts import histogram
 from npllm.tokenizer import BPETokenizer
 
 END_OF_TEXT = "<|endoftext|>"
-TEXT = """\
-A tokenizer turns text into tokens, and tokens into text. The tokens of a
-tokenizer are learned from the text: the most frequent pairs of bytes are merged
-first, then pairs of those, and so on, until the vocabulary is full. The merges
-of the training text become the tokens the model reads.
-""" * 20
-
 
 def show_pieces(tokenizer, ids):
     """The bytes each id stands for, between bars (a byte that is part of a character shown as \\xNN)."""
@@ -37,10 +36,11 @@ def show_pieces(tokenizer, ids):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default=None, help="a corpus (docs, stdlib, a file) instead of the built-in text")
-    parser.add_argument("--vocab-size", type=int, default=300, help="256 bytes + merges + 1 special token")
+    parser.add_argument("--data", default="docs", help="docs, stdlib, shakespeare, or a text file or folder")
+    parser.add_argument("--vocab-size", type=int, default=1024, help="256 bytes + merges + 1 special token")
+    parser.add_argument("--out", default="runs/textbook/02-tokenizer", help="folder for the chapter's picture")
     args = parser.parse_args(argv)
-    text = TEXT if args.data is None else load_corpus(args.data).text
+    text = load_corpus(args.data).text
 
     sample = "tokens of text"
     print(f"1. {sample!r} as UTF-8 bytes: {list(sample.encode('utf-8'))}")
@@ -66,6 +66,14 @@ def main(argv=None):
         tokenizer.encode(with_special)
     except ValueError as error:
         print(f"   by default, refused: {error}")
+
+    vocabulary = [len(tokenizer.decode_bytes([token])) for token in range(tokenizer.vocab_size)
+                  if token not in tokenizer.special_tokens.values()]
+    spelled = [len(tokenizer.decode_bytes([token])) for token in tokenizer.encode_ordinary(text)]
+    print(f"6. bytes per token: {sum(vocabulary) / len(vocabulary):.2f} over the vocabulary,"
+          f" {sum(spelled) / len(spelled):.2f} over the text ({len(spelled):,} tokens); the longest: {max(vocabulary)}")
+    picture(f"{args.out}/token_lengths.png", histogram, {"vocabulary": vocabulary, "tokens of the text": spelled},
+            "bytes per token", title=f"token lengths, a {tokenizer.vocab_size}-token BPE")
     return tokenizer
 
 
