@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import WIKI_PAGES, write_wiki_dump
+from wiki_pages import WIKI_PAGES, write_wiki_dump
 from npllm.data.shards import ShardError, tokenize_to_shards
 from npllm.data.streams import DocumentSource
 from npllm.errors import SettingError
