@@ -79,6 +79,7 @@ class FineTuneConfig:
     lr: float = 1e-3
     min_lr: float = 1e-4
     warmup_steps: int = 20
+    decay_steps: int | None = None   # where the cosine reaches min_lr (None: max_steps)
     weight_decay: float = 0.01
     beta2: float = 0.999
     grad_clip: float = 1.0
@@ -91,8 +92,8 @@ class FineTuneConfig:
         return []
 
     def __post_init__(self):
-        check_settings(self, ("batch_size", "grad_accum", "eval_interval", "max_steps", "last_blocks", "lora_rank",
-                              "workers"), [
+        check_settings(self, ("batch_size", "grad_accum", "eval_interval", "max_steps", "decay_steps", "last_blocks",
+                              "lora_rank", "workers"), [
             ("train", self.train in TRAINED, f"one of {', '.join(TRAINED)}"),
             *optimisation_checks(self),
             ("lora_alpha", 0 < self.lora_alpha < math.inf, "a positive number"),
@@ -219,7 +220,7 @@ def fine_tuning_fields(config: FineTuneConfig, model, checkpoint=None) -> dict:
               else configure_param_groups(model, config.weight_decay))
     return dict(
         optimizer=AdamW(groups, lr=config.lr, betas=(0.9, config.beta2)),
-        schedule=warmup_cosine(config, config.max_steps),
+        schedule=warmup_cosine(config, config.decay_steps or config.max_steps),
         parallel=DataParallel(model, config.workers),
         settings=LoopSettings(max_steps=config.max_steps, grad_accum=config.grad_accum, grad_clip=config.grad_clip,
                               eval_interval=config.eval_interval),
