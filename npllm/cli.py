@@ -388,6 +388,7 @@ BENCHMARKS = {
     "generate": "npllm.bench.generate",
     "ops": "npllm.bench.ops",
     "products": "npllm.bench.products",
+    "profile": "npllm.bench.profile",
     "tokenizer": "npllm.bench.tokenizer",
     "train": "npllm.bench.train",
 }
