@@ -52,7 +52,14 @@ class MLP(Module):
         self.dropout = Dropout(dropout, rng)
 
     def forward(self, x):
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+        return self.dropout(self.c_proj(widened(self.c_fc, x, "tanh")))
+
+
+def widened(linear, x, approximate):
+    """gelu(linear(x)): one fused op (``F.linear_gelu``) for a plain Linear; a wrapped one (LoRA) composes its own."""
+    if type(linear) is Linear:
+        return F.linear_gelu(x, linear.weight, linear.bias, approximate)
+    return F.gelu(linear(x), approximate)
 
 
 class Block(Module):
@@ -117,7 +124,7 @@ class Intermediate(Module):
         self.approximate = approximate
 
     def forward(self, x):
-        return F.gelu(self.dense(x), self.approximate)
+        return widened(self.dense, x, self.approximate)
 
 
 class PostLNBlock(Module):
