@@ -49,12 +49,13 @@ that many cores: the shards, not the cores, decide the sums.
 """
 
 import copy
+from functools import partial
 
 import numpy as np
 
 from npllm.nn.layers import own_generator
 from npllm.runtime.blas import blas_threads_limited
-from npllm.runtime.pool import cores, executor, working_alone
+from npllm.runtime.pool import cores, executor, map_tasks, working_alone
 from npllm.tensor import no_grad
 
 
@@ -155,16 +156,29 @@ class DataParallel:
                 twin.data, twin.grad, twin.requires_grad = param.data, None, param.requires_grad
 
     def _add_replica_gradients(self):
-        """model.grad += each replica's gradient, replica by replica (a fixed order: reproducible sums)."""
+        """model.grad += each replica's gradient, replica by replica (a fixed order: reproducible sums).
+
+        The parameters are shared out among the cores (largest first, each
+        core taking the next when done), so that the join, a pass over
+        every weight's gradient, runs on every core rather than on the one
+        that called it.
+        """
         params = self.model.parameters()
-        for replica in self.replicas[1:]:
-            for param, twin in zip(params, replica.parameters()):
-                if twin.grad is None:
+        twins = [replica.parameters() for replica in self.replicas[1:]]
+
+        def add_into(index):
+            param = params[index]
+            for replica_params in twins:
+                grad = replica_params[index].grad
+                if grad is None:
                     continue
                 if param.grad is None:
-                    param.grad = twin.grad  # the replica lets go of it in the next _share_weights
+                    param.grad = grad  # the replica lets go of it in the next _share_weights
                 else:
-                    param.grad += twin.grad
+                    param.grad += grad
+
+        largest_first = sorted(range(len(params)), key=lambda index: -params[index].size)
+        map_tasks([partial(add_into, index) for index in largest_first])
 
 
 def _replica(model):
