@@ -48,11 +48,11 @@ from npllm.functional.losses import IGNORE_INDEX, cross_entropy
 from npllm.functional.lookup import embedding
 from npllm.functional.normalization import layer_norm
 from npllm.functional.probabilities import log_softmax, softmax
-from npllm.functional.projection import linear, linear_gelu
+from npllm.functional.projection import linear, linear_add_layer_norm, linear_gelu
 from npllm.functional.regularization import dropout
 
 __all__ = [
     "softmax", "log_softmax", "cross_entropy", "layer_norm", "gelu", "embedding", "dropout",
-    "scaled_dot_product_attention", "self_attention", "causal_mask", "linear", "linear_gelu", "kl_div",
+    "scaled_dot_product_attention", "self_attention", "causal_mask", "linear", "linear_gelu", "linear_add_layer_norm", "kl_div",
     "IGNORE_INDEX",
 ]

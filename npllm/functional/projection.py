@@ -1,6 +1,8 @@
 """Linear: the affine map y = x W + b, where nearly all of a transformer's arithmetic happens.
 
-(And ``linear_gelu``: gelu(x W + b), an MLP's widening, fused with its non-linearity.)
+(And what a transformer block does right after two of its projections, fused
+with them: ``linear_gelu``, gelu(x W + b), an MLP's widening; and
+``linear_add_layer_norm``, LayerNorm(r + x W + b), a post-LN sub-layer's end.)
 
 W is stored (in, out), as GPT-2's Conv1D stores it.  The composed version is
 a matmul and an add; the fused one flattens the leading axes so that every
@@ -14,6 +16,7 @@ import numpy as np
 
 from npllm.functional import _kernels
 from npllm.functional.activations import FORMS, PIECES, gelu_composed
+from npllm.functional.normalization import layer_norm_forward, layer_norm_backward, layer_norm_composed
 from npllm.tensor import Function, ShapeError, as_array
 
 
@@ -25,6 +28,10 @@ def linear_composed(x, weight, bias=None):
 
 def linear_gelu_composed(x, weight, bias=None, approximate="tanh"):
     return gelu_composed(linear_composed(x, weight, bias), approximate)
+
+
+def linear_add_layer_norm_composed(x, weight, bias, residual, norm_weight, norm_bias, eps=1e-5):
+    return layer_norm_composed(residual + linear_composed(x, weight, bias), norm_weight, norm_bias, eps)
 
 
 # --- the fused op: one Function, backward derived by hand ---
@@ -114,6 +121,49 @@ def _biased(gelu_piece, bias, pre, saved, out):
     gelu_piece(pre, saved, out)
 
 
+class FusedLinearAddLayerNorm(Function):
+    """y = LayerNorm(r + x W + b): a post-LN sub-layer's projection, residual add and norm in one op.
+
+    The same function as ``layer_norm(residual + linear(x, W, b), ...)``;
+    the bias and the residual are added inside layer norm's cache-sized
+    pieces of rows, so the (N, C) sum is never written out and read back
+    (two memory passes and an array fewer, each way one op fewer).
+    With s = r + x W + b and ds = the layer norm's dx (``layer_norm_backward``):
+        dr = ds,   dX = ds W^T,   dW = X^T ds,   db = 1^T ds.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, residual, norm_weight, norm_bias, eps=1e-5):
+        rows = x.reshape(-1, x.shape[-1])  # (N, in)
+        total = rows @ weight  # (N, C): made r + x W + b in the pieces
+        xhat, out = np.empty_like(total), np.empty_like(total)
+        rstd = np.empty((len(total), 1), dtype=total.dtype)  # (N, 1)
+        _kernels.map_rows(partial(_add_then_normalize, bias=bias, weight=norm_weight, norm_bias=norm_bias, eps=eps),
+                          total, residual.reshape(total.shape), xhat, rstd, out)
+        ctx.save_for_backward(rows, weight, xhat, rstd, norm_weight)
+        ctx.shape, ctx.residual_shape = x.shape, residual.shape
+        return out.reshape(residual.shape)
+
+    @staticmethod
+    def backward(ctx, grad):
+        rows, weight, xhat, rstd, norm_weight = ctx.saved
+        need_x, need_weight, need_bias, need_residual, need_norm_weight, need_norm_bias = ctx.needs_input_grad
+        # forward: out = layer_norm(total),  total = residual + rows @ weight + bias
+        dtotal, dnorm_weight, dnorm_bias = layer_norm_backward(
+            grad.reshape(xhat.shape), xhat, rstd, norm_weight, True, need_norm_weight, need_norm_bias)
+        dx, dweight, dbias = linear_backward(dtotal, rows, weight, need_x, need_weight, need_bias)
+        dresidual = dtotal.reshape(ctx.residual_shape) if need_residual else None
+        return (None if dx is None else dx.reshape(ctx.shape)), dweight, dbias, dresidual, dnorm_weight, dnorm_bias
+
+
+def _add_then_normalize(total, residual, xhat, rstd, out, bias, weight, norm_bias, eps):
+    """One block of rows of FusedLinearAddLayerNorm.forward: total += bias + residual, then layer norm's block."""
+    if bias is not None:
+        total += bias
+    total += residual
+    layer_norm_forward(total, xhat, rstd, out, weight=weight, bias=norm_bias, eps=eps)
+
+
 def _check_shapes(name, x, weight, bias):
     x_shape, w_shape = as_array(x).shape, as_array(weight).shape
     if len(w_shape) != 2 or not x_shape or x_shape[-1] != w_shape[0] \
@@ -129,6 +179,19 @@ def linear(x, weight, bias=None):
     """x @ weight + bias for x (..., in), weight (in, out), bias (out,) or None."""
     _check_shapes("linear", x, weight, bias)
     return FusedLinear.apply(x, weight, bias)
+
+
+def linear_add_layer_norm(x, weight, bias, residual, norm_weight, norm_bias, eps=1e-5):
+    """layer_norm(residual + x @ weight + bias, norm_weight, norm_bias, eps) in one fused op (a post-LN sub-layer's end)."""
+    _check_shapes("linear_add_layer_norm", x, weight, bias)
+    C = as_array(weight).shape[1]
+    expected = (*as_array(x).shape[:-1], C)
+    if as_array(residual).shape != expected or any(
+            p is not None and as_array(p).shape != (C,) for p in (norm_weight, norm_bias)):
+        raise ShapeError(f"linear_add_layer_norm: residual must have shape {expected} and the norm's weight and bias"
+                         f" ({C},), got {as_array(residual).shape}, "
+                         + ", ".join(str(None if p is None else as_array(p).shape) for p in (norm_weight, norm_bias)))
+    return FusedLinearAddLayerNorm.apply(x, weight, bias, residual, norm_weight, norm_bias, eps=eps)
 
 
 def linear_gelu(x, weight, bias=None, approximate="tanh"):
