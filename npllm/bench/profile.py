@@ -56,10 +56,13 @@ ROWS = {
     "FusedLinear": "linear (products + bias)",
     "FusedSelfAttention": "attention (products + softmax)",
     "FusedGELU": "GELU",
+    "FusedLinearGELU": "linear + GELU (products + bias + GELU)",
+    "FusedLinearAddLayerNorm": "linear + add + layer norm (products + ...)",
     "FusedDropout": "dropout",
     "FusedCrossEntropy": "cross-entropy",
 }
 PIECES = {  # timed inside the ops above: "of which"
+    "gelu": "  of which: GELU's pieces (and bias)",
     "_masked_softmax": "  of which: scale, mask, softmax",
     "softmax_rows_backward": "  of which: softmax backward",
     "column_sums": "  of which: bias gradients",
@@ -127,21 +130,33 @@ def instrumented(watches: Stopwatches):
     """Within the block, every Function's forward and backward and the pieces named above carry a stopwatch."""
     import npllm.functional  # noqa: F401 (loads every fused op, so each Function subclass exists)
     from npllm import tensor
-    from npllm.functional import _kernels, attention
+    from npllm.functional import _kernels, activations, attention
     from npllm.optim import optimizers
     from npllm.runtime import data_parallel
 
-    patched = []
+    patched = []  # (namespace, name, original): a module's or class's __dict__, or a plain dict
 
     def patch(owner, name, wrapped):
-        patched.append((owner, name, owner.__dict__[name]))
-        setattr(owner, name, wrapped)
+        namespace = owner if isinstance(owner, dict) else owner.__dict__
+        patched.append((owner, name, namespace[name]))
+        if isinstance(owner, dict):
+            owner[name] = wrapped
+        else:
+            setattr(owner, name, wrapped)
 
     for function in _all_subclasses(tensor.Function):
         for direction in ("forward", "backward"):
             if direction in function.__dict__:
                 row = ROWS.get(function.__name__, OTHER)
                 patch(function, direction, staticmethod(watches.timing((row, direction), getattr(function, direction))))
+    gelu = PIECES["gelu"]
+    if hasattr(activations, "PIECES"):  # both forms' pieces, in one table (used by gelu and linear_gelu)
+        for form, (forward, backward) in list(activations.PIECES.items()):
+            patch(activations.PIECES, form, (watches.timing((gelu, "forward"), forward),
+                                             watches.timing((gelu, "backward"), backward)))
+    else:  # (the code before linear_gelu: the tanh form's two functions)
+        patch(activations, "_gelu_forward", watches.timing((gelu, "forward"), activations._gelu_forward))
+        patch(activations, "_gelu_backward", watches.timing((gelu, "backward"), activations._gelu_backward))
     patch(attention, "_masked_softmax", watches.timing((PIECES["_masked_softmax"], "forward"), attention._masked_softmax))
     patch(attention, "softmax_rows_backward",
           watches.timing((PIECES["softmax_rows_backward"], "backward"), attention.softmax_rows_backward))
@@ -156,7 +171,10 @@ def instrumented(watches: Stopwatches):
         yield
     finally:
         for owner, name, original in reversed(patched):
-            setattr(owner, name, original)
+            if isinstance(owner, dict):
+                owner[name] = original
+            else:
+                setattr(owner, name, original)
 
 
 def _timing_the_shards(watches, map_shards):
@@ -321,6 +339,10 @@ def main(argv=None):
     print(python)
     products_row = [f"{plain['npllm products']:.1f}"] + ([f"{plain['torch products']:.1f}"] if theirs is not None else [])
     print(f"  products alone, timed apart ({OURS}; torch on every core): " + " / ".join(products_row) + " ms")
+    holding = {row for name, row in ROWS.items() if name.startswith("FusedLinear") or name == "FusedSelfAttention"}
+    print(f"  so the ops holding the products spent {_summed(ours, holding) - plain['npllm products']:.1f} ms"
+          " between them (npllm)" + (f", {_summed(theirs, holding) - plain['torch products']:.1f} ms (torch)"
+                                     if theirs is not None else ""))
     print(f"plain steps, median of {args.repeats} alternating rounds:")
     for engine in ("npllm", "torch") if args.compare_torch else ("npllm",):
         print(f"  {engine:>5}: step {plain[f'{engine} step']:.1f} ms, products {plain[f'{engine} products']:.1f} ms,"
