@@ -41,7 +41,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from npllm.bench import at_least_one, description, require_torch
+from npllm.bench import at_least_one, description, model_benchmark_arguments, require_torch
 from npllm.bench.products import OURS, median_seconds, run_sharded, step_products
 from npllm.bench.train import PRESETS, npllm_step_function, torch_step_function, torch_training
 from npllm.runtime.memory import keep_freed_memory
@@ -228,7 +228,7 @@ def torch_profile(preset, steps, warmup) -> tuple:
     """(ms per (row, direction), step ms): PyTorch's eager step under torch.profiler, ATen ops grouped into our rows."""
     from torch.profiler import ProfilerActivity, profile
 
-    model, optimizer, loss_of, _ = torch_training(preset)
+    _, optimizer, loss_of, _ = torch_training(preset)
     for _ in range(warmup):
         optimizer.zero_grad()
         loss_of().backward()
@@ -307,13 +307,9 @@ def _summed(figures, rows) -> float:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="npllm bench profile", description=description(__doc__))
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="model shape (default tiny)")
+    model_benchmark_arguments(parser, PRESETS, "also profile PyTorch's eager step")
     parser.add_argument("--steps", type=at_least_one, default=None, help="profiled steps (default: 10 tiny, 3 small)")
     parser.add_argument("--warmup", type=at_least_one, default=2, help="untimed steps first (default 2)")
-    parser.add_argument("--repeats", type=at_least_one, default=3,
-                        help="alternating rounds of the plain steps and products; medians reported (default 3)")
-    parser.add_argument("--compare-torch", action="store_true", help="also profile PyTorch's eager step")
-    parser.add_argument("--json", action="store_true", help="end with one JSON line of all figures")
     args = parser.parse_args(argv)
     if args.compare_torch:
         require_torch(parser)

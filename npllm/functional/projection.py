@@ -16,7 +16,7 @@ import numpy as np
 
 from npllm.functional import _kernels
 from npllm.functional.activations import FORMS, PIECES, gelu_composed
-from npllm.functional.normalization import layer_norm_forward, layer_norm_backward, layer_norm_composed
+from npllm.functional.normalization import layer_norm_backward, layer_norm_composed, layer_norm_forward
 from npllm.tensor import Function, ShapeError, as_array
 
 
