@@ -25,7 +25,9 @@ The files, in reading order: ``probabilities`` (softmax, log-softmax),
 ``losses`` (cross-entropy), ``distillation`` (the soft-target KL of a
 student against a teacher), ``normalization`` (layer norm), ``activations``
 (GELU), ``lookup`` (embedding), ``regularization`` (dropout), ``projection``
-(linear), ``attention``.  (They are named for what they hold rather than for
+(linear, and the two ops that fuse a projection with what a block does next:
+``linear_gelu``, an MLP's widening, and ``linear_add_layer_norm``, a post-LN
+sub-layer's residual add and norm), ``attention``.  (They are named for what they hold rather than for
 their functions: a module called ``softmax`` would be shadowed by the
 function ``F.softmax`` of the same name.)
 
