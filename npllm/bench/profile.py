@@ -61,11 +61,11 @@ ROWS = {
     "FusedDropout": "dropout",
     "FusedCrossEntropy": "cross-entropy",
 }
-PIECES = {  # timed inside the ops above: "of which"
-    "gelu": "  of which: GELU's pieces (and bias)",
-    "_masked_softmax": "  of which: scale, mask, softmax",
-    "softmax_rows_backward": "  of which: softmax backward",
-    "column_sums": "  of which: bias gradients",
+PIECES = {  # timed inside the ops above (their time is theirs too)
+    "gelu": "  within GELU or linear + GELU: GELU's pieces",
+    "_masked_softmax": "  within attention: scale, mask, softmax",
+    "softmax_rows_backward": "  within attention: softmax backward",
+    "column_sums": "  within linear, layer norm: bias gradients",
 }
 ENGINE = {
     "_accumulate_leaf": "engine: add into parameters' .grad",
@@ -278,25 +278,24 @@ def products_and_steps(preset, repeats, compare_torch) -> dict:
     return figures
 
 
-def table(ours: dict, theirs: dict | None, products: dict) -> list[str]:
-    """The printed rows: forward, backward (or step) ms per row, ours and PyTorch's."""
-    rows = [*ROWS.values(), *PIECES.values(), OTHER, *ENGINE.values()]
+def table(ours: dict, theirs: dict | None) -> list[str]:
+    """The printed rows: forward and backward (or the step's) ms per row, ours and PyTorch's; each piece under its op."""
+    under = {ROWS["FusedLinearGELU"]: [PIECES["gelu"]], ROWS["FusedLinear"]: [PIECES["column_sums"]],
+             ROWS["FusedSelfAttention"]: [PIECES["_masked_softmax"], PIECES["softmax_rows_backward"]]}
+    rows = [row for op in ROWS.values() for row in [op, *under.get(op, [])]] + [OTHER, *ENGINE.values(), PYTHON]
     lines = [f"  {'per step, ms':<44}{'fwd':>8}{'bwd':>8}" + (f"{'torch fwd':>11}{'torch bwd':>11}" if theirs else "")]
 
-    def cell(figures, row, direction):
-        value = figures.get((row, direction))
-        return f"{value:.1f}" if value is not None else "-"
+    def cells(figures, row):
+        if row in ENGINE.values() or row == PYTHON:  # one figure for the step (the engine's accumulation: backward)
+            value = figures.get((row, "step"), figures.get((row, "backward")))
+            return [f"{value:.1f}" if value is not None else "-", ""]
+        return [f"{figures[row, direction]:.1f}" if (row, direction) in figures else "-"
+                for direction in ("forward", "backward")]
 
     for row in rows:
-        if row in ENGINE.values():
-            ours_cells = [cell(ours, row, "step") if (row, "step") in ours else cell(ours, row, "backward"), ""]
-            theirs_cells = [cell(theirs, row, "step"), ""] if theirs else []
-        else:
-            ours_cells = [cell(ours, row, "forward"), cell(ours, row, "backward")]
-            theirs_cells = [cell(theirs, row, "forward"), cell(theirs, row, "backward")] if theirs else []
-        line = f"  {row:<44}{ours_cells[0]:>8}{ours_cells[1]:>8}"
+        line = f"  {row:<44}" + "".join(f"{cell:>8}" for cell in cells(ours, row))
         if theirs is not None:
-            line += f"{theirs_cells[0]:>11}{theirs_cells[1]:>11}"
+            line += "".join(f"{cell:>11}" for cell in cells(theirs, row))
         lines.append(line)
     return lines
 
@@ -327,12 +326,8 @@ def main(argv=None):
     print(f"preset {args.preset}: {preset}, {cores()} cores; profiled over {steps} steps"
           f" (npllm {ours_step:.1f} ms/step instrumented" + (f", torch {theirs_step:.1f} under its profiler" if theirs else "")
           + ")")
-    for line in table(ours, theirs, plain):
+    for line in table(ours, theirs):
         print(line)
-    python = f"  {PYTHON:<44}{ours[(PYTHON, 'step')]:>8.1f}{'':>8}"
-    if theirs is not None:
-        python += f"{theirs[(PYTHON, 'step')]:>11.1f}"
-    print(python)
     products_row = [f"{plain['npllm products']:.1f}"] + ([f"{plain['torch products']:.1f}"] if theirs is not None else [])
     print(f"  products alone, timed apart ({OURS}; torch on every core): " + " / ".join(products_row) + " ms")
     holding = {row for name, row in ROWS.items() if name.startswith("FusedLinear") or name == "FusedSelfAttention"}

@@ -44,8 +44,9 @@ class FusedGELU(Function):
     passes forward and 10 back; the erf form's ~25 passes of ``erf`` run
     on one piece at a time.  Every pass is made over cache-sized pieces on
     all cores (``map_rows``), so that the passes read L2 cache rather than
-    memory: the erf form, composed over whole arrays (``ops.gelu``), took
-    ~3x as long.
+    memory: the erf form composed over whole arrays (``ops.gelu``) took
+    1.7x as long on one core and 2.5x on two (forward and backward on
+    (1024, 1536), medians of alternating runs).
     """
 
     @staticmethod
