@@ -10,6 +10,14 @@ from npllm.functional import activations
 from npllm.tensor import Function
 
 
+def profile_summary(capsys, *flags):
+    """Run ``npllm bench profile`` on tiny for one step; return its printed lines and its JSON summary."""
+    assert main(["bench", "profile", "--preset", "tiny", "--steps", "1", "--warmup", "1", "--repeats", "1", "--json",
+                 *flags]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    return lines, json.loads(lines[-1])
+
+
 def originals():
     return {cls: (cls.__dict__.get("forward"), cls.__dict__.get("backward")) for cls in profile._all_subclasses(Function)}
 
@@ -17,10 +25,8 @@ def originals():
 @pytest.mark.bench
 def test_profile_times_each_kernel_and_leaves_the_ops_as_they_were(capsys):
     before, pieces = originals(), dict(activations.PIECES)
-    assert main(["bench", "profile", "--preset", "tiny", "--steps", "1", "--warmup", "1", "--repeats", "1", "--json"]) == 0
+    lines, summary = profile_summary(capsys)
     assert originals() == before and activations.PIECES == pieces  # every stopwatch taken off again
-    lines = capsys.readouterr().out.splitlines()
-    summary = json.loads(lines[-1])
     ours = summary["npllm"]
     for row in (profile.ROWS["FusedLayerNorm"], profile.ROWS["FusedLinearGELU"], profile.ROWS["FusedCrossEntropy"],
                 profile.ROWS["FusedSelfAttention"]):
@@ -36,9 +42,7 @@ def test_profile_times_each_kernel_and_leaves_the_ops_as_they_were(capsys):
 @pytest.mark.parity
 def test_profile_puts_pytorchs_ops_in_the_same_rows(capsys):
     pytest.importorskip("torch")
-    assert main(["bench", "profile", "--preset", "tiny", "--steps", "1", "--warmup", "1", "--repeats", "1",
-                 "--compare-torch", "--json"]) == 0
-    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    _, summary = profile_summary(capsys, "--compare-torch")
     theirs = summary["torch"]
     for row in ("FusedLayerNorm", "FusedGELU", "FusedCrossEntropy", "FusedSelfAttention"):
         assert theirs[f"{profile.ROWS[row]} [forward]"] > 0 and theirs[f"{profile.ROWS[row]} [backward]"] > 0, row
