@@ -771,6 +771,7 @@ BENCHMARKS = {
     "mpi": "npllm.bench.mpi",
     "products": "npllm.bench.products",
     "tokenize": "npllm.bench.tokenize",
+    "profile": "npllm.bench.profile",
     "tokenizer": "npllm.bench.tokenizer",
     "train": "npllm.bench.train",
 }

@@ -32,3 +32,11 @@ def require_torch(parser: argparse.ArgumentParser):
     if importlib.util.find_spec("torch") is None:
         parser.error("--compare-torch needs PyTorch, which is not installed"
                      " (the CPU build: pip install torch==2.13.0, or the wheel in /opt/wheels)")
+
+
+def model_benchmark_arguments(parser: argparse.ArgumentParser, presets, compare_help: str):
+    """The flags ``bench products`` and ``bench profile`` share: --preset, --compare-torch, --repeats, --json."""
+    parser.add_argument("--preset", choices=sorted(presets), default="tiny", help="model shape (default tiny)")
+    parser.add_argument("--compare-torch", action="store_true", help=compare_help)
+    parser.add_argument("--repeats", type=at_least_one, default=3, help="alternating rounds; medians reported (default 3)")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of all figures")

@@ -31,7 +31,7 @@ import threading
 
 import numpy as np
 
-from npllm.bench import at_least_one, description, require_torch
+from npllm.bench import description, model_benchmark_arguments, require_torch
 from npllm.bench.timing import seconds
 from npllm.bench.train import PRESETS, npllm_step_function, torch_step_function
 from npllm.functional.attention import _query_blocks
@@ -119,10 +119,7 @@ def median_seconds(fn, repeats=5) -> float:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="npllm bench products", description=description(__doc__))
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="model shape (default tiny)")
-    parser.add_argument("--compare-torch", action="store_true", help="also time the products in PyTorch")
-    parser.add_argument("--repeats", type=at_least_one, default=3, help="alternating rounds; medians reported (default 3)")
-    parser.add_argument("--json", action="store_true", help="end with one JSON line of all figures")
+    model_benchmark_arguments(parser, PRESETS, "also time the products in PyTorch")
     args = parser.parse_args(argv)
     if args.compare_torch:
         require_torch(parser)

@@ -108,8 +108,8 @@ def npllm_step_function(preset, workers=None):
     return step, model.flops_per_token()
 
 
-def torch_step_function(preset, workers=None):
-    """The same model, weights and batch in eager PyTorch (on every core: ``workers`` is npllm's setting)."""
+def torch_training(preset):
+    """The same model, weights and batch in eager PyTorch (on every core): (model, optimizer, loss(), FLOPs per token)."""
     import torch
 
     from npllm.bench.torch_gpt import TorchGPT
@@ -124,10 +124,20 @@ def torch_step_function(preset, workers=None):
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
     inputs, targets = (torch.from_numpy(a.astype(np.int64)) for a in _batch(preset))
 
+    def loss():
+        logits = model(inputs)
+        return torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1))
+
+    return model, optimizer, loss, flops_per_token
+
+
+def torch_step_function(preset, workers=None):
+    """One training step of ``torch_training``'s model (``workers`` is npllm's setting); return (step, FLOPs per token)."""
+    _, optimizer, loss_of, flops_per_token = torch_training(preset)
+
     def step():
         optimizer.zero_grad()
-        logits = model(inputs)
-        loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1))
+        loss = loss_of()
         loss.backward()
         optimizer.step()
         return loss.item()

@@ -1,56 +1,74 @@
-"""GELU, the transformer's non-linearity, in GPT-2's tanh form.
+"""GELU, the transformer's non-linearity: GPT-2's tanh form and BERT's exact erf form.
 
-    gelu(x) = x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+    gelu(x) = x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))      approximate="tanh" (GPT-2)
+    gelu(x) = x Phi(x) = x/2 (1 + erf(x / sqrt 2))               approximate="none" (BERT)
 
-The composed version spells the formula with primitives; the fused one folds
-the constants, works in place over cache-sized pieces, and is what
-``Tensor.gelu`` calls.  The exact erf form stays a primitive (``ops.gelu``).
+The composed versions spell the formulas with primitives (the erf form is
+the primitive ``ops.gelu`` itself); the fused one folds the constants,
+works in place over cache-sized pieces on all cores, and is what
+``Tensor.gelu`` and ``F.gelu`` call.  Its pieces also serve
+``F.linear_gelu`` (``projection.py``), which adds the Linear's bias inside
+the same pieces.
 """
+
+import math
 
 import numpy as np
 
 from npllm import ops
 from npllm.functional import _kernels
-from npllm.ops.elementwise import GELU_CUBIC, SQRT_2_OVER_PI
+from npllm.ops.elementwise import GELU_CUBIC, SQRT_2_OVER_PI, erf
 from npllm.tensor import Function, Tensor
+
+FORMS = ("tanh", "none")
 
 
 # --- the composed reference: the definition, from primitives (autograd derives its backward) ---
-def gelu_composed(x):
+def gelu_composed(x, approximate="tanh"):
+    if approximate == "none":
+        return ops.gelu(x, "none")  # x Phi(x), the primitive GELUErf
     return 0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x)).tanh())
 
 
 # --- the fused op: one Function, backward derived by hand ---
 class FusedGELU(Function):
-    """GPT-2's GELU: y = x/2 (1 + t),  t = tanh(u),  u = s x (1 + c x^2),  s = sqrt(2/pi), c = 0.044715.
+    """GELU in either form; ``saved`` is what backward reuses from forward (tanh u, or Phi(x)).
 
+    tanh form:  y = x/2 (1 + t),  t = tanh(u),  u = s x (1 + c x^2),  s = sqrt(2/pi), c = 0.044715,
         dy/dx = (1 + t)/2 + x/2 (1 - t^2) du/dx,   du/dx = s (1 + 3 c x^2)
+    erf form:   y = x Phi(x),  Phi(x) = (1 + erf(x / sqrt 2)) / 2,
+        dy/dx = Phi(x) + x phi(x),   phi(x) = e^(-x^2/2) / sqrt(2 pi)
 
-    The same function as ``ops.gelu``; this version folds the constants and
-    works in place (x^3 is never formed: float32 ``x ** 3`` is ~70x slower
-    than multiplies here), 8 passes forward and 11 back, each made over
-    cache-sized pieces on all cores (``map_rows``), so that the passes
-    read L2 cache rather than memory.
+    The tanh form folds the constants and works in place (x^3 is never
+    formed: float32 ``x ** 3`` is ~70x slower than multiplies here), 8
+    passes forward and 10 back; the erf form's ~25 passes of ``erf`` run
+    on one piece at a time.  Every pass is made over cache-sized pieces on
+    all cores (``map_rows``), so that the passes read L2 cache rather than
+    memory: the erf form composed over whole arrays (``ops.gelu``) took
+    1.7x as long on one core and 2.5x on two (forward and backward on
+    (1024, 1536), medians of alternating runs).
     """
 
     @staticmethod
-    def forward(ctx, x):
+    def forward(ctx, x, approximate="tanh"):
         x = np.ascontiguousarray(x)
-        tanh_u, out = np.empty_like(x), np.empty_like(x)
-        _kernels.map_rows(_gelu_forward, _kernels.flat(x), _kernels.flat(tanh_u), _kernels.flat(out))
-        ctx.save_for_backward(x, tanh_u)
+        saved, out = np.empty_like(x), np.empty_like(x)
+        _kernels.map_rows(PIECES[approximate][0], _kernels.flat(x), _kernels.flat(saved), _kernels.flat(out))
+        ctx.save_for_backward(x, saved)
+        ctx.approximate = approximate
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        x, tanh_u = ctx.saved
+        x, saved = ctx.saved
         dx = np.empty_like(x)
-        _kernels.map_rows(_gelu_backward, _kernels.flat(x), _kernels.flat(tanh_u), _kernels.flat(np.ascontiguousarray(grad)), _kernels.flat(dx))
+        _kernels.map_rows(PIECES[ctx.approximate][1], _kernels.flat(x), _kernels.flat(saved),
+                          _kernels.flat(np.ascontiguousarray(grad)), _kernels.flat(dx))
         return dx
 
 
-def _gelu_forward(x, tanh_u, out):
-    """One piece of FusedGELU.forward: tanh_u = tanh(u) and out = x/2 (1 + tanh_u), written in place."""
+def gelu_tanh_forward(x, tanh_u, out):
+    """One piece of the tanh form's forward: tanh_u = tanh(u) and out = x/2 (1 + tanh_u), written in place."""
     np.square(x, out=tanh_u)
     tanh_u *= SQRT_2_OVER_PI * GELU_CUBIC
     tanh_u += SQRT_2_OVER_PI
@@ -61,25 +79,52 @@ def _gelu_forward(x, tanh_u, out):
     out *= 0.5
 
 
-def _gelu_backward(x, tanh_u, grad, dx):
-    """One piece of FusedGELU.backward: dx = grad * dy/dx, written in place."""
+def gelu_tanh_backward(x, tanh_u, grad, dx):
+    """One piece of the tanh form's backward: dx = grad * dy/dx, written in place.
+
+    With a = x/2 du/dx:  dy/dx = (1 + t)/2 + (1 - t^2) a = 1/2 + a + t (1/2 - t a),
+    one pass fewer than spelling (1 - t^2) out.
+    """
     # forward: out = x/2 * (1 + tanh(s x (1 + c x^2)))
     np.square(x, out=dx)
     dx *= 1.5 * SQRT_2_OVER_PI * GELU_CUBIC
     dx += 0.5 * SQRT_2_OVER_PI
-    dx *= x  # x/2 du/dx
-    scratch = np.square(tanh_u)
-    np.subtract(1.0, scratch, out=scratch)
-    dx *= scratch  # x/2 (1 - t^2) du/dx
+    dx *= x  # a = x/2 du/dx
+    scratch = np.multiply(tanh_u, dx)
+    np.subtract(0.5, scratch, out=scratch)
+    scratch *= tanh_u  # t (1/2 - t a)
+    dx += scratch
     dx += 0.5
-    np.multiply(tanh_u, 0.5, out=scratch)
-    dx += scratch  # + (1 + t)/2
     dx *= grad
 
 
+def gelu_erf_forward(x, cdf, out):
+    """One piece of the erf form's forward: cdf = Phi(x) and out = x Phi(x)."""
+    np.add(erf(x * (1 / math.sqrt(2))), 1.0, out=cdf)
+    cdf *= 0.5
+    np.multiply(x, cdf, out=out)
+
+
+def gelu_erf_backward(x, cdf, grad, dx):
+    """One piece of the erf form's backward: dx = grad * (Phi(x) + x phi(x))."""
+    # forward: out = x * Phi(x)
+    np.square(x, out=dx)
+    dx *= -0.5
+    np.exp(dx, out=dx)
+    dx *= 1 / math.sqrt(2 * math.pi)  # phi(x)
+    dx *= x  # x phi(x)
+    dx += cdf
+    dx *= grad
+
+
+PIECES = {"tanh": (gelu_tanh_forward, gelu_tanh_backward), "none": (gelu_erf_forward, gelu_erf_backward)}
+
+
 def gelu(x, approximate="tanh"):
-    """GELU: ``approximate="tanh"`` is GPT-2's form (fused here), ``"none"`` the exact erf form (ops.gelu's)."""
-    return FusedGELU.apply(x) if approximate == "tanh" else ops.gelu(x, approximate)
+    """GELU: ``approximate="tanh"`` is GPT-2's form, ``"none"`` the exact erf form (BERT's); both fused."""
+    if approximate not in FORMS:
+        raise ValueError(f"gelu: approximate must be 'tanh' or 'none', got {approximate!r}")
+    return FusedGELU.apply(x, approximate=approximate)
 
 
 Tensor.gelu = gelu  # x.gelu() is this fused op, not the composed primitive (4 vs 18 ms fwd+bwd on (1024, 512))

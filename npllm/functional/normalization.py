@@ -44,7 +44,7 @@ class FusedLayerNorm(Function):
         rows = x.reshape(-1, C)  # (N, C)
         xhat, out = np.empty_like(rows), np.empty_like(rows)
         rstd = np.empty((len(rows), 1), dtype=rows.dtype)  # (N, 1)
-        _kernels.map_rows(partial(_layer_norm_forward, weight=weight, bias=bias, eps=eps), rows, xhat, rstd, out)
+        _kernels.map_rows(partial(layer_norm_forward, weight=weight, bias=bias, eps=eps), rows, xhat, rstd, out)
         ctx.save_for_backward(xhat, rstd, weight)
         ctx.shape = x.shape
         return out.reshape(x.shape)
@@ -52,20 +52,23 @@ class FusedLayerNorm(Function):
     @staticmethod
     def backward(ctx, grad):
         xhat, rstd, weight = ctx.saved
-        need_x, need_weight, need_bias = ctx.needs_input_grad
-        C = xhat.shape[1]
-        grad_rows = grad.reshape(-1, C)  # (N, C)
-        dweight = np.einsum("ij,ij->j", grad_rows, xhat) if need_weight else None
-        dbias = _kernels.column_sums(grad_rows) if need_bias else None
-        dx = None
-        if need_x:
-            dx = np.empty_like(xhat)
-            _kernels.map_rows(partial(_layer_norm_backward, weight=weight), grad_rows, xhat, rstd, dx)
-            dx = dx.reshape(ctx.shape)
-        return dx, dweight, dbias
+        grad_rows = grad.reshape(-1, xhat.shape[1])  # (N, C)
+        dx, dweight, dbias = layer_norm_backward(grad_rows, xhat, rstd, weight, *ctx.needs_input_grad)
+        return (None if dx is None else dx.reshape(ctx.shape)), dweight, dbias
 
 
-def _layer_norm_forward(rows, xhat, rstd, out, weight, bias, eps):
+def layer_norm_backward(grad_rows, xhat, rstd, weight, need_x, need_weight, need_bias):
+    """dx (N, C), dweight, dbias of FusedLayerNorm (None where not needed); shared with ``linear_add_layer_norm``."""
+    dweight = np.einsum("ij,ij->j", grad_rows, xhat) if need_weight else None
+    dbias = _kernels.column_sums(grad_rows) if need_bias else None
+    dx = None
+    if need_x:
+        dx = np.empty_like(xhat)
+        _kernels.map_rows(partial(_layer_norm_backward, weight=weight), grad_rows, xhat, rstd, dx)
+    return dx, dweight, dbias
+
+
+def layer_norm_forward(rows, xhat, rstd, out, weight, bias, eps):
     """One block of rows of FusedLayerNorm.forward, written into xhat, rstd and out."""
     C = rows.shape[1]
     mean = _kernels.row_sums(rows)[:, None]

@@ -52,7 +52,14 @@ class MLP(Module):
         self.dropout = Dropout(dropout, rng)
 
     def forward(self, x):
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+        return self.dropout(self.c_proj(widened(self.c_fc, x, "tanh")))
+
+
+def widened(linear, x, approximate):
+    """gelu(linear(x)): one fused op (``F.linear_gelu``) for a plain Linear; a wrapped one (LoRA) composes its own."""
+    if type(linear) is Linear:
+        return F.linear_gelu(x, linear.weight, linear.bias, approximate)
+    return F.gelu(linear(x), approximate)
 
 
 class Block(Module):
@@ -90,6 +97,9 @@ class AddNorm(Module):
         self.dropout = Dropout(dropout, rng)
 
     def forward(self, x, residual):
+        if type(self.dense) is Linear and not (self.training and self.dropout.p):  # one fused op, the same function
+            norm = self.LayerNorm
+            return F.linear_add_layer_norm(x, self.dense.weight, self.dense.bias, residual, norm.weight, norm.bias, norm.eps)
         return self.LayerNorm(residual + self.dropout(self.dense(x)))
 
 
@@ -117,7 +127,7 @@ class Intermediate(Module):
         self.approximate = approximate
 
     def forward(self, x):
-        return F.gelu(self.dense(x), self.approximate)
+        return widened(self.dense, x, self.approximate)
 
 
 class PostLNBlock(Module):

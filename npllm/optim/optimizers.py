@@ -38,8 +38,8 @@ into ``group.grad``; ``zero_grad`` is one ``fill(0)``; and ``step`` is a
 handful of vectorised in-place calls (``out=``) over whole buffers, with
 the moments (m, v) flat too and one scratch buffer reused for the
 temporaries.  Adam's step runs over cache-sized pieces of the buffers on
-all cores (``map_rows``, from ``npllm.functional._kernels``): its fourteen
-passes (AdamW's; Adam's without decay, thirteen) then read
+all cores (``map_rows``, from ``npllm.functional._kernels``): its thirteen
+passes (AdamW's; Adam's without decay, twelve) then read
 cache, not memory.  Anything that rebinds ``param.data`` or ``param.grad`` (e.g.
 setting ``grad = None``) is noticed and re-attached, keeping the values,
 at the next ``step`` or ``zero_grad``; ``Module.load_state_dict`` copies
@@ -237,11 +237,14 @@ def _adam_update(params, grad, exp_avg, exp_avg_sq, scratch, lr, beta1, beta2, e
     np.square(grad, out=scratch)
     scratch *= 1 - beta2
     exp_avg_sq += scratch
-    denominator = np.sqrt(exp_avg_sq, out=scratch)  # sqrt(v) / sqrt(1 - b2^t) + eps
-    denominator *= 1 / math.sqrt(bias_correction2)
-    denominator += eps
+    # p -= lr/(1 - b1^t) m / (sqrt(v)/sqrt(1 - b2^t) + eps), with sqrt(1 - b2^t) moved out of the
+    # denominator into the step's scalar: = lr sqrt(1 - b2^t)/(1 - b1^t) m / (sqrt(v) + eps sqrt(1 - b2^t)),
+    # one pass over the buffers fewer (13 for AdamW, not 14): 0.97x the time on 10.6 M parameters
+    root_correction2 = math.sqrt(bias_correction2)
+    denominator = np.sqrt(exp_avg_sq, out=scratch)
+    denominator += eps * root_correction2
     update = np.divide(exp_avg, denominator, out=scratch)
-    update *= lr / bias_correction1
+    update *= lr * root_correction2 / bias_correction1
     params -= update
 
 

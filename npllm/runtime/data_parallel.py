@@ -55,14 +55,18 @@ own (``jumped``), so no two ranks draw the same masks.
 """
 
 import copy
+from functools import partial
 
 import numpy as np
 
 from npllm.nn.layers import own_generator
 from npllm.runtime.blas import blas_threads_limited
 from npllm.runtime.mpi import world
-from npllm.runtime.pool import cores, executor, working_alone
+from npllm.runtime.pool import cores, executor, map_tasks, working_alone
 from npllm.tensor import no_grad
+
+
+JOIN_ON_CORES_FROM = 1 << 22  # parameters (4 M): from here the join of the replicas' gradients uses every core
 
 
 class DataParallel:
@@ -169,16 +173,37 @@ class DataParallel:
                 twin.data, twin.grad, twin.requires_grad = param.data, None, param.requires_grad
 
     def _add_replica_gradients(self):
-        """model.grad += each replica's gradient, replica by replica (a fixed order: reproducible sums)."""
+        """model.grad += each replica's gradient, replica by replica (a fixed order: reproducible sums).
+
+        With many weights the parameters are shared out among the cores
+        (largest first, each core taking the next when done), so that the
+        join, a pass over every weight's gradient, runs on every core.
+        Measured (medians of alternating runs, a loaded 2-core machine):
+        0.90x the time on ``small``'s 10.6 M gradients, but 1.46x on
+        ``tiny``'s 0.9 M, where handing tasks to a thread costs more than
+        the adding; hence one thread below ``JOIN_ON_CORES_FROM`` numbers.
+        """
         params = self.model.parameters()
-        for replica in self.replicas[1:]:
-            for param, twin in zip(params, replica.parameters()):
-                if twin.grad is None:
+        twins = [replica.parameters() for replica in self.replicas[1:]]
+
+        def add_into(index):
+            param = params[index]
+            for replica_params in twins:
+                grad = replica_params[index].grad
+                if grad is None:
                     continue
                 if param.grad is None:
-                    param.grad = twin.grad  # the replica lets go of it in the next _share_weights
+                    param.grad = grad  # the replica lets go of it in the next _share_weights
                 else:
-                    param.grad += twin.grad
+                    param.grad += grad
+
+        largest_first = sorted(range(len(params)), key=lambda index: -params[index].size)
+        tasks = [partial(add_into, index) for index in largest_first]
+        if sum(param.size for param in params) < JOIN_ON_CORES_FROM:
+            for task in tasks:
+                task()
+        else:
+            map_tasks(tasks)
 
 
 def _replica(model):

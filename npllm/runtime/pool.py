@@ -32,6 +32,7 @@ row whole.
 import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import numpy as np
 
@@ -79,16 +80,25 @@ def map_rows(fn, *arrays):
     if rows <= step:
         fn(*arrays)
         return
-    pieces = iter([tuple(a[start:start + step] for a in arrays) for start in range(0, rows, step)])
+    map_tasks([partial(fn, *(a[start:start + step] for a in arrays)) for start in range(0, rows, step)])
 
-    def drain():  # each thread takes the next piece until none is left (next() on a list iterator is atomic)
-        for piece in pieces:
-            fn(*piece)
+
+def map_tasks(tasks):
+    """Call each zero-argument function of ``tasks`` once, on every core: each thread takes the next one left.
+
+    A thread slowed down by another program simply takes fewer tasks.
+    Inside ``working_alone()`` this thread calls them all itself, in order.
+    """
+    pending = iter(tasks)
+
+    def drain():  # (next() on a list iterator is atomic)
+        for task in pending:
+            task()
 
     if getattr(_this_thread, "alone", False):
-        drain()  # still piece by piece: the passes over each piece hit the cache
+        drain()
         return
-    helpers = [executor().submit(drain) for _ in range(cores() - 1)]
+    helpers = [executor().submit(drain) for _ in range(min(cores(), len(tasks)) - 1)]
     drain()  # the calling thread works too
     for helper in helpers:
         helper.result()  # re-raises a helper's error

@@ -87,6 +87,14 @@ CASES = [
      [(3, 5), (5,)]),
     ("layer_norm no affine", F.layer_norm, R.layer_norm_composed, [(3, 5)]),
     ("gelu", F.gelu, R.gelu_composed, [(3, 7)]),
+    ("gelu erf form", lambda x: F.gelu(x, "none"), lambda x: R.gelu_composed(x, "none"), [(3, 7)]),
+    ("linear_gelu", F.linear_gelu, R.linear_gelu_composed, [(2, 3, 4), (4, 6), (6,)]),
+    ("linear_add_layer_norm", F.linear_add_layer_norm, R.linear_add_layer_norm_composed,
+     [(2, 3, 4), (4, 5), (5,), (2, 3, 5), (5,), (5,)]),
+    ("linear_add_layer_norm no biases", lambda x, w, r, g: F.linear_add_layer_norm(x, w, None, r, g, None),
+     lambda x, w, r, g: R.linear_add_layer_norm_composed(x, w, None, r, g, None), [(3, 4), (4, 5), (3, 5), (5,)]),
+    ("linear_gelu erf form no bias", lambda x, w: F.linear_gelu(x, w, None, "none"),
+     lambda x, w: R.linear_gelu_composed(x, w, None, "none"), [(3, 4), (4, 5)]),
     ("embedding repeated ids", lambda w: F.embedding(IDS, w), lambda w: R.embedding_composed(IDS, w), [(4, 5)]),
     ("embedding with a padding row", lambda w: F.embedding(IDS, w, padding_idx=3),
      lambda w: R.embedding_composed(IDS, w, padding_idx=3), [(4, 5)]),
@@ -169,6 +177,11 @@ def test_causal_attention_in_blocks_of_queries(name, fused, composed, shapes, bl
 # too many elements for a numerical gradcheck, so checked against the oracle.
 LARGE_MASK = attention_mask((2, 1, 48, 40), seed=6)
 LARGE_CASES = [
+    ("linear_add_layer_norm", F.linear_add_layer_norm, R.linear_add_layer_norm_composed,
+     [(2, 400, 96), (96, 384), (384,), (2, 400, 384), (384,), (384,)]),
+    ("linear_gelu", F.linear_gelu, R.linear_gelu_composed, [(2, 160, 96), (96, 384), (384,)]),
+    ("linear_gelu erf form", lambda x, w, b: F.linear_gelu(x, w, b, "none"),
+     lambda x, w, b: R.linear_gelu_composed(x, w, b, "none"), [(2, 160, 96), (96, 384), (384,)]),
     ("linear by a transposed weight", lambda x, w: F.linear(x, w.T), lambda x, w: R.linear_composed(x, w.T),
      [(64, 96), (160, 96)]),
     ("self_attention causal",
@@ -418,6 +431,10 @@ def test_dropout_gradient_is_mask_over_keep_probability():
     (lambda: F.self_attention(randn(1, 3, 12), 2, kv_cache=KVCache(1, 2, 2, 4)), ValueError, ["causal"]),
     (lambda: F.linear(randn(2, 3), randn(4, 5)), ShapeError, ["linear", "(2, 3)", "(4, 5)"]),
     (lambda: F.gelu(randn(2), approximate="fast"), ValueError, ["gelu", "fast"]),
+    (lambda: F.linear_gelu(randn(2, 3), randn(3, 4), approximate="fast"), ValueError, ["linear_gelu", "fast"]),
+    (lambda: F.linear_gelu(randn(2, 3), randn(4, 4)), ShapeError, ["linear_gelu", "(2, 3)", "(4, 4)"]),
+    (lambda: F.linear_add_layer_norm(randn(2, 3), randn(3, 4), None, randn(2, 5), None, None), ShapeError,
+     ["linear_add_layer_norm", "(2, 4)", "(2, 5)"]),
 ])
 def test_clear_errors(call, error, words):
     with pytest.raises(error) as info:

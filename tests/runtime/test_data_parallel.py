@@ -55,6 +55,20 @@ def test_sharded_gradient_equals_the_whole_batch_gradient(batch, workers):
         np.testing.assert_allclose(param.grad, expected[name], rtol=1e-11, atol=1e-14, err_msg=name)
 
 
+@pytest.mark.parametrize("workers", [2, 3])
+def test_the_join_on_every_core_adds_the_same_bits_as_on_one(workers, monkeypatch):
+    from npllm.runtime import data_parallel
+
+    results = []
+    for join_on_cores_from in (1 << 62, 0):  # one thread; every core (each parameter still replica by replica)
+        monkeypatch.setattr(data_parallel, "JOIN_ON_CORES_FROM", join_on_cores_from)
+        model, inputs, targets = model_and_batch(5)
+        DataParallel(model, workers).forward_backward(batch_of(inputs, targets), NEXT_TOKEN)
+        results.append({name: param.grad.copy() for name, param in model.named_parameters()})
+    for name, grad in results[0].items():
+        np.testing.assert_array_equal(results[1][name], grad, err_msg=name)
+
+
 def test_gradients_accumulate_over_calls_like_backward():
     model, inputs, targets = model_and_batch(4)
     _, once = single_model_gradients(model, inputs, targets)
