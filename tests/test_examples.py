@@ -9,6 +9,7 @@ once for the module.
 
 import csv
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -140,6 +141,33 @@ def test_06_bert_masks_as_bert_does_and_fills_masks(corpus, tmp_path, capsys):
     assert out.count("3. ") == 3 and "[MASK]" not in out.split("3. ", 1)[1].split("\n")[0]
     assert "4. bidirectional" in out and 0 <= final["val_accuracy"] <= 1
     assert_pictures(tmp_path, "training.png", "attention.png")
+
+
+@pytest.fixture(scope="module")
+def docstring_pairs(corpus):
+    """A JSONL of short functions and their docstrings' first sentences, enough for a held-out fifth."""
+    path = corpus.parent / "pairs.jsonl"
+    rows = [{"source": f"def {verb}_{n}(a, b):\n    return a {op} b", "target": f"Return a {word} b, case {n}."}
+            for n in range(10) for verb, op, word in (("add", "+", "plus"), ("sub", "-", "minus"))]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return str(path)
+
+
+def test_07_encoder_decoder_pretrains_infills_searches_beams_and_fine_tunes(corpus, docstring_pairs, tmp_path, capsys):
+    result = load_example("07_encoder_decoder").main([
+        "--data", str(corpus), "--steps", "4", "--vocab-size", "300", "--n-layer", "1", "--n-embd", "16",
+        "--context-length", "32", "--batch-size", "4", "--pairs", docstring_pairs, "--finetune-steps", "3",
+        "--eval-pairs", "4", "--beams", "2", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "1. source ids (2, 12) -> encoder (1 blocks, bidirectional) -> memory (2, 12, 16)" in out
+    assert "keys (2, 4, 12, 4)" in out and "moves the earlier positions' logits by 0.0e+00" in out
+    assert "3. text infilling on " in out and "<mask>" in out.split("corrupted: ", 1)[1].split("\n")[0]
+    assert "4. beam width 1 writes greedy's tokens: True; cached == uncached: greedy True, 2 beams True" in out
+    assert "the wider beam's best scores at least as well: True" in out
+    assert result["same_tokens"] and result["beam_one_is_greedy"]
+    assert set(result["rouge_l"]) == {"this model (greedy)", "name baseline"}
+    assert all(0 <= score <= 1 for score in result["rouge_l"].values())
+    assert_pictures(tmp_path, "training.png")
 
 
 def test_08_classification_reports_and_draws_its_confusion_matrix(tiny_gpt, labelled, tmp_path, capsys):
