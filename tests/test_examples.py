@@ -179,6 +179,19 @@ def test_08_classification_reports_and_draws_its_confusion_matrix(tiny_gpt, labe
     assert_pictures(tmp_path, "confusion.png")
 
 
+def test_09_instruction_tuning_masks_the_prompt_and_measures_before_and_after(tiny_gpt, tmp_path, capsys):
+    result = load_example("09_instruction_tuning").main(["--checkpoint", tiny_gpt, "--steps", "3",
+                                                         "--exact-match-records", "3", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "### Instruction:\n" in out and "### Response:\n" in out
+    assert f"{result['ignored']} of " in out and result["ignored"] == result["prompt_tokens"] - 1
+    assert f"the first learned target sits at position {result['prompt_tokens'] - 1} = " in out
+    for when in ("before", "after"):
+        assert result[when]["response_loss"] > 0 and 0 <= result[when]["exact_match"]["arithmetic"] <= 1
+    assert "4. " in out and isinstance(result["answer"], str)
+    assert_pictures(tmp_path, "training.png")
+
+
 def test_10_lora_starts_from_the_base_and_trains_a_sliver(tiny_gpt, labelled, tmp_path, capsys):
     accuracies = load_example("10_lora").main(["--checkpoint", tiny_gpt, "--labelled", labelled, "--steps", "3",
                                                "--rank", "2", "--out", str(tmp_path)])
@@ -210,6 +223,32 @@ def test_12_round_trips_a_folder_and_searches_with_minilm_when_installed(tmp_pat
     assert "3. 40 documented functions" in out
     best = results["read a file line by line"]
     assert len(best) == 5 and best[0][1] >= best[-1][1] and -1 <= best[-1][1] <= best[0][1] <= 1
+
+
+TINY_MPI_RUN = ["--steps", "4", "--vocab-size", "300", "--n-layer", "1", "--n-embd", "16", "--context-length", "16",
+                "--batch-size", "4", "--bench-steps", "1"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mpi4py") is None or load_example("13_mpi").mpiexec() is None,
+                    reason="needs mpi4py and mpiexec: pip install 'npllm[mpi]'")
+def test_13_two_ranks_follow_one_process_and_the_allreduce_is_measured(corpus, tmp_path, capsys):
+    result = load_example("13_mpi").main(["--data", str(corpus), *TINY_MPI_RUN, "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert len(result["one_process"]) == len(result["ranks"]) == 4
+    assert result["worst_relative_difference"] < 1e-4
+    assert "   step   1 process   2 ranks   relative difference" in out
+    assert 0 < result["allreduce"]["allreduce_share"] < 1 and result["allreduce"]["ranks"] == 2
+    assert "crossover N* = " in out and result["flops_per_second"] > 0
+
+
+def test_13_without_mpi4py_says_how_to_install_it_and_still_explains_the_model(corpus, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # as if not installed: find_spec finds nothing
+    example = load_example("13_mpi")
+    monkeypatch.setattr(example, "mpiexec", lambda: None)
+    result = example.main(["--data", str(corpus), *TINY_MPI_RUN, "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "pip install 'npllm[mpi]'" in out and "ranks" not in result
+    assert out.count("crossover N* = ") == 6
 
 
 def test_a_chapter_without_matplotlib_prints_a_note_and_goes_on(tmp_path, capsys, monkeypatch):
