@@ -23,8 +23,13 @@ npllm/training/finetune_seq2seq.py (``npllm finetune seq2seq``), npllm/training/
    docstring): held-out predictions, ROUGE-L and exact match beside the name baseline;
    the two runs' curves (training.png, with matplotlib).
 
-A few hundred steps teach a small model the easy part: copying what survived.  What was
-hidden, and docstrings, need many more steps (the README's ``npllm finetune seq2seq``).
+What the defaults reach here: 400 steps teach this 275 k-parameter model the corpus's
+vocabulary (held-out loss 3.89 against the unigram's 5.33) but not yet to copy (18% of the
+target tokens right, where copying the damaged input gets 70%), so it writes back spaces and
+repeats; BART learns copying first and filling in after, over tens of thousands of steps.
+200 steps of fine-tuning then open every docstring with "Return the" and repeat (ROUGE-L 0.12,
+the name baseline 0.20).  The chapter's subject is the machinery, checked as it runs; the
+README's ``npllm train --model seq2seq`` and ``npllm finetune seq2seq`` runs go further.
 """
 
 import argparse

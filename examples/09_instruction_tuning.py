@@ -17,9 +17,10 @@ npllm/training/instruct.py (``npllm finetune instruct``), npllm/generation/chat.
    until end-of-text; and the loss curve (training.png, with matplotlib).
 
 A GPT pre-trained on prose has never seen "### Response:" followed by a number: before
-tuning it answers nothing exactly.  A few hundred steps teach it the format and the
-stopping (its response loss falls by more than half); exact arithmetic takes many more
-steps and a bigger model (the README's ``npllm finetune instruct`` runs).
+tuning it answers nothing exactly.  With the defaults, 300 steps teach this 141 k-parameter
+GPT the format and the stopping (held-out response loss 5.70 -> 2.06: it answers with a short
+number and end-of-text) but not the arithmetic (exact match 0% -> 0%); exact sums take many
+more steps and a bigger model (the README's ``npllm finetune instruct`` runs).
 """
 
 import argparse
