@@ -219,7 +219,7 @@ def fine_tuning_fields(config: FineTuneConfig, model, checkpoint=None) -> dict:
               else configure_param_groups(model, config.weight_decay))
     return dict(
         optimizer=AdamW(groups, lr=config.lr, betas=(0.9, config.beta2)),
-        schedule=warmup_cosine(config, config.max_steps),
+        schedule=warmup_cosine(config, getattr(config, "decay_steps", None) or config.max_steps),  # (seq2seq's setting)
         parallel=DataParallel(model, config.workers),
         settings=LoopSettings(max_steps=config.max_steps, grad_accum=config.grad_accum, grad_clip=config.grad_clip,
                               eval_interval=config.eval_interval),
