@@ -9,6 +9,7 @@ once for the module.
 
 import csv
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -142,6 +143,33 @@ def test_06_bert_masks_as_bert_does_and_fills_masks(corpus, tmp_path, capsys):
     assert_pictures(tmp_path, "training.png", "attention.png")
 
 
+@pytest.fixture(scope="module")
+def docstring_pairs(corpus):
+    """A JSONL of short functions and their docstrings' first sentences, enough for a held-out fifth."""
+    path = corpus.parent / "pairs.jsonl"
+    rows = [{"source": f"def {verb}_{n}(a, b):\n    return a {op} b", "target": f"Return a {word} b, case {n}."}
+            for n in range(10) for verb, op, word in (("add", "+", "plus"), ("sub", "-", "minus"))]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return str(path)
+
+
+def test_07_encoder_decoder_pretrains_infills_searches_beams_and_fine_tunes(corpus, docstring_pairs, tmp_path, capsys):
+    result = load_example("07_encoder_decoder").main([
+        "--data", str(corpus), "--steps", "4", "--vocab-size", "300", "--n-layer", "1", "--n-embd", "16",
+        "--context-length", "32", "--batch-size", "4", "--pairs", docstring_pairs, "--finetune-steps", "3",
+        "--eval-pairs", "4", "--beams", "2", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "1. source ids (2, 12) -> encoder (1 blocks, bidirectional) -> memory (2, 12, 16)" in out
+    assert "keys (2, 4, 12, 4)" in out and "moves the earlier positions' logits by 0.0e+00" in out
+    assert "3. text infilling on " in out and "<mask>" in out.split("corrupted: ", 1)[1].split("\n")[0]
+    assert "4. beam width 1 writes greedy's tokens: True; cached == uncached: greedy True, 2 beams True" in out
+    assert "the wider beam's best scores at least as well: True" in out
+    assert result["same_tokens"] and result["beam_one_is_greedy"]
+    assert set(result["rouge_l"]) == {"this model (greedy)", "name baseline"}
+    assert all(0 <= score <= 1 for score in result["rouge_l"].values())
+    assert_pictures(tmp_path, "training.png")
+
+
 def test_08_classification_reports_and_draws_its_confusion_matrix(tiny_gpt, labelled, tmp_path, capsys):
     report = load_example("08_classification").main(["--checkpoint", tiny_gpt, "--labelled", labelled, "--steps", "4",
                                                      "--out", str(tmp_path)])
@@ -149,6 +177,19 @@ def test_08_classification_reports_and_draws_its_confusion_matrix(tiny_gpt, labe
     assert sum(map(sum, report["confusion_matrix"])) == 18  # the held-out fifth of 90 rows
     assert "5. the commonest mistake" in capsys.readouterr().out
     assert_pictures(tmp_path, "confusion.png")
+
+
+def test_09_instruction_tuning_masks_the_prompt_and_measures_before_and_after(tiny_gpt, tmp_path, capsys):
+    result = load_example("09_instruction_tuning").main(["--checkpoint", tiny_gpt, "--steps", "3",
+                                                         "--exact-match-records", "3", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "### Instruction:\n" in out and "### Response:\n" in out
+    assert f"{result['ignored']} of " in out and result["ignored"] == result["prompt_tokens"] - 1
+    assert f"the first learned target sits at position {result['prompt_tokens'] - 1} = " in out
+    for when in ("before", "after"):
+        assert result[when]["response_loss"] > 0 and 0 <= result[when]["exact_match"]["arithmetic"] <= 1
+    assert "4. " in out and isinstance(result["answer"], str)
+    assert_pictures(tmp_path, "training.png")
 
 
 def test_10_lora_starts_from_the_base_and_trains_a_sliver(tiny_gpt, labelled, tmp_path, capsys):
@@ -182,6 +223,32 @@ def test_12_round_trips_a_folder_and_searches_with_minilm_when_installed(tmp_pat
     assert "3. 40 documented functions" in out
     best = results["read a file line by line"]
     assert len(best) == 5 and best[0][1] >= best[-1][1] and -1 <= best[-1][1] <= best[0][1] <= 1
+
+
+TINY_MPI_RUN = ["--steps", "4", "--vocab-size", "300", "--n-layer", "1", "--n-embd", "16", "--context-length", "16",
+                "--batch-size", "4", "--bench-steps", "1"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mpi4py") is None or load_example("13_mpi").mpiexec() is None,
+                    reason="needs mpi4py and mpiexec: pip install 'npllm[mpi]'")
+def test_13_two_ranks_follow_one_process_and_the_allreduce_is_measured(corpus, tmp_path, capsys):
+    result = load_example("13_mpi").main(["--data", str(corpus), *TINY_MPI_RUN, "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert len(result["one_process"]) == len(result["ranks"]) == 4
+    assert result["worst_relative_difference"] < 1e-4
+    assert "   step   1 process   2 ranks   relative difference" in out
+    assert 0 < result["allreduce"]["allreduce_share"] < 1 and result["allreduce"]["ranks"] == 2
+    assert "crossover N* = " in out and result["flops_per_second"] > 0
+
+
+def test_13_without_mpi4py_says_how_to_install_it_and_still_explains_the_model(corpus, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # as if not installed: find_spec finds nothing
+    example = load_example("13_mpi")
+    monkeypatch.setattr(example, "mpiexec", lambda: None)
+    result = example.main(["--data", str(corpus), *TINY_MPI_RUN, "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "pip install 'npllm[mpi]'" in out and "ranks" not in result
+    assert out.count("crossover N* = ") == 6
 
 
 def test_a_chapter_without_matplotlib_prints_a_note_and_goes_on(tmp_path, capsys, monkeypatch):

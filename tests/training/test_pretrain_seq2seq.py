@@ -117,6 +117,6 @@ def test_cli_trains_resumes_and_refuses_the_other_kinds(tiny_corpus, tmp_path, c
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.strip().count("\n") == 0 and message in err, (argv, err)
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit):  # a switch (--permute-sentences / --no-permute-sentences) takes no value
         main(["train", "--model", "seq2seq", "--permute-sentences", "maybe", "--out", str(tmp_path / "x")])
     assert "unrecognized arguments: maybe" in capsys.readouterr().err  # a switch: --permute-sentences, or --no-...
