@@ -408,8 +408,9 @@ def _generate_gpt(args, model, tokenizer):
     max_new_tokens = 200 if args.max_new_tokens is None else args.max_new_tokens
     prompt_ids = tokenizer.encode(prompt, allowed_special="all")
     stop_token = tokenizer.special_tokens.get(END_OF_TEXT)
-    tokens = generate_tokens(model, prompt_ids, max_new_tokens, temperature, args.top_k, args.top_p,
-                             args.seed, use_cache=not args.no_cache, stop_token=stop_token)  # checks every setting
+    tokens = generate_tokens(model, prompt_ids, max_new_tokens, temperature, args.top_k, args.top_p, args.seed,
+                             use_cache=not args.no_cache, stop_token=stop_token,
+                             banned_tokens=tokenizer.unused_ids())  # checks every setting
     sys.stdout.write(prompt)
     _stream(decoded_pieces(tokenizer, tokens, stop_token))
     return 0

@@ -39,8 +39,8 @@ def response_pieces(model, tokenizer, instruction: str, input: str = "", stop_to
                     max_new_tokens=256, temperature=0.0, top_k=None, top_p=None, seed=None) -> Iterator[str]:
     """The model's response to ``instruction`` (and ``input``), piece by piece, until ``stop_token``."""
     prompt_ids = tokenizer.encode_ordinary(format_prompt(instruction, input))
-    tokens = generate_tokens(model, prompt_ids, max_new_tokens, temperature, top_k, top_p, seed,
-                             stop_token=stop_token)  # checks every setting before the first token
+    tokens = generate_tokens(model, prompt_ids, max_new_tokens, temperature, top_k, top_p, seed,  # checks every
+                             stop_token=stop_token, banned_tokens=tokenizer.unused_ids())  # setting before the first token
     return decoded_pieces(tokenizer, tokens, stop_token)
 
 

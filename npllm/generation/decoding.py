@@ -28,15 +28,16 @@ import warnings
 import numpy as np
 
 from npllm.errors import NpllmError, SettingError
-from npllm.generation.sampling import check_sampling_settings, sample_token
+from npllm.generation.sampling import check_sampling_settings, sample_token, without
 from npllm.tensor import as_array, no_grad
 
 
 def generate_tokens(model, prompt_ids, max_new_tokens, temperature=1.0, top_k=None, top_p=None, seed=None,
-                    use_cache=True, stop_token=None):
+                    use_cache=True, stop_token=None, banned_tokens=()):
     """Yield new token ids one at a time (so callers can stream them), up to ``max_new_tokens``.
 
-    Stops early after yielding ``stop_token`` (e.g. <|endoftext|>).  A prompt
+    Stops early after yielding ``stop_token`` (e.g. <|endoftext|>); never
+    yields one of ``banned_tokens`` (a tokenizer's ``unused_ids``).  A prompt
     longer than the model's context is cropped from the left, with a warning.
     Bad arguments raise ``SettingError`` at the call, before the first token.
     """
@@ -54,7 +55,7 @@ def generate_tokens(model, prompt_ids, max_new_tokens, temperature=1.0, top_k=No
                       f" using its last {context_length}", stacklevel=2)
         ids = ids[-context_length:]
     return _generate(model, ids, max_new_tokens, temperature, top_k, top_p, np.random.default_rng(seed),
-                     use_cache, stop_token)
+                     use_cache, stop_token, banned_tokens)
 
 
 def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, seed=None, use_cache=True,
@@ -65,7 +66,7 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
     return np.concatenate([prompt[-model.config.context_length:], np.fromiter(new, dtype=prompt.dtype)])
 
 
-def _generate(model, ids, max_new_tokens, temperature, top_k, top_p, rng, use_cache, stop_token):
+def _generate(model, ids, max_new_tokens, temperature, top_k, top_p, rng, use_cache, stop_token, banned_tokens):
     """The generator behind ``generate_tokens``, its arguments already checked."""
     was_training = model.training
     model.eval()
@@ -74,7 +75,7 @@ def _generate(model, ids, max_new_tokens, temperature, top_k, top_p, rng, use_ca
         for _ in range(max_new_tokens):
             with no_grad():  # around the model call only: the caller's code between tokens keeps its own mode
                 logits = next_logits(ids)
-            token = sample_token(logits, rng, temperature, top_k, top_p)
+            token = sample_token(logits, rng, temperature, top_k, top_p, banned_tokens)
             ids.append(token)
             yield token
             if token == stop_token:
@@ -118,7 +119,7 @@ def _cached_logits(model):
 
 
 def greedy_batch(model, prompts: list[list[int]], max_new_tokens: int, stop_token=None,
-                 batch_size: int = 64) -> list[list[int]]:
+                 batch_size: int = 64, banned_tokens=()) -> list[list[int]]:
     """The greedy continuation of each prompt (up to and with ``stop_token``), written in batches of equal length.
 
     Each continuation equals ``generate_tokens(model, prompt, ..., temperature=0)``'s
@@ -143,14 +144,15 @@ def greedy_batch(model, prompts: list[list[int]], max_new_tokens: int, stop_toke
                 steps = min(max_new_tokens, context_length - length + 1)  # the last token is never fed back
                 for first in range(0, len(indices), batch_size):
                     rows = indices[first:first + batch_size]
-                    for row, tokens in zip(rows, _greedy_rows(model, [cropped[i] for i in rows], steps, stop_token)):
+                    chunk = [cropped[i] for i in rows]
+                    for row, tokens in zip(rows, _greedy_rows(model, chunk, steps, stop_token, banned_tokens)):
                         written[row] = tokens
     finally:
         model.train(was_training)
     return written
 
 
-def _greedy_rows(model, prompts, steps, stop_token) -> list[list[int]]:
+def _greedy_rows(model, prompts, steps, stop_token, banned_tokens) -> list[list[int]]:
     """Greedy tokens for prompts of one length, fed together through one KV cache: (B, L) then (B, 1) per step."""
     cache = model.new_kv_cache(len(prompts))
     feed = np.asarray(prompts, dtype=np.int64)  # (B, L)
@@ -160,7 +162,7 @@ def _greedy_rows(model, prompts, steps, stop_token) -> list[list[int]]:
         logits = model(feed, kv_cache=cache).data[:, -1]  # (B, V) at each row's last position
         if not np.isfinite(logits).all():
             raise NpllmError("the model's logits hold NaN or an infinity: its weights are damaged or overflowed")
-        feed = logits.argmax(axis=1)[:, None]  # (B, 1)
+        feed = without(logits, banned_tokens).argmax(axis=1)[:, None]  # (B, 1)
         tokens = np.concatenate([tokens, feed], axis=1)
         done |= feed[:, 0] == stop_token
         if done.all():

@@ -57,11 +57,20 @@ def softmax_1d(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum()
 
 
-def sample_token(logits, rng: np.random.Generator, temperature=1.0, top_k=None, top_p=None) -> int:
-    """Pick the next token id from one position's logits (1-D array of size V)."""
+def sample_token(logits, rng: np.random.Generator, temperature=1.0, top_k=None, top_p=None, banned=()) -> int:
+    """Pick the next token id from one position's logits (1-D array of size V), never one of ``banned``."""
     check_sampling_settings(temperature, top_k, top_p)
     require_finite(logits)
-    return choose_token(logits, rng, temperature, top_k, top_p)
+    return choose_token(without(logits, banned), rng, temperature, top_k, top_p)
+
+
+def without(logits: np.ndarray, banned) -> np.ndarray:
+    """``logits`` (..., V) with the ``banned`` ids at -inf along the last axis: probability 0, never the argmax."""
+    if len(banned) == 0:
+        return logits
+    logits = np.array(logits, copy=True)
+    logits[..., list(banned)] = -np.inf
+    return logits
 
 
 def require_finite(logits):

@@ -110,6 +110,16 @@ class BPETokenizer:
         """One more than the largest id, so an embedding table of this many rows covers every id."""
         return max(self._id_to_bytes) + 1
 
+    def unused_ids(self) -> list[int]:
+        """The ids below ``vocab_size`` that stand for nothing: no text encodes to them.
+
+        Training leaves them when the text runs out of pairs to merge before the
+        vocabulary is full (the special tokens keep their places at its top).
+        A model has rows for them, and an untrained one may score them, so a
+        writer of text must never choose one (``generate_tokens``' ``banned_tokens``).
+        """
+        return sorted(set(range(self.vocab_size)) - set(self._id_to_bytes))
+
     def __repr__(self) -> str:
         pattern_name = next((name for name, regex in PATTERNS.items() if regex == self._pattern), "custom")
         return f"BPETokenizer(vocab_size={self.vocab_size}, pattern={pattern_name!r}, special_tokens={list(self._special_tokens)})"

@@ -142,7 +142,8 @@ def exact_match(run: InstructRun) -> dict[str, float]:
         prompts = [tokenizer.encode_ordinary(format_prompt(r.instruction, r.input)) for r in records]
         budget = 2 * max(len(tokenizer.encode_ordinary(r.output)) for r in records) + 2  # room for longer spellings
         answers = ["".join(decoded_pieces(tokenizer, tokens, stop))
-                   for tokens in greedy_batch(run.model, prompts, budget, stop)]
+                   for tokens in greedy_batch(run.model, prompts, budget, stop,
+                                              banned_tokens=tokenizer.unused_ids())]
         scores[dataset] = sum(a.strip() == r.output.strip() for a, r in zip(answers, records)) / len(records)
     return scores
 

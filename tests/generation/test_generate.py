@@ -154,3 +154,27 @@ def test_a_greedy_batch_writes_what_greedy_writes_prompt_by_prompt():
     assert len(alone[5]) == 3 and len(alone[6]) == 1  # at the context's end the batch stops, never slides
     with pytest.raises(NpllmError, match="every prompt must hold at least one token"):
         decoding.greedy_batch(model, [[1], []], 2)
+
+
+def test_banned_tokens_are_never_written_greedy_sampled_or_batched(model):
+    favourite = generate(model, [1, 2, 3], 1, temperature=0)[0]  # the argmax after this prompt
+    banned = [favourite, *range(32, 64)]  # half the vocabulary, and the token greedy decoding would choose first
+    for sampling in SAMPLINGS.values():
+        assert not set(generate(model, [1, 2, 3], 20, banned_tokens=banned, **sampling)) & set(banned)
+    for row in decoding.greedy_batch(model, [[1, 2, 3], [4, 5, 6]], 20, banned_tokens=banned):
+        assert row and not set(row) & set(banned)
+    assert sample_token(np.array([5.0, 1.0, 0.0]), np.random.default_rng(0), temperature=0, banned=[0]) == 1
+
+
+def test_a_tokenizer_that_ran_out_of_merges_names_its_unused_ids_and_generation_skips_them(tmp_path):
+    from npllm.tokenizer import BPETokenizer
+
+    tokenizer = BPETokenizer.train("abab abab", vocab_size=300, special_tokens={"<|endoftext|>": 299})
+    unused = tokenizer.unused_ids()
+    assert tokenizer.vocab_size == 300 and unused and unused[-1] == 298  # merges ran out: a gap below the special
+    assert not set(unused) & set(tokenizer.encode("abab abab ab a b"))
+    gpt = GPT(GPTConfig(vocab_size=300, context_length=8, n_layer=1, n_head=1, n_embd=8), seed=0)  # untrained
+    free = list(generate_tokens(gpt, [97, 98], 6, temperature=1.0, seed=0))
+    assert set(free) & set(unused)  # what the ban is for: such an id has no text, so decoding it is refused
+    written = list(generate_tokens(gpt, [97, 98], 6, temperature=1.0, seed=0, banned_tokens=unused))
+    assert not set(written) & set(unused) and isinstance(tokenizer.decode(written), str)
