@@ -148,8 +148,9 @@ DISTILL_FLAG_HELP = {
 
 
 def _distill(argv):
+    from npllm.training import pretrain
     from npllm.training.distill import (FROM_THE_BERT_TEACHER, FROM_THE_TEACHER, BERTDistillConfig, DistillConfig,
-                                        distill, model_kind, require_kind, resume)
+                                        distill, require_kind, resume)
 
     chooser = argparse.ArgumentParser(add_help=False)
     chooser.add_argument("--model", choices=["gpt", "bert"], default=None)
@@ -160,7 +161,7 @@ def _distill(argv):
     if known.resume:  # the run's own kind
         default_out = next(field.default for field in dataclasses.fields(
             BERTDistillConfig if known.model == "bert" else DistillConfig) if field.name == "out_dir")
-        kind = model_kind(known.out or default_out)
+        kind = pretrain.model_kind(known.out or default_out)
     else:  # the teacher's, which must be --model's if given
         kind = require_kind(known.teacher, known.model) if known.teacher else known.model or "gpt"
     bert = kind == "bert"
@@ -370,21 +371,10 @@ def _generate(argv):
 
 def _load_for_generation(path):
     """The model and tokenizer of a GPT run, a seq2seq run, a Hugging Face GPT-2 folder, or a Hugging Face BART folder."""
-    from pathlib import Path
-
-    from npllm.errors import NpllmError
-    from npllm.pretrained import load_pretrained
-    from npllm.pretrained.folder import CONFIG_FILE, read_json
     from npllm.training import pretrain_seq2seq
-    from npllm.training.pretrain import load_model
+    from npllm.training.pretrain import load_model, model_kind
 
-    config = Path(path) / CONFIG_FILE
-    if config.is_file() and read_json(config).get("model_type") == "bart":
-        model, tokenizer = load_pretrained(path)
-        if tokenizer is None:
-            raise NpllmError(f"{path}: has no tokenizer (vocab.json and merges.txt)")
-        return model, tokenizer
-    if pretrain_seq2seq.is_seq2seq_run(path):  # a run of npllm train --model seq2seq or npllm finetune seq2seq
+    if model_kind(path) == "bart":  # a BART folder, or a run of npllm train --model seq2seq or npllm finetune seq2seq
         return pretrain_seq2seq.load_model(path, log=_warn)
     return load_model(path, log=_warn)
 

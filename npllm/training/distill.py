@@ -48,11 +48,9 @@ from pathlib import Path
 import numpy as np
 
 from npllm.errors import SettingError
-from npllm.pretrained.folder import CONFIG_FILE, read_config
 from npllm.runtime.data_parallel import DataParallel
 from npllm.runtime.memory import keep_freed_memory
 from npllm.training import loop, pretrain, pretrain_bert
-from npllm.training.checkpoint import STATE_FILE, load_checkpoint
 from npllm.training.objectives import Distillation, MaskedDistillation, MaskedLM, NextToken
 from npllm.training.pretrain import TrainConfig, build_run, load_model, require_new_run_folder, weights_sha256
 from npllm.training.pretrain_bert import BERTTrainConfig
@@ -139,20 +137,11 @@ class BERTDistillRun(RecordsTeacher, pretrain_bert.BERTRun):
     """A distillation run of a BERT: masked-LM pre-training's, and the fingerprint of its teacher."""
 
 
-def model_kind(path) -> str:
-    """"gpt" or "bert": what a teacher folder (or a distillation run) holds, from its config.json or state.json."""
-    folder = Path(path)
-    if (folder / CONFIG_FILE).is_file():
-        return "bert" if read_config(folder).get("model_type") == "bert" else "gpt"  # (another: load_model names it)
-    if (folder / STATE_FILE).is_file():
-        folder = folder.parent  # a checkpoint folder: its run's
-    model_config = load_checkpoint(folder, with_optimizer=False).train_state.get("model_config", {})
-    return "bert" if "n_inner" in model_config else "gpt"
-
-
 def require_kind(teacher: str, student_kind: str | None) -> str:
     """The teacher's kind, which must be the student's (``model``, if given): a BERT teaches a BERT, a GPT a GPT."""
-    kind = model_kind(teacher)
+    kind = pretrain.model_kind(teacher)
+    if kind not in ("gpt", "bert"):
+        raise SettingError(f"`teacher` {teacher} holds a {kind.upper()}: npllm distill teaches a GPT or a BERT")
     if student_kind is not None and kind != student_kind:
         raise SettingError(f"`teacher` {teacher} holds a {kind.upper()}, but the student (`model`) is a"
                            f" {student_kind.upper()}: a student learns its teacher's distribution over the same"
@@ -191,7 +180,7 @@ def distill(config: DistillConfig | BERTDistillConfig, progress=True, log=print)
 def resume(out_dir, changes=None, progress=True, log=print) -> DistillRun | BERTDistillRun:
     """Continue the distillation run saved in ``out_dir``, with its own teacher, exactly where it stopped."""
     keep_freed_memory()
-    if model_kind(out_dir) == "bert":
+    if pretrain.model_kind(out_dir) == "bert":
         run = pretrain_bert.restore_run(out_dir, changes or {}, log, config_class=BERTDistillConfig,
                                         fixed_on_resume=FIXED_ON_RESUME_BERT, build=_rebuild)
     else:

@@ -43,7 +43,6 @@ from npllm.io.safetensors import CheckpointError
 from npllm.models import BERT, GPT, BERTForMaskedLM, BERTSequenceClassifier, SequenceClassifier
 from npllm.nn.lora import BERT_TARGETS, DEFAULT_TARGETS, apply_lora
 from npllm.optim import AdamW, configure_param_groups, param_groups_by_name
-from npllm.pretrained.folder import CONFIG_FILE
 from npllm.runtime.data_parallel import DataParallel
 from npllm.runtime.memory import keep_freed_memory
 from npllm.runtime.mpi import ranks_and_threads
@@ -53,7 +52,7 @@ from npllm.training import evaluation, loop
 from npllm.training.checkpoint import load_checkpoint
 from npllm.training.loop import LoopSettings, TrainingRun
 from npllm.training.objectives import Classification
-from npllm.training.pretrain import (END_OF_TEXT, check_settings, load_model, optimisation_checks,
+from npllm.training.pretrain import (END_OF_TEXT, check_settings, load_model, model_kind, optimisation_checks,
                                      require_new_run_folder, warmup_cosine, weights_sha256, with_workers_fixed)
 from npllm.training.pretrain_bert import load_encoder
 
@@ -203,8 +202,8 @@ def load_base(config: FineTuneConfig, log, encoders=False):
     Hugging Face BERT folder), given back as a ``BERT`` with its pooler (a
     masked-LM checkpoint has none: it starts fresh, as Hugging Face's does).
     """
-    if encoders and is_bert(config.checkpoint):
-        base, tokenizer = load_encoder(config.checkpoint)  # (is_bert: a BERT or a BERTForMaskedLM)
+    if encoders and model_kind(config.checkpoint) == "bert":
+        base, tokenizer = load_encoder(config.checkpoint)  # (a BERT, or a BERTForMaskedLM)
         base = with_pooler(base.bert if isinstance(base, BERTForMaskedLM) else base, config.seed)
     else:
         base, tokenizer = load_model(config.checkpoint, log=log)
@@ -263,18 +262,6 @@ def _build(config: ClassifyConfig, log, checkpoint=None) -> ClassifyRun:
         tokenizer=tokenizer if isinstance(tokenizer, BPETokenizer) else None, pad_id=pad_id,
         config=config, data=data, test_ids=test_ids, base_sha256=base_sha256,
     )
-
-
-def is_bert(path) -> bool:
-    """Whether ``path`` holds a BERT: a Hugging Face folder of model_type bert, or a run of ``npllm train --model bert``."""
-    folder = Path(path)
-    if (folder / CONFIG_FILE).is_file():
-        try:
-            return json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8")).get("model_type") == "bert"
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-            return False  # (load_model then says what is wrong with the file)
-    state = load_checkpoint(folder, with_optimizer=False).train_state
-    return "n_inner" in state.get("model_config", {})  # BERTConfig's field, which GPTConfig lacks
 
 
 def with_pooler(encoder: BERT, seed: int) -> BERT:

@@ -34,6 +34,7 @@ Left out on purpose: padding short documents to full windows.
 
 import dataclasses
 import hashlib
+import json
 import math
 import tempfile
 import time
@@ -63,7 +64,7 @@ from npllm.runtime.pool import cores
 from npllm.tokenizer import BPETokenizer
 from npllm.training import loop
 from npllm.io.checksums import file_sha256
-from npllm.training.checkpoint import MODEL_FILE, STATE_FILE, load_checkpoint
+from npllm.training.checkpoint import CHECKPOINT_FOLDER, MODEL_FILE, STATE_FILE, load_checkpoint
 from npllm.training.loop import METRICS_FILE, LoopSettings, TrainingError, TrainingRun  # noqa: F401 (METRICS_FILE: part of this recipe's API)
 from npllm.training.objectives import NextToken
 
@@ -573,6 +574,33 @@ def unigram_loss(train_tokens, validation_tokens, vocab_size) -> float:
     log_probs = np.log(counts / counts.sum())
     validation_counts = token_counts(validation_tokens, vocab_size)
     return float(-(validation_counts * log_probs).sum() / validation_counts.sum())
+
+
+def model_kind(path) -> str:
+    """"gpt", "bert" or "bart": what a run folder (or its checkpoint folder) or a Hugging Face folder holds.
+
+    Read from JSON alone: config.json's ``model_type``, else the run's saved
+    model_config, where each model's config has a field the GPT's lacks
+    (BART's ``encoder_layers``, BERT's ``n_inner``).  A folder that says
+    nothing readable counts as a GPT's, whose loader then names what is wrong.
+    """
+    folder = Path(path)
+    if (folder / CONFIG_FILE).is_file():
+        model_type = _json_object(folder / CONFIG_FILE).get("model_type")
+        return model_type if model_type in ("bert", "bart") else "gpt"
+    for state in (folder / CHECKPOINT_FOLDER / STATE_FILE, folder / STATE_FILE):
+        if state.is_file():
+            model_config = _json_object(state).get("model_config", {})
+            return "bart" if "encoder_layers" in model_config else "bert" if "n_inner" in model_config else "gpt"
+    return "gpt"
+
+
+def _json_object(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def load_model(run_dir, log=print, model_class=GPT, config_class=GPTConfig, kind="a GPT"):

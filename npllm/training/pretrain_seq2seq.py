@@ -34,9 +34,7 @@ itself loads back with ``load_model`` for ``npllm generate`` and
 Left out: BART's other corruptions (token deletion, document rotation).
 """
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -46,13 +44,11 @@ from npllm.errors import SettingError
 from npllm.io.safetensors import CheckpointError
 from npllm.models import BARTConfig, BARTForConditionalGeneration
 from npllm.optim import configure_param_groups
-from npllm.pretrained.folder import CONFIG_FILE
 from npllm.runtime.memory import keep_freed_memory
 from npllm.runtime.mpi import ranks_and_threads
 from npllm.tensor import no_grad
 from npllm.tokenizer import BPETokenizer
 from npllm.training import loop, pretrain, pretrain_bert
-from npllm.training.checkpoint import CHECKPOINT_FOLDER, STATE_FILE
 from npllm.training.objectives import Seq2SeqLM
 from npllm.training.pretrain import FIXED_ON_RESUME, Run, TrainConfig
 
@@ -221,16 +217,3 @@ def load_model(run_dir, log=print) -> tuple[BARTForConditionalGeneration, BPETok
     ``npllm finetune seq2seq``, its checkpoint folder, or a Hugging Face BART folder (see ``pretrain.load_model``)."""
     return pretrain.load_model(run_dir, log, BARTForConditionalGeneration, BARTConfig, kind="an encoder–decoder")
 
-
-def is_seq2seq_run(run_dir) -> bool:
-    """Whether ``run_dir`` holds an encoder–decoder (a run of one, or a Hugging Face BART folder), read from its JSON only."""
-    folder = Path(run_dir)
-    for path, says in ((folder / CONFIG_FILE, lambda d: d.get("model_type") == "bart"),
-                       (folder / CHECKPOINT_FOLDER / STATE_FILE, lambda d: "encoder_layers" in d.get("model_config", {})),
-                       (folder / STATE_FILE, lambda d: "encoder_layers" in d.get("model_config", {}))):
-        if path.is_file():
-            try:
-                return bool(says(json.loads(path.read_text(encoding="utf-8"))))
-            except (OSError, ValueError, AttributeError):
-                return False
-    return False

@@ -11,7 +11,8 @@ from npllm.data.pairs import IGNORE_INDEX, Framing, pair_batch
 from npllm.errors import SettingError
 from npllm.models import BARTConfig, BARTForConditionalGeneration
 from npllm.training.objectives import Seq2SeqLM
-from npllm.training.pretrain_seq2seq import Seq2SeqTrainConfig, is_seq2seq_run, load_model, resume, train
+from npllm.training.pretrain import model_kind
+from npllm.training.pretrain_seq2seq import Seq2SeqTrainConfig, load_model, resume, train
 
 TINY = dict(vocab_size=300, n_layer=1, n_head=2, n_embd=16, context_length=16, batch_size=4, eval_windows=4,
             warmup_steps=2, max_steps=8, decay_steps=8, eval_interval=4, lr=3e-3)
@@ -79,7 +80,7 @@ def test_a_tiny_bart_learns_beyond_copying_the_corrupted_input(tiny_config):
     assert last["val_accuracy"] > copy_accuracy and last["val_masked_accuracy"] > 0.05
     model, tokenizer = load_model(run.out_dir)
     assert isinstance(model, BARTForConditionalGeneration) and tokenizer.special_tokens["<mask>"] == 299
-    assert model.config.decoder_start_token_id == tokenizer.special_tokens["<s>"] and is_seq2seq_run(run.out_dir)
+    assert model.config.decoder_start_token_id == tokenizer.special_tokens["<s>"] and model_kind(run.out_dir) == "bart"
 
 
 def test_settings_are_checked_and_named(tiny_config):
@@ -109,7 +110,7 @@ def test_cli_trains_resumes_and_refuses_the_other_kinds(tiny_corpus, tmp_path, c
         (["train", "--model", "seq2seq", "--resume", "--out", str(gpt), "--max-steps", "4"], "not a run of npllm train --model seq2seq"),
         (["finetune", "classify", "--checkpoint", str(out), "--out", str(tmp_path / "c")], "not a GPT run"),
         (["finetune", "seq2seq", "--checkpoint", str(gpt), "--out", str(tmp_path / "s")], "not an encoder–decoder run, so this command cannot use it"),
-        (["distill", "--teacher", str(out), "--out", str(tmp_path / "d")], "not a GPT run"),
+        (["distill", "--teacher", str(out), "--out", str(tmp_path / "d")], "holds a BART: npllm distill teaches a GPT"),
         (["generate", "--checkpoint", str(out), "--prompt", "a"], "--prompt: for a GPT"),
         (["generate", "--checkpoint", str(gpt), "--input", "a"], "--input: for a seq2seq model"),
         (["train", "--model", "seq2seq", "--mask-ratio", "1.5", "--out", str(tmp_path / "x")], "--mask-ratio must be in"),

@@ -326,3 +326,19 @@ def test_a_warm_up_longer_than_the_schedule_is_cut_with_a_warning(tiny_config):
     with pytest.warns(UserWarning, match="`warmup_steps` 10 is more than the 4 steps the schedule lasts"):
         schedule = warmup_cosine(config, config.max_steps)
     assert schedule(3) == pytest.approx(config.lr)  # the peak, reached at the last step of the cut warm-up
+
+
+def test_model_kind_reads_a_folder_from_its_json_alone(tmp_path):
+    from npllm.training.pretrain import model_kind
+
+    for model_type, kind in (("bert", "bert"), ("bart", "bart"), ("gpt2", "gpt")):
+        (tmp_path / model_type).mkdir()
+        (tmp_path / model_type / "config.json").write_text(json.dumps({"model_type": model_type}))
+        assert model_kind(tmp_path / model_type) == kind
+    checkpoint = tmp_path / "run" / "checkpoint"
+    checkpoint.mkdir(parents=True)
+    for model_config, kind in (({"n_inner": 64}, "bert"), ({"encoder_layers": 1}, "bart"), ({"n_embd": 16}, "gpt")):
+        (checkpoint / "state.json").write_text(json.dumps({"model_config": model_config}))
+        assert model_kind(tmp_path / "run") == kind and model_kind(checkpoint) == kind
+    (checkpoint / "state.json").write_text("not JSON")
+    assert model_kind(tmp_path / "run") == "gpt" and model_kind(tmp_path / "nowhere") == "gpt"  # the loader says why
