@@ -34,7 +34,6 @@ Left out on purpose: padding short documents to full windows.
 
 import dataclasses
 import hashlib
-import json
 import math
 import tempfile
 import time
@@ -64,7 +63,7 @@ from npllm.runtime.pool import cores
 from npllm.tokenizer import BPETokenizer
 from npllm.training import loop
 from npllm.io.checksums import file_sha256
-from npllm.training.checkpoint import CHECKPOINT_FOLDER, MODEL_FILE, STATE_FILE, load_checkpoint
+from npllm.training.checkpoint import CHECKPOINT_FOLDER, MODEL_FILE, STATE_FILE, load_checkpoint, read_json_object
 from npllm.training.loop import METRICS_FILE, LoopSettings, TrainingError, TrainingRun  # noqa: F401 (METRICS_FILE: part of this recipe's API)
 from npllm.training.objectives import NextToken
 
@@ -596,11 +595,11 @@ def model_kind(path) -> str:
 
 
 def _json_object(path: Path) -> dict:
+    """``read_json_object``'s dict, or an empty one: ``model_kind`` only looks, the loader says what is wrong."""
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_json_object(path, "not a JSON object")
+    except CheckpointError:
         return {}
-    return value if isinstance(value, dict) else {}
 
 
 def load_model(run_dir, log=print, model_class=GPT, config_class=GPTConfig, kind="a GPT"):
