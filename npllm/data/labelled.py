@@ -196,7 +196,8 @@ def sms_spam(seed: int, cache_dir=None) -> LabelledText:
     except (zipfile.BadZipFile, KeyError, UnicodeDecodeError) as error:
         raise DataSourceError(f"{path}: not the SMS Spam Collection's zip ({error})") from error
     pairs = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):  # not splitlines: a message may hold \x0c or \u2028
+        line = line.removesuffix("\r")
         label, tab, message = line.partition("\t")
         if line.strip() and (not tab or label not in ("ham", "spam")):
             raise DataSourceError(f"{path}: {SMS_SPAM_MEMBER}, line {number}: not 'ham' or 'spam', a tab, the text")
@@ -236,7 +237,8 @@ def read_text_file(path: Path) -> str:
 def json_lines(path: Path, text: str) -> list[tuple[int, object]]:
     """(line number, value) of every non-blank line of a JSONL text; a line that is not JSON is one line."""
     values = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):  # not splitlines: a message may hold \x0c or \u2028
+        line = line.removesuffix("\r")
         if line.strip():
             try:
                 values.append((number, json.loads(line)))

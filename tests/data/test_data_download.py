@@ -83,6 +83,7 @@ def sms_zip(folder, hams=40, spams=10, member="SMSSpamCollection") -> bytes:
 
     lines = [f"ham\tsee you at lunch number {i}" for i in range(hams)] + \
             [f"spam\tWIN a prize now, call {i}" for i in range(spams)]
+    lines[1] += "\x0c and \u2028 inside a message"  # line breaks to str.splitlines, not to the file
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr(member, "\n".join(lines) + "\n")
@@ -98,15 +99,15 @@ def sms_server(server, tmp_path, monkeypatch):
     base_url, stop = server
     content = sms_zip(tmp_path / "www")
     monkeypatch.setattr(download, "SMS_SPAM_URL", f"{base_url}/sms.zip")
+    monkeypatch.setattr(download, "SMS_SPAM_SHA256", hashlib.sha256(content).hexdigest())
     monkeypatch.setenv("NPLLM_CACHE", str(tmp_path / "cache"))
-    return hashlib.sha256(content).hexdigest(), stop
+    return stop
 
 
-def test_sms_spam_is_balanced_as_the_book_does_and_cached(sms_server, monkeypatch, tmp_path):
+def test_sms_spam_is_balanced_as_the_book_does_and_cached(sms_server):
     from npllm.data.labelled import load_labelled
 
-    sha256, stop = sms_server
-    monkeypatch.setenv("NPLLM_SMS_SPAM_SHA256", sha256)
+    stop = sms_server
     data = load_labelled("sms-spam", seed=0)
     assert data.labels == ["ham", "spam"]
     counts = np.bincount(np.concatenate([data.train_labels, data.test_labels]))
@@ -116,19 +117,14 @@ def test_sms_spam_is_balanced_as_the_book_does_and_cached(sms_server, monkeypatc
     assert load_labelled("sms-spam", seed=0).test_texts == data.test_texts
 
 
-def test_sms_spam_without_a_recorded_checksum_or_with_a_wrong_one_is_one_line(sms_server, monkeypatch, tmp_path):
-    from npllm.data.download import sms_spam_zip
+def test_the_sms_zip_is_held_to_the_recorded_digest(sms_server, monkeypatch, tmp_path):
+    import npllm.data.download as download
 
-    monkeypatch.delenv("NPLLM_SMS_SPAM_SHA256", raising=False)
-    with pytest.raises(DownloadError, match="SHA-256 is not recorded in npllm .* set NPLLM_SMS_SPAM_SHA256"):
-        sms_spam_zip()
-    monkeypatch.setenv("NPLLM_SMS_SPAM_SHA256", "1" * 64)
-    with pytest.raises(DownloadError, match="checksum mismatch .*nothing was saved"):
-        sms_spam_zip()
+    assert download.SMS_SPAM_SHA256 != "1587ea43e58e82b14ff1f5425c88e17f8496bfcdb67a583dbff9eefaf9963ce3"  # the fixture's
+    monkeypatch.setattr(download, "SMS_SPAM_SHA256", "1587ea43e58e82b14ff1f5425c88e17f8496bfcdb67a583dbff9eefaf9963ce3")
+    with pytest.raises(DownloadError, match="checksum mismatch .*expected sha256 1587ea43.*nothing was saved"):
+        download.sms_spam_zip()  # the locally served zip is not UCI's, so it is refused
     assert not list((tmp_path / "cache").iterdir())
-    monkeypatch.setenv("NPLLM_SMS_SPAM_SHA256", "not hex")
-    with pytest.raises(DownloadError, match="must be 64 hexadecimal digits"):
-        sms_spam_zip()
 
 
 def test_a_zip_without_the_collection_is_named(tmp_path, server, monkeypatch):
@@ -139,7 +135,7 @@ def test_a_zip_without_the_collection_is_named(tmp_path, server, monkeypatch):
     base_url, _ = server
     content = sms_zip(tmp_path / "www", member="other.txt")
     monkeypatch.setattr(download, "SMS_SPAM_URL", f"{base_url}/sms.zip")
+    monkeypatch.setattr(download, "SMS_SPAM_SHA256", hashlib.sha256(content).hexdigest())
     monkeypatch.setenv("NPLLM_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("NPLLM_SMS_SPAM_SHA256", hashlib.sha256(content).hexdigest())
     with pytest.raises(DataSourceError, match="not the SMS Spam Collection's zip"):
         load_labelled("sms-spam")
