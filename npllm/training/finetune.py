@@ -336,6 +336,20 @@ def _finish(run: ClassifyRun, log) -> ClassifyRun:
     log("confusion matrix (rows: true label, columns: predicted, in the same order)")
     for label, counts in zip(run.labels, matrix):
         log(f"  {label:>{width}} " + " ".join(f"{count:4d}" for count in counts))
-    run.parallel.ranks.on_writer(lambda: atomic_write_text(Path(run.out_dir) / REPORT_FILE, json.dumps(
-        {"step": run.step, "labels": run.labels, "results": rows, "confusion_matrix": matrix.tolist()}, indent=2)))
+    run.parallel.ranks.on_writer(lambda: _write_report(run, rows, matrix, log))
     return run
+
+
+def _write_report(run: ClassifyRun, rows: list[dict], matrix: np.ndarray, log):
+    """report.json: the results, the confusion matrix, and the training's cost (parameters, time per epoch)."""
+    seconds, examples = loop.training_time(run.out_dir)
+    epochs = examples / len(run.data.train_labels)
+    per_epoch = seconds / epochs if epochs else None
+    if per_epoch is not None:
+        log(f"trained {epochs:.2f} epochs of {len(run.data.train_labels):,} texts in {seconds:.1f} s of steps:"
+            f" {per_epoch:.1f} s an epoch (evaluation left out)")
+    trained = sum(p.size for p in run.model.parameters() if p.requires_grad)
+    atomic_write_text(Path(run.out_dir) / REPORT_FILE, json.dumps(
+        {"step": run.step, "labels": run.labels, "results": rows, "confusion_matrix": matrix.tolist(),
+         "trained_parameters": trained, "parameters": run.model.num_parameters(), "epochs": epochs,
+         "seconds_per_epoch": per_epoch}, indent=2))

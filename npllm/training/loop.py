@@ -375,6 +375,23 @@ def _named_generators(parallel: DataParallel):
             yield prefix + name, generator
 
 
+def training_time(out_dir) -> tuple[float, int]:
+    """The seconds the run's steps took (evaluation and saving left out) and what they counted, from metrics.jsonl.
+
+    Every step's record carries its count and its count per second, so the
+    sum covers every leg of a resumed run; a run that logged nothing gives (0, 0).
+    """
+    path = Path(out_dir) / METRICS_FILE
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] \
+        if path.exists() else []
+    seconds = counted = 0
+    for record in records:
+        unit = next(name.removesuffix("_per_s") for name in record if name.endswith("_per_s"))
+        seconds += record[unit] / record[f"{unit}_per_s"]
+        counted += record[unit]
+    return seconds, counted
+
+
 def _append_metrics(path: Path, record: dict):
     try:
         with open(path, "a", encoding="utf-8") as file:

@@ -132,6 +132,10 @@ def test_each_choice_trains_exactly_what_it_says_and_reports(base, topics_file, 
     report = json.loads((Path(run.out_dir) / "report.json").read_text())
     assert [row["name"] for row in report["results"]][:2] == ["this classifier", "majority class"]
     assert np.array(report["confusion_matrix"]).sum() == len(run.test_labels)
+    trained_count = sum(p.size for p in run.model.parameters() if p.requires_grad)
+    assert (report["trained_parameters"], report["parameters"]) == (trained_count, run.model.num_parameters())
+    assert report["epochs"] == pytest.approx(4 * 4 / len(run.data.train_labels))  # 4 steps of 4 texts
+    assert report["seconds_per_epoch"] > 0
 
 
 def test_a_fine_tuning_run_resumes_bit_for_bit_and_refuses_another_base(base, topics_file, tmp_path, tiny_corpus):
