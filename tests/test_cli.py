@@ -252,6 +252,28 @@ def test_bench_products_are_the_products_of_every_weight_matrix_and_of_attention
     assert len(calls) == 3 * len(shapes) + 6 * 2 * settings["n_layer"]
 
 
+def test_bench_products_of_bert_are_its_weight_matrices_attention_over_every_key_and_the_head_where_masked():
+    from npllm.bench.products import linear_shapes, masked_rows, step_products
+    from npllm.bench.train import PRESETS, _bert_config, _masked_batch
+    from npllm.models import BERTForMaskedLM
+
+    settings = PRESETS["tiny"]
+    model = BERTForMaskedLM(_bert_config(settings))
+    weights = sum(param.data.size for name, param in model.named_parameters()
+                  if param.data.ndim == 2 and "embeddings" not in name)  # the three tables are lookups
+    shapes = linear_shapes(settings, sequences=2, model="bert")  # (query, key and value joined in one product)
+    assert sum(n_in * n_out for _, n_in, n_out in shapes[:-1]) == weights
+    assert shapes[-1][1:] == (settings["n_embd"], settings["vocab_size"])  # the decoder, tied to the word table
+    masked = int((_masked_batch(settings)["targets"][:2] != -100).sum())
+    assert masked_rows(settings, 2) == masked and 0.1 < masked / (2 * settings["context_length"]) < 0.2
+    assert [rows for rows, _, _ in shapes[-2:]] == [masked, masked]
+    tokens = 2 * settings["context_length"]
+    calls, flops = step_products(settings, 2, np.asarray, model="bert")
+    attention = 12 * settings["n_layer"] * settings["n_embd"] * settings["context_length"] * tokens
+    assert flops == sum(6 * rows * n_in * n_out for rows, n_in, n_out in shapes) + attention  # every key: no block skipped
+    assert len(calls) == 3 * len(shapes) + 6 * settings["n_layer"]
+
+
 def test_a_bug_keeps_its_traceback(monkeypatch):
     """Only errors a user can fix become one line: anything else is a bug, and must show where it happened."""
     import npllm.training.pretrain as pretrain

@@ -16,6 +16,8 @@ loss, optimizer) around them:
 
 and, in the same rounds, the whole training step of each (``npllm bench
 train``'s), so that a step less its products shows what all the rest costs.
+``--model bert`` does the same for BERT's masked-LM step (attention over
+every key, the head at the masked positions only).
 NumPy's products run in its bundled BLAS (OpenBLAS in the PyPI wheels),
 PyTorch's in its own (MKL on x86 CPUs).  The ceiling printed with
 ``--compare-torch``, PyTorch's whole step over our products alone, is the
@@ -33,7 +35,8 @@ import numpy as np
 
 from npllm.bench import description, model_benchmark_arguments, require_torch
 from npllm.bench.timing import seconds
-from npllm.bench.train import PRESETS, npllm_step_function, torch_step_function
+from npllm.bench.train import ENGINES, PRESETS, _masked_batch
+from npllm.data.masking import IGNORE_INDEX
 from npllm.functional.attention import _query_blocks
 from npllm.runtime.blas import blas_threads_limited
 from npllm.runtime.memory import keep_freed_memory
@@ -44,20 +47,34 @@ OURS = "numpy, one shard per core"
 WHOLE_STEP = {"npllm": "npllm, whole training step", "torch": "torch, whole training step"}
 
 
-def linear_shapes(preset, sequences) -> list:
-    """(rows, in, out) of each Linear of one step's forward (the blocks' four, then the tied output projection)."""
+def linear_shapes(preset, sequences, model="gpt") -> list:
+    """(rows, in, out) of each Linear of one step's forward: the blocks' four, then the output projection.
+
+    The GPT projects every position onto the vocabulary (tied to the token
+    embedding); BERT's masked-LM head, a dense layer and the tied decoder,
+    runs at the masked positions only (about 15%, ``masked_rows``).
+    """
     C, V = preset["n_embd"], preset["vocab_size"]
     rows = sequences * preset["context_length"]
     block = [(rows, C, 3 * C), (rows, C, C), (rows, C, 4 * C), (rows, 4 * C, C)]
+    if model == "bert":
+        masked = masked_rows(preset, sequences)
+        return block * preset["n_layer"] + [(masked, C, C), (masked, C, V)]
     return block * preset["n_layer"] + [(rows, C, V)]
 
 
-def step_products(preset, sequences, to_array, seed=0):
-    """(zero-argument calls, FLOPs): every matrix product of a training step on ``sequences`` sequences.
+def masked_rows(preset, sequences) -> int:
+    """How many positions the first ``sequences`` windows of BERT's benchmark batch mask (``bench.train._masked_batch``)."""
+    return int(np.count_nonzero(_masked_batch(preset)["targets"][:sequences] != IGNORE_INDEX))
+
+
+def step_products(preset, sequences, to_array, seed=0, model="gpt"):
+    """(zero-argument calls, FLOPs): every matrix product of a training step of ``model`` on ``sequences`` sequences.
 
     Each Linear makes three (forward y = x W, dX = g W^T, dW = X^T g); the
     attention of each layer makes six per (sequence, head) and block of
-    queries, on the same causal blocks as ``npllm.functional`` (scores
+    queries, on the same blocks as ``npllm.functional`` (the GPT's causal
+    blocks; BERT's one block of every query against every key) (scores
     S = q k^T, out = P v; dV = P^T g, dP = g v^T, dq = dS k, dk = dS^T q).
     The data is random float32 in contiguous arrays (in the model q, k, v
     are strided views of one array, which if anything makes our products
@@ -70,7 +87,7 @@ def step_products(preset, sequences, to_array, seed=0):
         return to_array(rng.standard_normal(shape, dtype=np.float32))
 
     calls, flops = [], 0
-    for rows, n_in, n_out in linear_shapes(preset, sequences):
+    for rows, n_in, n_out in linear_shapes(preset, sequences, model):
         x, w, g = random(rows, n_in), random(n_in, n_out), random(rows, n_out)
         calls += [lambda x=x, w=w: x @ w, lambda g=g, w=w: g @ w.T, lambda x=x, g=g: x.T @ g]
         flops += 3 * 2 * rows * n_in * n_out
@@ -78,7 +95,7 @@ def step_products(preset, sequences, to_array, seed=0):
     D = preset["n_embd"] // H
     for _ in range(preset["n_layer"]):
         q, k, v, g = (random(sequences, H, T, D) for _ in range(4))
-        for q0, q1, k1 in _query_blocks(T, T, causal=True):
+        for q0, q1, k1 in _query_blocks(T, T, causal=model == "gpt"):
             scores = random(sequences, H, q1 - q0, k1)  # stands for S, P, dP and dS alike
             calls += [
                 lambda q=q[:, :, q0:q1], k=k[:, :, :k1]: q @ k.swapaxes(-1, -2),
@@ -120,6 +137,7 @@ def median_seconds(fn, repeats=5) -> float:
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="npllm bench products", description=description(__doc__))
     model_benchmark_arguments(parser, PRESETS, "also time the products in PyTorch")
+    parser.add_argument("--model", choices=("gpt", "bert"), default="gpt", help="whose step (default gpt)")
     args = parser.parse_args(argv)
     if args.compare_torch:
         require_torch(parser)
@@ -127,26 +145,26 @@ def main(argv=None):
     preset = PRESETS[args.preset]
     workers = cores()
     sequences = preset["batch_size"]
-    whole_batch, flops = step_products(preset, sequences, np.asarray)
-    shards = [step_products(preset, sequences // workers, np.asarray, seed)[0] for seed in range(workers)]
-    npllm_step, _ = npllm_step_function(preset)
+    whole_batch, flops = step_products(preset, sequences, np.asarray, model=args.model)
+    shards = [step_products(preset, sequences // workers, np.asarray, seed, args.model)[0] for seed in range(workers)]
+    npllm_step, _ = ENGINES["npllm", args.model](preset)
     engines = {OURS: (run_sharded, shards), "numpy, whole batch": (run_all, whole_batch),
                WHOLE_STEP["npllm"]: (_call, npllm_step)}
     if args.compare_torch:
         import torch
 
         torch.set_num_threads(workers)
-        engines["torch"] = (run_all, step_products(preset, sequences, torch.from_numpy)[0])
-        torch_step, _ = torch_step_function(preset)
+        engines["torch"] = (run_all, step_products(preset, sequences, torch.from_numpy, model=args.model)[0])
+        torch_step, _ = ENGINES["torch", args.model](preset)
         engines[WHOLE_STEP["torch"]] = (_call, torch_step)
     seconds = {name: [] for name in engines}
     for _ in range(args.repeats):
         for name, (run, work) in engines.items():
             seconds[name].append(median_seconds(lambda: run(work)))
 
-    print(f"preset {args.preset}: the matrix products of one training step"
+    print(f"{args.model} preset {args.preset}: the matrix products of one training step"
           f" ({flops / 1e9:.1f} GFLOP), {workers} cores, median of {args.repeats} alternating rounds")
-    summary = {"preset": args.preset, "gflop": flops / 1e9, "repeats": args.repeats}
+    summary = {"model": args.model, "preset": args.preset, "gflop": flops / 1e9, "repeats": args.repeats}
     for name, times in seconds.items():
         ms = float(np.median(times)) * 1e3
         if name in WHOLE_STEP.values():  # products and everything else: a GFLOP/s of products alone would mislead

@@ -25,10 +25,11 @@ The files, in reading order: ``probabilities`` (softmax, log-softmax),
 ``losses`` (cross-entropy), ``distillation`` (the soft-target KL of a
 student against a teacher, and DistilBERT's cosine loss), ``normalization``
 (layer norm), ``activations`` (GELU), ``lookup`` (embedding),
-``regularization`` (dropout), ``projection`` (linear, and the two ops that
+``regularization`` (dropout), ``projection`` (linear, the two ops that
 fuse a projection with what a block does next: ``linear_gelu``, an MLP's
 widening, and ``linear_add_layer_norm``, a post-LN sub-layer's residual add
-and norm), ``attention``.  (They are named for what they hold rather than for
+and norm, and ``lora_linear``, a frozen projection beside its LoRA update),
+``attention``.  (They are named for what they hold rather than for
 their functions: a module called ``softmax`` would be shadowed by the
 function ``F.softmax`` of the same name.)
 
@@ -51,12 +52,13 @@ from npllm.functional.losses import IGNORE_INDEX, cross_entropy
 from npllm.functional.lookup import embedding
 from npllm.functional.normalization import layer_norm
 from npllm.functional.probabilities import log_softmax, softmax
-from npllm.functional.projection import linear, linear_add_layer_norm, linear_gelu
+from npllm.functional.projection import linear, linear_add_layer_norm, linear_gelu, lora_linear
 from npllm.functional.regularization import dropout
 
 __all__ = [
     "softmax", "log_softmax", "cross_entropy", "layer_norm", "gelu", "embedding", "dropout",
     "scaled_dot_product_attention", "self_attention", "causal_mask", "linear", "linear_gelu", "linear_add_layer_norm",
+    "lora_linear",
     "kl_div", "cosine_loss",
     "IGNORE_INDEX",
 ]

@@ -2,7 +2,9 @@
 
 (And what a transformer block does right after two of its projections, fused
 with them: ``linear_gelu``, gelu(x W + b), an MLP's widening; and
-``linear_add_layer_norm``, LayerNorm(r + x W + b), a post-LN sub-layer's end.)
+``linear_add_layer_norm``, LayerNorm(r + x W + b), a post-LN sub-layer's end.
+And ``lora_linear``, x W + b + s x' A B, a frozen projection with its LoRA
+update beside it, ``nn.lora``'s forward.)
 
 W is stored (in, out), as GPT-2's Conv1D stores it.  The composed version is
 a matmul and an add; the fused one flattens the leading axes so that every
@@ -32,6 +34,11 @@ def linear_gelu_composed(x, weight, bias=None, approximate="tanh"):
 
 def linear_add_layer_norm_composed(x, weight, bias, residual, norm_weight, norm_bias, eps=1e-5):
     return layer_norm_composed(residual + linear_composed(x, weight, bias), norm_weight, norm_bias, eps)
+
+
+def lora_linear_composed(x, weight, bias, lora_A, lora_B, scale, dropped=None):
+    update = linear_composed(linear_composed(x if dropped is None else dropped, lora_A), lora_B) * scale
+    return linear_composed(x, weight, bias) + update
 
 
 # --- the fused op: one Function, backward derived by hand ---
@@ -180,6 +187,53 @@ def _check_shapes(name, x, weight, bias):
         )
 
 
+class FusedLoRALinear(Function):
+    """y = x W + b + s u B,  u = x' A:  a Linear and its LoRA update (``nn.lora``) in one op.
+
+    x' is dropout(x), or x itself when no dropout runs (``dropped`` None);
+    A (in, r) and B (r, out) are thin, s = alpha / r.  With g = dL/dy and
+    h = s g B^T, of shape (N, r):
+        dB = s u^T g,   dA = x'^T h,
+        dx = g W^T + h A^T   (x' = x: both paths reach x),  else dx = g W^T and dx' = h A^T,
+        dW = x^T g,   db = 1^T g   (only when W and b train; in LoRA they are frozen).
+    Composed, the update is four ops whose three (N, out) results (u B, its
+    scaling, the sum) the graph keeps until backward; here it is added into
+    y in place and only u, (N, r), is saved beside x.  And the frozen W's
+    gradient, a third of the Linear's products, is never computed.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, lora_A, lora_B, dropped=None, scale=1.0):
+        rows = x.reshape(-1, x.shape[-1])  # (N, in)
+        dropped_rows = rows if dropped is None else dropped.reshape(rows.shape)
+        out = rows @ weight  # (N, out)
+        if bias is not None:
+            out += bias
+        update_in = dropped_rows @ lora_A  # u (N, r)
+        out += update_in @ (lora_B * np.asarray(scale, dtype=lora_B.dtype))  # (one (N, out) temporary, freed here)
+        ctx.save_for_backward(rows, dropped_rows, weight, lora_A, lora_B, update_in)
+        ctx.shape, ctx.scale, ctx.separate = x.shape, scale, dropped is not None
+        return out.reshape(*x.shape[:-1], weight.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad):
+        rows, dropped_rows, weight, lora_A, lora_B, update_in = ctx.saved
+        need_x, need_weight, need_bias, need_A, need_B, need_dropped = ctx.needs_input_grad
+        grad_rows = grad.reshape(-1, grad.shape[-1])  # (N, out)
+        scale = np.asarray(ctx.scale, dtype=grad.dtype)
+        # forward: out = rows @ weight + bias + scale * (update_in @ lora_B),  update_in = dropped_rows @ lora_A
+        dx, dweight, dbias = linear_backward(grad_rows, rows, weight, need_x, need_weight, need_bias)
+        update_grad = (grad_rows @ lora_B.T) * scale  # h (N, r)
+        dlora_B = (update_in.T @ grad_rows) * scale if need_B else None
+        dlora_A = dropped_rows.T @ update_grad if need_A else None
+        ddropped = None
+        if ctx.separate and need_dropped:
+            ddropped = (update_grad @ lora_A.T).reshape(ctx.shape)
+        elif not ctx.separate and need_x:
+            dx += update_grad @ lora_A.T
+        return (None if dx is None else dx.reshape(ctx.shape)), dweight, dbias, dlora_A, dlora_B, ddropped
+
+
 def linear(x, weight, bias=None):
     """x @ weight + bias for x (..., in), weight (in, out), bias (out,) or None."""
     _check_shapes("linear", x, weight, bias)
@@ -197,6 +251,20 @@ def linear_add_layer_norm(x, weight, bias, residual, norm_weight, norm_bias, eps
                          f" ({C},), got {as_array(residual).shape}, "
                          + ", ".join(str(None if p is None else as_array(p).shape) for p in (norm_weight, norm_bias)))
     return FusedLinearAddLayerNorm.apply(x, weight, bias, residual, norm_weight, norm_bias, eps=eps)
+
+
+def lora_linear(x, weight, bias, lora_A, lora_B, scale, dropped=None):
+    """x @ weight + bias + scale * (x' @ lora_A) @ lora_B in one fused op, x' = ``dropped`` or x (see ``FusedLoRALinear``)."""
+    _check_shapes("lora_linear", x, weight, bias)
+    n_in, n_out = as_array(weight).shape
+    rank = as_array(lora_A).shape[-1]
+    if as_array(lora_A).shape != (n_in, rank) or as_array(lora_B).shape != (rank, n_out) or (
+            dropped is not None and as_array(dropped).shape != as_array(x).shape):
+        raise ShapeError(f"lora_linear: weight {(n_in, n_out)} needs lora_A (in, r) = ({n_in}, r) and lora_B (r, out)"
+                         f" = (r, {n_out}), and dropped x's shape {as_array(x).shape}; got lora_A"
+                         f" {as_array(lora_A).shape}, lora_B {as_array(lora_B).shape}"
+                         + ("" if dropped is None else f", dropped {as_array(dropped).shape}"))
+    return FusedLoRALinear.apply(x, weight, bias, lora_A, lora_B, dropped, scale=scale)
 
 
 def linear_gelu(x, weight, bias=None, approximate="tanh"):

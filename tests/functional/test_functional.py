@@ -95,6 +95,10 @@ CASES = [
      lambda x, w, r, g: R.linear_add_layer_norm_composed(x, w, None, r, g, None), [(3, 4), (4, 5), (3, 5), (5,)]),
     ("linear_gelu erf form no bias", lambda x, w: F.linear_gelu(x, w, None, "none"),
      lambda x, w: R.linear_gelu_composed(x, w, None, "none"), [(3, 4), (4, 5)]),
+    ("lora_linear", lambda x, w, b, a, u: F.lora_linear(x, w, b, a, u, 0.5),
+     lambda x, w, b, a, u: R.lora_linear_composed(x, w, b, a, u, 0.5), [(2, 3, 4), (4, 5), (5,), (4, 2), (2, 5)]),
+    ("lora_linear with dropout's x apart", lambda x, w, a, u, d: F.lora_linear(x, w, None, a, u, 2.0, d),
+     lambda x, w, a, u, d: R.lora_linear_composed(x, w, None, a, u, 2.0, d), [(3, 4), (4, 5), (4, 3), (3, 5), (3, 4)]),
     ("embedding repeated ids", lambda w: F.embedding(IDS, w), lambda w: R.embedding_composed(IDS, w), [(4, 5)]),
     ("embedding with a padding row", lambda w: F.embedding(IDS, w, padding_idx=3),
      lambda w: R.embedding_composed(IDS, w, padding_idx=3), [(4, 5)]),
@@ -180,6 +184,8 @@ LARGE_CASES = [
     ("linear_add_layer_norm", F.linear_add_layer_norm, R.linear_add_layer_norm_composed,
      [(2, 400, 96), (96, 384), (384,), (2, 400, 384), (384,), (384,)]),
     ("linear_gelu", F.linear_gelu, R.linear_gelu_composed, [(2, 160, 96), (96, 384), (384,)]),
+    ("lora_linear", lambda x, w, b, a, u: F.lora_linear(x, w, b, a, u, 2.0),
+     lambda x, w, b, a, u: R.lora_linear_composed(x, w, b, a, u, 2.0), [(2, 160, 96), (96, 384), (384,), (96, 8), (8, 384)]),
     ("linear_gelu erf form", lambda x, w, b: F.linear_gelu(x, w, b, "none"),
      lambda x, w, b: R.linear_gelu_composed(x, w, b, "none"), [(2, 160, 96), (96, 384), (384,)]),
     ("linear by a transposed weight", lambda x, w: F.linear(x, w.T), lambda x, w: R.linear_composed(x, w.T),
@@ -435,6 +441,8 @@ def test_dropout_gradient_is_mask_over_keep_probability():
     (lambda: F.linear_gelu(randn(2, 3), randn(4, 4)), ShapeError, ["linear_gelu", "(2, 3)", "(4, 4)"]),
     (lambda: F.linear_add_layer_norm(randn(2, 3), randn(3, 4), None, randn(2, 5), None, None), ShapeError,
      ["linear_add_layer_norm", "(2, 4)", "(2, 5)"]),
+    (lambda: F.lora_linear(randn(2, 3), randn(3, 4), None, randn(3, 2), randn(3, 4), 1.0), ShapeError,
+     ["lora_linear", "lora_B (3, 4)", "(r, 4)"]),
 ])
 def test_clear_errors(call, error, words):
     with pytest.raises(error) as info:
