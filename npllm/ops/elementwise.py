@@ -241,57 +241,67 @@ class GELUTanh(Function):
 
 _erf = np.frompyfunc(math.erf, 1, 1)
 
-ERFC_FIT_END = 4.0  # erfc(4) = 1.5e-8, below float32's resolution of 1: past it, erf(x) is 1 in float32
-ERFC_FIT_DEGREE = 8
+ERF_FIT_END = 4.0  # erf(4) = 1 - 1.5e-8, which float32 rounds to 1: past it, erf(x) is 1 in float32
+ERF_FIT_TERMS = 7
 
 
-def _erfc_exponent_fit(degree=ERFC_FIT_DEGREE, end=ERFC_FIT_END) -> np.ndarray:
-    """Coefficients (lowest power first) of P with erfc(x) = t exp(-x^2 + P(t)), t = 1 / (1 + x/2), 0 <= x <= end.
+def _arctanh_erf_fit(terms=ERF_FIT_TERMS, end=ERF_FIT_END) -> np.ndarray:
+    """Coefficients c_j of the odd P(x) = sum_j c_j x^(2j+1), j < ``terms``, with tanh(P(x)) = erf(x) on [0, end].
 
-    For large x, erfc(x) ~ exp(-x^2) / (x sqrt(pi)), so dividing out
-    exp(-x^2) and t (~ 1/x) leaves log(erfc(x) / t) + x^2: a smooth function
-    of t in [1/(1 + end/2), 1] that varies slowly.  A polynomial of degree 8,
-    fitted here by least squares at Chebyshev points against ``math.erfc``,
-    meets it to 3e-9 (measured on 200,001 points; degree 7: 2e-7).
+    erf and tanh are both odd and rise from 0 to 1, so arctanh(erf(x)) is a
+    smooth odd function, and an odd polynomial can follow it.  An error d in
+    P moves tanh(P) by about (1 - erf^2) d, which vanishes as erf nears 1:
+    the least squares (at Chebyshev points, against ``math.erf``) are
+    weighted by 1 - erf(x)^2, so the terms are spent where erf is not yet 1.
+    Seven terms (degree 13) meet erf to 1.5e-7 in float32 (measured on
+    200,001 points of [-6, 6]); c_0 comes out as 2/sqrt(pi), erf's slope at 0.
     """
-    low = 1 / (1 + end / 2)
-    nodes = np.cos(np.pi * (np.arange(4 * degree) + 0.5) / (4 * degree))  # Chebyshev points in (-1, 1)
-    t = low + (1 - low) * (nodes + 1) / 2
-    x = 2 / t - 2
-    exponent = np.log([math.erfc(value) for value in x]) + x * x - np.log(t)
-    return np.polynomial.Polynomial.fit(t, exponent, degree).convert().coef
+    nodes = np.cos(np.pi * (np.arange(4 * terms) + 0.5) / (4 * terms))  # Chebyshev points in (-1, 1)
+    x = end * (nodes + 1) / 2
+    exact = np.array([math.erf(value) for value in x])
+    weight = 1 - exact * exact
+    powers = np.stack([x ** (2 * j + 1) for j in range(terms)], axis=1)
+    coefficients, *_ = np.linalg.lstsq(powers * weight[:, None], np.arctanh(exact) * weight, rcond=None)
+    return coefficients
 
 
-ERFC_EXPONENT = _erfc_exponent_fit()
+ERF_ARCTANH = _arctanh_erf_fit()
 
 
-def erf(x: np.ndarray) -> np.ndarray:
-    """The error function (NumPy has no erf ufunc): exact in float64, to 6e-7 in float32.
+def erf(x: np.ndarray, scale: float = 1.0, out: np.ndarray = None) -> np.ndarray:
+    """The error function of ``scale * x`` (NumPy has no erf ufunc): exact in float64, to 1.5e-7 in float32.
 
     float64 calls Python's ``math.erf`` per element: exact, and slow (~0.1-0.5
-    us per element), which gradient checks can afford.  float32 uses
-    erf(x) = sign(x) (1 - t exp(-x^2 + P(|x|)))  with the fitted P of
-    ``_erfc_exponent_fit``: about 25 array passes, 10-20x faster, and off
-    by at most 6e-7 (5 float32 epsilons; the 1 - erfc near x = 0 rounds
-    most), below what a float32 network resolves.  It serves the exact
-    GELU of BERT (GPT-2 uses the tanh form above).
+    us per element), which gradient checks can afford.  float32 computes
+    erf(z) = tanh(P(z)) with the odd polynomial P of ``_arctanh_erf_fit``,
+    z clipped to +-4 (where erf is 1 in float32): about 17 array passes,
+    NumPy's vectorised tanh the last, 10-20x faster than ``math.erf``.  It
+    replaced erfc(z) = t exp(-z^2 + Q(t)), t = 1 / (1 + z/2), a degree-8 Q
+    (about 25 passes, to 6e-7): BERT's GELU forward takes 0.63x the time
+    ((1024, 1536) on one core, medians of alternating runs), four times as
+    accurately.  ``scale`` is folded into P's coefficients, so
+    erf(x / sqrt 2), the normal CDF's, costs no pass of its own; ``out``,
+    if given, receives the result.  It serves the exact GELU of BERT
+    (GPT-2 uses the tanh form above).
     """
     if x.dtype != np.float32:
-        return np.asarray(_erf(x), dtype=x.dtype)  # a 0-d input gives a Python float, not an array
-    flat = x.reshape(-1)  # (a 0-d array's abs would be a scalar, which out= cannot write into)
-    magnitude = np.minimum(np.abs(flat), np.float32(ERFC_FIT_END))
-    t = magnitude * np.float32(0.5)
-    t += 1
-    np.reciprocal(t, out=t)
-    out = np.full_like(flat, ERFC_EXPONENT[-1])
-    for coefficient in ERFC_EXPONENT[-2::-1]:  # Horner: P(t)
-        out *= t
-        out += np.float32(coefficient)
-    out -= np.square(magnitude)
-    np.exp(out, out=out)
-    out *= t  # erfc(|x|)
-    np.subtract(1, out, out=out)
-    return np.copysign(out, flat, out=out).reshape(x.shape)
+        exact = np.asarray(_erf(x * scale), dtype=x.dtype)  # (a 0-d input gives a Python float, not an array)
+        if out is None:
+            return exact
+        out[...] = exact
+        return out
+    powers = scale ** (2 * np.arange(len(ERF_ARCTANH)) + 1)
+    coefficients = [np.float32(c) for c in ERF_ARCTANH * powers]
+    limit = np.float32(ERF_FIT_END / abs(scale))
+    clipped = np.clip(x, -limit, limit)
+    squared = np.square(clipped)
+    out = np.empty_like(x) if out is None else out
+    out[...] = coefficients[-1]
+    for coefficient in coefficients[-2::-1]:  # Horner in z^2: P(z) / z
+        out *= squared
+        out += coefficient
+    out *= clipped
+    return np.tanh(out, out=out)
 
 
 class GELUErf(Function):
