@@ -21,7 +21,8 @@ of its own), and its ATen ops are grouped into the same rows: PyTorch's
 layer norm is ``native_layer_norm`` and its backward, its attention is the
 fused flash kernel (its products inside, as ours are), its AdamW the
 ``_foreach`` ops of ``torch.optim.AdamW``.  The profiler's per-op cost
-(a few microseconds) weighs on both columns alike.
+(a few microseconds) weighs on both columns alike.  ``--model bert`` profiles
+BERT's masked-LM step instead (its PyTorch twin: ``bench.torch_bert``).
 
 Linear layers and attention hold the step's products.  Their totals are
 printed, and beside them the products timed alone on the same shapes (as
@@ -43,7 +44,7 @@ import numpy as np
 
 from npllm.bench import at_least_one, description, model_benchmark_arguments, require_torch
 from npllm.bench.products import OURS, median_seconds, run_sharded, step_products
-from npllm.bench.train import PRESETS, npllm_step_function, torch_step_function, torch_training
+from npllm.bench.train import ENGINES, PRESETS, torch_bert_training, torch_training
 from npllm.runtime.memory import keep_freed_memory
 from npllm.runtime.pool import cores
 
@@ -210,9 +211,12 @@ def _all_subclasses(cls):
     return found
 
 
-def npllm_profile(preset, steps, warmup) -> tuple:
+TORCH_TRAINING = {"gpt": torch_training, "bert": torch_bert_training}  # model -> its PyTorch twin, as bench train's
+
+
+def npllm_profile(preset, steps, warmup, model="gpt") -> tuple:
     """(ms per (row, direction), instrumented step ms): our step, each kernel timed per core."""
-    step, _ = npllm_step_function(preset)
+    step, _ = ENGINES["npllm", model](preset)
     for _ in range(warmup):
         step()
     watches = Stopwatches()
@@ -224,11 +228,11 @@ def npllm_profile(preset, steps, warmup) -> tuple:
     return watches.per_core(steps), step_ms
 
 
-def torch_profile(preset, steps, warmup) -> tuple:
+def torch_profile(preset, steps, warmup, model="gpt") -> tuple:
     """(ms per (row, direction), step ms): PyTorch's eager step under torch.profiler, ATen ops grouped into our rows."""
     from torch.profiler import ProfilerActivity, profile
 
-    _, optimizer, loss_of, _ = torch_training(preset)
+    _, optimizer, loss_of, _ = TORCH_TRAINING[model](preset)
     for _ in range(warmup):
         optimizer.zero_grad()
         loss_of().backward()
@@ -251,19 +255,19 @@ def torch_profile(preset, steps, warmup) -> tuple:
     return {key: ms / steps for key, ms in figures.items()}, step_ms
 
 
-def products_and_steps(preset, repeats, compare_torch) -> dict:
+def products_and_steps(preset, repeats, compare_torch, model="gpt") -> dict:
     """Medians of alternating rounds (as ``bench products``): each engine's whole step and its products alone, ms."""
     workers = cores()
     sequences = preset["batch_size"]
-    shards = [step_products(preset, sequences // workers, np.asarray, seed)[0] for seed in range(workers)]
-    npllm_step, _ = npllm_step_function(preset)
+    shards = [step_products(preset, sequences // workers, np.asarray, seed, model)[0] for seed in range(workers)]
+    npllm_step, _ = ENGINES["npllm", model](preset)
     engines = {"npllm products": lambda: run_sharded(shards), "npllm step": npllm_step}
     if compare_torch:
         import torch
 
-        products = step_products(preset, sequences, torch.from_numpy)[0]
+        products = step_products(preset, sequences, torch.from_numpy, model=model)[0]
         engines["torch products"] = lambda: [call() for call in products]
-        engines["torch step"], _ = torch_step_function(preset)
+        engines["torch step"], _ = ENGINES["torch", model](preset)
     rounds = {name: [] for name in engines}
     for _ in range(repeats):
         for name, run in engines.items():
@@ -307,6 +311,7 @@ def _summed(figures, rows) -> float:
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="npllm bench profile", description=description(__doc__))
     model_benchmark_arguments(parser, PRESETS, "also profile PyTorch's eager step")
+    parser.add_argument("--model", choices=sorted(TORCH_TRAINING), default="gpt", help="whose step (default gpt)")
     parser.add_argument("--steps", type=at_least_one, default=None, help="profiled steps (default: 10 tiny, 3 small)")
     parser.add_argument("--warmup", type=at_least_one, default=2, help="untimed steps first (default 2)")
     args = parser.parse_args(argv)
@@ -315,15 +320,15 @@ def main(argv=None):
     keep_freed_memory()  # as training does (see npllm.runtime.memory)
     preset = PRESETS[args.preset]
     steps = args.steps or (10 if args.preset == "tiny" else 3)
-    ours, ours_step = npllm_profile(preset, steps, args.warmup)
-    theirs, theirs_step = torch_profile(preset, steps, args.warmup) if args.compare_torch else (None, None)
-    plain = products_and_steps(preset, args.repeats, args.compare_torch)
+    ours, ours_step = npllm_profile(preset, steps, args.warmup, args.model)
+    theirs, theirs_step = torch_profile(preset, steps, args.warmup, args.model) if args.compare_torch else (None, None)
+    plain = products_and_steps(preset, args.repeats, args.compare_torch, args.model)
 
     accounted = _summed(ours, {*ROWS.values(), OTHER, *ENGINE.values()})
     ours[(PYTHON, "step")] = ours_step - accounted
     if theirs is not None:
         theirs[(PYTHON, "step")] = theirs_step - _summed(theirs, {*ROWS.values(), OTHER, *ENGINE.values()})
-    print(f"preset {args.preset}: {preset}, {cores()} cores; profiled over {steps} steps"
+    print(f"{args.model} preset {args.preset}: {preset}, {cores()} cores; profiled over {steps} steps"
           f" (npllm {ours_step:.1f} ms/step instrumented" + (f", torch {theirs_step:.1f} under its profiler" if theirs else "")
           + ")")
     for line in table(ours, theirs):
@@ -343,7 +348,7 @@ def main(argv=None):
     if args.json:
         def flat(figures):
             return {f"{row} [{direction}]": ms for (row, direction), ms in figures.items()}
-        print(json.dumps({"preset": args.preset, "npllm": flat(ours), "torch": flat(theirs) if theirs else None,
+        print(json.dumps({"model": args.model, "preset": args.preset, "npllm": flat(ours), "torch": flat(theirs) if theirs else None,
                           "plain": plain}))
     return 0
 

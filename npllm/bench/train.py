@@ -133,8 +133,11 @@ def torch_training(preset):
 
 def torch_step_function(preset, workers=None):
     """One training step of ``torch_training``'s model (``workers`` is npllm's setting); return (step, FLOPs per token)."""
-    _, optimizer, loss_of, flops_per_token = torch_training(preset)
+    return _torch_step(*torch_training(preset)[1:])
 
+
+def _torch_step(optimizer, loss_of, flops_per_token):
+    """(one PyTorch training step: zero_grad, loss, backward, AdamW; FLOPs per token)."""
     def step():
         optimizer.zero_grad()
         loss = loss_of()
@@ -172,8 +175,9 @@ def npllm_bert_step_function(preset, workers=None):
     return npllm_training_step(model, MaskedLM(), _masked_batch(preset), workers), model.flops_per_token()
 
 
-def torch_bert_step_function(preset, workers=None):
-    """The same BERT, weights and masked batch in eager PyTorch with SDPA (on every core)."""
+def torch_bert_training(preset):
+    """The same BERT, weights and masked batch in eager PyTorch with SDPA (on every core):
+    (model, optimizer, loss(), FLOPs per token), as ``torch_training``."""
     import torch
 
     from npllm.bench.torch_bert import TorchBERTForMaskedLM
@@ -191,14 +195,15 @@ def torch_bert_step_function(preset, workers=None):
     positions, targets = (torch.from_numpy(a.astype(np.int64)) for a in MaskedLM().chosen(batch))
     inputs = torch.from_numpy(batch["input_ids"].astype(np.int64))
 
-    def step():
-        optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(model(inputs, positions, config.n_head, config.layer_norm_eps), targets)
-        loss.backward()
-        optimizer.step()
-        return loss.item()
+    def loss():
+        return torch.nn.functional.cross_entropy(model(inputs, positions, config.n_head, config.layer_norm_eps), targets)
 
-    return step, flops_per_token
+    return model, optimizer, loss, flops_per_token
+
+
+def torch_bert_step_function(preset, workers=None):
+    """One training step of ``torch_bert_training``'s model; return (step, FLOPs per token)."""
+    return _torch_step(*torch_bert_training(preset)[1:])
 
 
 def _bart_config(preset):
@@ -256,16 +261,12 @@ def torch_seq2seq_step_function(preset, workers=None):
     inputs = {name: torch.from_numpy(batch[name].astype(np.int64))
               for name in ("input_ids", "decoder_input_ids", "attention_mask", "targets")}
 
-    def step():
-        optimizer.zero_grad()
+    def loss():
         logits = model(inputs["input_ids"], inputs["decoder_input_ids"], inputs["attention_mask"])
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), inputs["targets"].reshape(-1),
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), inputs["targets"].reshape(-1),
                                                  ignore_index=-100)
-        loss.backward()
-        optimizer.step()
-        return loss.item()
 
-    return step, flops_per_token
+    return _torch_step(optimizer, loss, flops_per_token)
 
 
 ENGINES = {  # (engine, model) -> its step function

@@ -48,3 +48,17 @@ def test_profile_puts_pytorchs_ops_in_the_same_rows(capsys):
         assert theirs[f"{profile.ROWS[row]} [forward]"] > 0 and theirs[f"{profile.ROWS[row]} [backward]"] > 0, row
     assert theirs[f"{profile.ENGINE['AdamW']} [step]"] > 0
     assert "rest ratio" in summary["plain"]  # a ratio of two timings: printed, never asserted (it can even be < 0)
+
+
+@pytest.mark.bench
+@pytest.mark.parity
+def test_profile_of_bert_has_its_own_kernels_in_both_columns(capsys):
+    pytest.importorskip("torch")
+    lines, summary = profile_summary(capsys, "--model", "bert", "--compare-torch")
+    assert lines[0].startswith("bert preset tiny") and summary["model"] == "bert"
+    ours, theirs = summary["npllm"], summary["torch"]
+    for row in ("FusedLinearAddLayerNorm", "FusedLinearGELU", "FusedSelfAttention"):  # BERT's post-LN and erf GELU
+        assert ours[f"{profile.ROWS[row]} [forward]"] > 0 and ours[f"{profile.ROWS[row]} [backward]"] > 0, row
+    for row in ("FusedLayerNorm", "FusedGELU", "FusedCrossEntropy"):
+        assert theirs[f"{profile.ROWS[row]} [forward]"] > 0, row
+    assert summary["plain"]["npllm products"] > 0 and summary["plain"]["torch products"] > 0
