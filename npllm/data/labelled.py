@@ -237,7 +237,7 @@ def read_text_file(path: Path) -> str:
 def json_lines(path: Path, text: str) -> list[tuple[int, object]]:
     """(line number, value) of every non-blank line of a JSONL text; a line that is not JSON is one line."""
     values = []
-    for number, line in enumerate(text.split("\n"), start=1):  # not splitlines: a message may hold \x0c or \u2028
+    for number, line in enumerate(text.split("\n"), start=1):  # not splitlines: a JSON string may hold \u2028 as it is
         line = line.removesuffix("\r")
         if line.strip():
             try:

@@ -196,10 +196,10 @@ class FusedLoRALinear(Function):
         dB = s u^T g,   dA = x'^T h,
         dx = g W^T + h A^T   (x' = x: both paths reach x),  else dx = g W^T and dx' = h A^T,
         dW = x^T g,   db = 1^T g   (only when W and b train; in LoRA they are frozen).
-    Composed, the update is four ops whose three (N, out) results (u B, its
-    scaling, the sum) the graph keeps until backward; here it is added into
-    y in place and only u, (N, r), is saved beside x.  And the frozen W's
-    gradient, a third of the Linear's products, is never computed.
+    Composed, the layer is separate ops whose (N, out) results x W + b and
+    u B (scaled) the graph keeps until backward; here the update is added
+    into y in place and only u, (N, r), is saved beside x (and x', when
+    dropout runs).
     """
 
     @staticmethod
@@ -223,6 +223,8 @@ class FusedLoRALinear(Function):
         scale = np.asarray(ctx.scale, dtype=grad.dtype)
         # forward: out = rows @ weight + bias + scale * (update_in @ lora_B),  update_in = dropped_rows @ lora_A
         dx, dweight, dbias = linear_backward(grad_rows, rows, weight, need_x, need_weight, need_bias)
+        if not (need_A or need_B or need_dropped or need_x):
+            return None, dweight, dbias, None, None, None
         update_grad = (grad_rows @ lora_B.T) * scale  # h (N, r)
         dlora_B = (update_in.T @ grad_rows) * scale if need_B else None
         dlora_A = dropped_rows.T @ update_grad if need_A else None

@@ -28,11 +28,12 @@ Linear layers.
 The forward is one fused op, ``F.lora_linear`` (its backward derived in
 ``functional/projection.py``): for g = dL/dy and u = dropout(x) A,
     dB = (alpha / r) u^T g,   dA = (alpha / r) dropout(x)^T (g B^T),
-and no gradient is computed for the frozen W and b.  Composed of three
-``linear`` ops and an add (``functional.projection.lora_linear_composed``,
-its tested reference), the same layer kept two more (N, out) arrays for
-backward and took 1.2-1.5x the time, forward and backward on one core
-(GPT small's (1024, 384) -> 1536 and tiny's (2048, 128) -> 512 at rank 8).
+and no gradient is computed for the frozen W and b.  Composed of separate
+ops (three ``linear`` and an add, as this layer was written before), the
+same layer kept two more (N, out) arrays for backward and took 1.2-1.4x the
+time, forward and backward on one core (GPT small's (1024, 384) -> 1536 and
+tiny's (2048, 128) -> 512 at rank 8, medians of alternating runs);
+``functional.projection.lora_linear_composed`` is its tested reference.
 
 Left out on purpose: adapters on embeddings, and several adapters at once.
 """
@@ -78,8 +79,9 @@ class LoRALinear(Module):
     def forward(self, x):
         if self.merged:
             return F.linear(x, self.weight, self.bias)
-        dropped = self.drop(x) if self.drop.p > 0 and self.training else None  # (None: x itself, no copy)
-        return F.lora_linear(x, self.weight, self.bias, self.lora_A, self.lora_B, self.scale, dropped)
+        dropped = self.drop(x)  # x itself when no dropout runs (p = 0, or evaluating)
+        return F.lora_linear(x, self.weight, self.bias, self.lora_A, self.lora_B, self.scale,
+                             None if dropped is x else dropped)
 
     def delta(self) -> np.ndarray:
         """(alpha / r) A B, the adapter's change to the weight, (in, out)."""

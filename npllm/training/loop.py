@@ -386,9 +386,11 @@ def training_time(out_dir) -> tuple[float, int]:
         if path.exists() else []
     seconds = counted = 0
     for record in records:
-        unit = next(name.removesuffix("_per_s") for name in record if name.endswith("_per_s"))
-        seconds += record[unit] / record[f"{unit}_per_s"]
-        counted += record[unit]
+        for name, rate in record.items():
+            unit = name.removesuffix("_per_s")
+            if name.endswith("_per_s") and rate > 0:  # (a step that counted nothing tells no time)
+                seconds += record[unit] / rate
+                counted += record[unit]
     return seconds, counted
 
 

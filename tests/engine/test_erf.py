@@ -29,3 +29,4 @@ def test_a_scale_is_folded_in_and_out_receives_the_result():
     assert erf(x, 1 / math.sqrt(2), out=out) is out
     assert np.abs(out - exact).max() <= 1.6e-7
     np.testing.assert_allclose(erf(x.astype(np.float64), 0.5), [math.erf(value / 2) for value in x.astype(np.float64)])
+    assert not erf(x, 0.0).any()  # erf(0 * x) = 0

@@ -59,6 +59,13 @@ def test_a_user_file_of_text_and_label(tmp_path):
         assert data.labels == ["ham", "spam"] and len(data.train_texts) + len(data.test_texts) == 30
 
 
+def test_a_jsonl_record_may_hold_a_line_separator_inside_its_text(tmp_path):
+    rows = [{"text": f"line\u2028separated\x0c{i}", "label": "ab"[i % 2]} for i in range(20)]
+    (tmp_path / "data.jsonl").write_text("\n".join(json.dumps(row, ensure_ascii=False) for row in rows))
+    data = load_labelled(str(tmp_path / "data.jsonl"), seed=0)
+    assert sorted(data.train_texts + data.test_texts) == sorted(row["text"] for row in rows)
+
+
 @pytest.mark.parametrize("content, message", [
     ('{"text": "a", "class": "x"}', "line 1: no field 'label'"),
     ('{"text": " ", "label": "x"}', "line 1: the text is empty"),
