@@ -23,7 +23,7 @@ A cached file is re-hashed before use and fetched again if it does not match.
 The SMS zip's SHA-256 was not computed on this machine (it has no network). It
 is the digest, and 203,415 bytes the size, that several unrelated public projects
 recorded for the same URL when they fetched it in 2026 (and that a Julia data
-package pinned years earlier for UCI's old address of the same zip). Every
+package pins for UCI's old address of the same zip). Every
 byte is held to it as for Tiny Shakespeare, so should UCI ever repackage the
 file, the download fails in one line naming both digests rather than reading
 other bytes.
