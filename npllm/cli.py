@@ -449,6 +449,7 @@ def _stream(pieces):
 
 # --- npllm chat -------------------------------------------------------------
 def _chat(argv):
+    from npllm.errors import SettingError
     from npllm.generation.chat import response_pieces
     from npllm.nn.lora import apply_saved_adapters
     from npllm.training.pretrain import END_OF_TEXT, load_model
@@ -462,7 +463,7 @@ def _chat(argv):
                         help="LoRA adapters (adapters.safetensors of a --train lora run) to put onto --checkpoint,"
                              " the base they were trained on")
     parser.add_argument("--prompt", default=None, help="answer this one instruction and exit (for scripts)")
-    parser.add_argument("--input", default="", help="with --prompt: the input the instruction applies to")
+    parser.add_argument("--input", default=None, help="with --prompt: the input the instruction applies to")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="tokens of response, at most")
     parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy (the default); above 0: sampled")
     parser.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens only")
@@ -470,6 +471,8 @@ def _chat(argv):
                         help="sample among the fewest tokens whose probabilities add up to p")
     parser.add_argument("--seed", type=int, default=None, help="seed of the sampler, for repeatable answers")
     args = parser.parse_args(argv)
+    if args.input is not None and args.prompt is None:
+        raise SettingError("`input` goes with `prompt` (lines read from standard input have no input of their own)")
 
     model, tokenizer = load_model(args.checkpoint, log=_warn)
     if args.adapters:
@@ -477,7 +480,7 @@ def _chat(argv):
     settings = dict(stop_token=tokenizer.special_tokens.get(END_OF_TEXT), max_new_tokens=args.max_new_tokens,
                     temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     if args.prompt is not None:
-        _stream(response_pieces(model, tokenizer, args.prompt, args.input, **settings))
+        _stream(response_pieces(model, tokenizer, args.prompt, args.input or "", **settings))
         return 0
     response_pieces(model, tokenizer, "", **settings)  # checks every setting now, before waiting for a line (lazy)
     interactive = sys.stdin.isatty()

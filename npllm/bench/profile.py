@@ -334,7 +334,8 @@ def main(argv=None):
     for line in table(ours, theirs):
         print(line)
     products_row = [f"{plain['npllm products']:.1f}"] + ([f"{plain['torch products']:.1f}"] if theirs is not None else [])
-    print(f"  products alone, timed apart ({OURS}; torch on every core): " + " / ".join(products_row) + " ms")
+    engines = f"{OURS}; torch on every core" if theirs is not None else OURS
+    print(f"  products alone, timed apart ({engines}): " + " / ".join(products_row) + " ms")
     holding = {row for name, row in ROWS.items() if name.startswith("FusedLinear") or name == "FusedSelfAttention"}
     print(f"  so the ops holding the products spent {_summed(ours, holding) - plain['npllm products']:.1f} ms"
           " between them (npllm)" + (f", {_summed(theirs, holding) - plain['torch products']:.1f} ms (torch)"

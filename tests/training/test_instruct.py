@@ -243,6 +243,9 @@ def test_the_commands_finetune_instruct_and_chat(instruct_base, records_file, tm
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     assert main(["chat", "--checkpoint", str(out), "--top-p", "2"]) == 2  # refused before any line is read
     assert "--top-p must be in (0, 1], got 2.0" in capsys.readouterr().err
+    assert main(["chat", "--checkpoint", str(out), "--input", "1 + 2"]) == 2  # an input with no instruction
+    error = capsys.readouterr().err
+    assert "--input goes with --prompt" in error and len(error.strip().splitlines()) == 1
     assert main(["chat", "--checkpoint", base, "--adapters", str(out / ADAPTERS_FILE), "--prompt", "x"]) == 2
     error = capsys.readouterr().err
     assert "trained on another base model" in error and len(error.strip().splitlines()) == 1
