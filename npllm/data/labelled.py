@@ -196,8 +196,7 @@ def sms_spam(seed: int, cache_dir=None) -> LabelledText:
     except (zipfile.BadZipFile, KeyError, UnicodeDecodeError) as error:
         raise DataSourceError(f"{path}: not the SMS Spam Collection's zip ({error})") from error
     pairs = []
-    for number, line in enumerate(text.split("\n"), start=1):  # not splitlines: a message may hold \x0c or \u2028
-        line = line.removesuffix("\r")
+    for number, line in numbered_lines(text):
         label, tab, message = line.partition("\t")
         if line.strip() and (not tab or label not in ("ham", "spam")):
             raise DataSourceError(f"{path}: {SMS_SPAM_MEMBER}, line {number}: not 'ham' or 'spam', a tab, the text")
@@ -234,11 +233,20 @@ def read_text_file(path: Path) -> str:
         raise DataSourceError(f"{path}: cannot read it as UTF-8 text ({error})") from error
 
 
+def numbered_lines(text: str):
+    """(line number, line) of ``text``, cut at newlines only (a trailing \r dropped).
+
+    Not ``str.splitlines``: it also cuts at \x0c, \x1c-\x1e and \u2028, which a
+    text message may hold, and a JSON string may hold \u2028 as it is.
+    """
+    for number, line in enumerate(text.split("\n"), start=1):
+        yield number, line.removesuffix("\r")
+
+
 def json_lines(path: Path, text: str) -> list[tuple[int, object]]:
     """(line number, value) of every non-blank line of a JSONL text; a line that is not JSON is one line."""
     values = []
-    for number, line in enumerate(text.split("\n"), start=1):  # not splitlines: a JSON string may hold \u2028 as it is
-        line = line.removesuffix("\r")
+    for number, line in numbered_lines(text):
         if line.strip():
             try:
                 values.append((number, json.loads(line)))

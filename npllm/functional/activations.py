@@ -42,11 +42,12 @@ class FusedGELU(Function):
     The tanh form folds the constants and works in place (x^3 is never
     formed: float32 ``x ** 3`` is ~70x slower than multiplies here), 8
     passes forward and 10 back; the erf form's ~17 passes of ``erf`` (its
-    1/sqrt 2 folded into erf's polynomial) run on one piece at a time.  Every pass is made over cache-sized pieces on
-    all cores (``map_rows``), so that the passes read L2 cache rather than
-    memory: the erf form composed over whole arrays (``ops.gelu``) took
-    1.7x as long on one core and 2.5x on two (forward and backward on
-    (1024, 1536), medians of alternating runs).
+    1/sqrt 2 folded into erf's polynomial) run on one piece at a time.
+    Every pass is made over cache-sized pieces on all cores (``map_rows``),
+    so that the passes read L2 cache rather than memory: the erf form
+    composed over whole arrays (``ops.gelu``) took 1.7x as long on one core
+    and 2.5x on two (forward and backward on (1024, 1536), medians of
+    alternating runs).
     """
 
     @staticmethod

@@ -9,6 +9,7 @@ Constants (Python numbers, arrays that are not Tensors) may appear on either
 side; they keep NumPy 2's rules, so ``float32_tensor * 0.5`` stays float32.
 """
 
+import functools
 import math
 
 import numpy as np
@@ -268,6 +269,14 @@ def _arctanh_erf_fit(terms=ERF_FIT_TERMS, end=ERF_FIT_END) -> np.ndarray:
 ERF_ARCTANH = _arctanh_erf_fit()
 
 
+@functools.lru_cache(maxsize=8)
+def _erf_coefficients(scale: float) -> tuple[list, np.float32]:
+    """P's float32 coefficients for erf(scale * x), c_j scale^(2j+1), and where x is clipped; once per scale."""
+    powers = scale ** (2 * np.arange(len(ERF_ARCTANH)) + 1)
+    limit = np.float32(ERF_FIT_END / abs(scale) if scale else np.inf)  # (scale 0: erf(0) = 0 everywhere)
+    return [np.float32(c) for c in ERF_ARCTANH * powers], limit
+
+
 def erf(x: np.ndarray, scale: float = 1.0, out: np.ndarray = None) -> np.ndarray:
     """The error function of ``scale * x`` (NumPy has no erf ufunc): exact in float64, to 1.5e-7 in float32.
 
@@ -291,9 +300,7 @@ def erf(x: np.ndarray, scale: float = 1.0, out: np.ndarray = None) -> np.ndarray
             return exact
         out[...] = exact
         return out
-    powers = scale ** (2 * np.arange(len(ERF_ARCTANH)) + 1)
-    coefficients = [np.float32(c) for c in ERF_ARCTANH * powers]
-    limit = np.float32(ERF_FIT_END / abs(scale) if scale else np.inf)  # (scale 0: erf(0) = 0 everywhere)
+    coefficients, limit = _erf_coefficients(float(scale))
     clipped = np.clip(x, -limit, limit)
     squared = np.square(clipped)
     out = np.empty_like(x) if out is None else out

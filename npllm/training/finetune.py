@@ -227,10 +227,14 @@ def fine_tuning_fields(config: FineTuneConfig, model, checkpoint=None) -> dict:
     )
 
 
+def trained_count(model) -> int:
+    """How many of ``model``'s parameters are trained (not frozen)."""
+    return sum(p.size for p in model.parameters() if p.requires_grad)
+
+
 def trained_parameters(model) -> str:
     """``1,234 of 56,789 parameters (2.2%)``: how many ``model`` trains."""
-    total = model.num_parameters()
-    count = sum(p.size for p in model.parameters() if p.requires_grad)
+    total, count = model.num_parameters(), trained_count(model)
     return f"{count:,} of {total:,} parameters ({count / total:.1%})"
 
 
@@ -348,8 +352,7 @@ def _write_report(run: ClassifyRun, rows: list[dict], matrix: np.ndarray, log):
     if per_epoch is not None:
         log(f"trained {epochs:.2f} epochs of {len(run.data.train_labels):,} texts in {seconds:.1f} s of steps:"
             f" {per_epoch:.1f} s an epoch (evaluation left out)")
-    trained = sum(p.size for p in run.model.parameters() if p.requires_grad)
     atomic_write_text(Path(run.out_dir) / REPORT_FILE, json.dumps(
         {"step": run.step, "labels": run.labels, "results": rows, "confusion_matrix": matrix.tolist(),
-         "trained_parameters": trained, "parameters": run.model.num_parameters(), "epochs": epochs,
+         "trained_parameters": trained_count(run.model), "parameters": run.model.num_parameters(), "epochs": epochs,
          "seconds_per_epoch": per_epoch}, indent=2))
